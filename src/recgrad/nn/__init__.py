@@ -1,5 +1,6 @@
 """Layers as forward/backward pairs: Parameter, Module, Sequential and the modules built on them."""
 
+from recgrad.nn.linear import Linear
 from recgrad.nn.module import Module, Parameter, RowSparseGrad, Sequential
 
-__all__ = ["Module", "Parameter", "RowSparseGrad", "Sequential"]
+__all__ = ["Linear", "Module", "Parameter", "RowSparseGrad", "Sequential"]
