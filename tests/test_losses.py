@@ -84,9 +84,11 @@ def test_cosine_gradient_through_a_clamped_norm():
     loss = InfoNCELoss(0.5, "cosine", "sum")
     loss(anchor, positive, negatives["shared"])
     d_anchor = loss.backward()[0]
-    probe = InfoNCELoss(0.5, "dot", "sum")  # cosine logits of row 0 equal dot logits of anchor/eps on unit vectors
-    unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731
-    probe(anchor / 1e-12, unit(positive), unit(negatives["shared"]))
+    # cosine logits of row 0 equal the dot logits of anchor / eps against unit-length positives and negatives
+    probe = InfoNCELoss(0.5, "dot", "sum")
+    unit_positive = positive / np.linalg.norm(positive, axis=-1, keepdims=True)
+    unit_negatives = negatives["shared"] / np.linalg.norm(negatives["shared"], axis=-1, keepdims=True)
+    probe(anchor / 1e-12, unit_positive, unit_negatives)
     np.testing.assert_allclose(d_anchor[0], probe.backward()[0][0] / 1e-12, rtol=1e-10)
 
 
@@ -227,7 +229,8 @@ def test_cosine_is_scale_invariant():
 
 def make_all(dtype):
     rng = np.random.default_rng(11)
-    anchor, positive, negatives = (x.astype(dtype) for x in (*embeddings(11)[:2], embeddings(11)[2]["per-anchor"]))
+    anchor, positive, negatives = embeddings(11)
+    anchor, positive, negatives = anchor.astype(dtype), positive.astype(dtype), negatives["per-anchor"].astype(dtype)
     return [
         (BPRLoss, {}, (rng.standard_normal(4).astype(dtype), rng.standard_normal((4, 2)).astype(dtype))),
         (BCEWithLogitsLoss, {"pos_weight": np.array([1.0, 2.0, 0.5])}, (anchor, (positive > 0).astype(dtype))),
