@@ -1,0 +1,358 @@
+"""Reading delimited text into column arrays: a vectorised fast path, and a per-line path for errors.
+
+The fast path reads the whole file, checks the field count of every line with array arithmetic on the
+separator positions, splits once and converts whole columns with NumPy. If anything in it fails, the
+per-line path reads the file again, which either raises `DataFormatError` at the first bad line
+("path:LINE: what was wrong", 1-based physical line numbers) or, with `on_error="skip"`, drops and
+counts the bad lines. Blank lines are ignored by both paths.
+
+Column kinds: "index" is a non-negative integer (ids that are already internal indices), "id" is any
+non-empty string (raw ids, mapped later), "float" is a finite number (ratings, timestamps).
+"""
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+
+from recgrad.data.dataset import DataFormatError
+
+ON_ERROR = ("raise", "skip")
+_EXAMPLES_KEPT = 5
+
+
+def check_on_error(on_error):
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+
+
+def read_bytes(path):
+    """File content with line endings normalised to b'\\n'; FileNotFoundError naming a missing path."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a directory, expected a file")
+    data = path.read_bytes()
+    if b"\r" in data:
+        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    if not data.strip():
+        raise DataFormatError(f"{path}: file is empty")
+    return data
+
+
+class Skipped:
+    """Count and first few messages of the lines dropped under on_error='skip'."""
+
+    def __init__(self):
+        self.count = 0
+        self.examples = []
+
+    def add(self, message):
+        self.count += 1
+        if len(self.examples) < _EXAMPLES_KEPT:
+            self.examples.append(message)
+
+
+def _shown(token):
+    return repr(token.decode("utf-8", errors="replace"))
+
+
+def check_token(token, kind, label):
+    """Return (value, None) or (None, what was wrong) for one field."""
+    if kind == "index":
+        if token.isdigit():
+            return int(token), None
+        return None, f"{label} {_shown(token)} is not a non-negative integer"
+    if kind == "float":
+        try:
+            value = float(token)
+        except ValueError:
+            value = math.nan
+        if math.isfinite(value):
+            return value, None
+        return None, f"{label} {_shown(token)} is not a finite number"
+    if token:
+        return token, None
+    return None, f"{label} is empty"
+
+
+def _convert_column(tokens, kind):
+    """Whole-column conversion for the fast path; None when any token is invalid."""
+    if kind == "id":
+        return None if (tokens == b"").any() else tokens
+    if kind == "index":
+        if not np.char.isdigit(tokens).all():
+            return None
+        try:
+            return tokens.astype(np.int64)
+        except (ValueError, OverflowError):
+            return None
+    try:
+        values = tokens.astype(np.float64)
+    except (ValueError, OverflowError):
+        return None
+    return values if np.isfinite(values).all() else None
+
+
+def fast_table(body, sep, ncols, wanted):
+    """Vectorised parse of `body` (bytes, no header) into the columns `wanted` = [(index, kind)].
+
+    A body of plain non-negative integers (no leading zeros) is parsed by `np.fromstring` in one go,
+    "id" columns then come back as int64; anything else is split into byte tokens. Returns a list of arrays, or None when any line is irregular or any value invalid.
+    """
+    if sep == b"," and b'"' in body:
+        return None
+    body = body.strip(b"\n")
+    if b"\n\n" in body:
+        body = b"\n".join(line for line in body.split(b"\n") if line)
+    buf = np.frombuffer(body, dtype=np.uint8)
+    newlines = np.flatnonzero(buf == 10)
+    n_lines = len(newlines) + 1
+    separators = np.flatnonzero(buf == sep[0])
+    if len(separators) != (ncols - 1) * n_lines:
+        return None
+    before = np.searchsorted(separators, newlines)
+    per_line = np.diff(np.concatenate(([0], before, [len(separators)])))
+    if (per_line != ncols - 1).any():
+        return None
+    if not body.translate(None, b"0123456789\n " + sep) and not _has_leading_zero(buf, sep[0]):
+        numbers = np.fromstring(body if sep == b"\t" else body.replace(sep, b" "), dtype=np.int64, sep=" ")
+        if numbers.size == n_lines * ncols:
+            numbers = numbers.reshape(n_lines, ncols)
+            return [numbers[:, index].astype(np.float64) if kind == "float" else numbers[:, index]
+                    for index, kind in wanted]
+    tokens = np.array(body.replace(b"\n", sep).split(sep)).reshape(n_lines, ncols)
+    if sep != b" " and (b" " in body or b"\t" in body and sep != b"\t"):
+        tokens = np.char.strip(tokens)
+    columns = []
+    for index, kind in wanted:
+        column = _convert_column(tokens[:, index], kind)
+        if column is None:
+            return None
+        columns.append(column)
+    return columns
+
+
+def _has_leading_zero(buf, sep_byte):
+    """True when some field of an all-digit body starts with '0' followed by another digit."""
+    zero = np.flatnonzero(buf[:-1] == ord("0"))
+    if len(zero) == 0:
+        return False
+    previous = np.where(zero > 0, buf[np.maximum(zero - 1, 0)], 10)
+    at_field_start = (previous == sep_byte) | (previous == 10) | (previous == 32)
+    next_is_digit = (buf[zero + 1] >= ord("0")) & (buf[zero + 1] <= ord("9"))
+    return bool((at_field_start & next_is_digit).any())
+
+
+def split_fields(line, sep):
+    if sep == b"," and b'"' in line:
+        return [field.encode() for field in next(csv.reader([line.decode("utf-8", errors="replace")]))]
+    return line.split(sep)
+
+
+def slow_table(path, body, first_lineno, sep, ncols, wanted, labels, on_error, skipped, shown_sep):
+    """Per-line parse with exact line numbers; same result as `fast_table` on valid input."""
+    values = [[] for _ in wanted]
+    for offset, line in enumerate(body.split(b"\n")):
+        if not line.strip():
+            continue
+        fields = split_fields(line, sep)
+        problem = None
+        row = []
+        if len(fields) != ncols:
+            problem = f"expected {ncols} fields separated by {shown_sep!r}, found {len(fields)}"
+        else:
+            for (index, kind), label in zip(wanted, labels):
+                value, problem = check_token(fields[index].strip(), kind, label)
+                if problem:
+                    break
+                row.append(value)
+        if problem:
+            message = f"{path}:{first_lineno + offset}: {problem}"
+            if on_error == "raise":
+                raise DataFormatError(message)
+            skipped.add(message)
+            continue
+        for column, value in zip(values, row):
+            column.append(value)
+    if not values[0]:
+        raise DataFormatError(f"{path}: no valid lines ({skipped.count} malformed line(s) skipped)")
+    dtypes = {"index": np.int64, "float": np.float64, "id": None}
+    return [np.array(column, dtype=dtypes[kind]) for column, (_, kind) in zip(values, wanted)]
+
+
+def sniff_separator(path, line):
+    for sep in (b"\t", b"::", b","):
+        if sep in line:
+            return sep
+    raise DataFormatError(f"{path}: cannot tell the separator (no tab, '::' or comma on the first line); pass sep=")
+
+
+def read_table(path, columns, sep=None, has_header=False, on_error="raise", skipped=None):
+    """Read selected columns of a delimited file.
+
+    Args:
+        path: file path.
+        columns: list of (selector, kind, label); selector is a header name (needs has_header) or a
+            0-based column position.
+        sep: field separator (str or bytes), None to sniff tab / '::' / comma from the first line.
+        has_header: the first non-blank line holds column names (it is line 1 for error messages).
+        on_error: "raise" or "skip".
+        skipped: a `Skipped` accumulator shared across files.
+
+    Returns:
+        list of arrays, one per requested column (int64, float64 or bytes ids).
+    """
+    check_on_error(on_error)
+    skipped = Skipped() if skipped is None else skipped
+    data = read_bytes(path)
+    first_lineno = 1
+    header = None
+    if has_header:
+        leading = len(data) - len(data.lstrip(b"\n"))
+        first_lineno += leading
+        header, _, body = data.lstrip(b"\n").partition(b"\n")
+        first_lineno += 1
+        if not body.strip():
+            raise DataFormatError(f"{path}: has a header line but no data lines")
+    else:
+        body = data
+    first_line = header if header is not None else body.lstrip(b"\n").partition(b"\n")[0]
+    sep = sniff_separator(path, first_line) if sep is None else (sep.encode() if isinstance(sep, str) else sep)
+    shown_sep = sep.decode()
+    if len(sep) > 1:
+        if b"\t" in data:
+            raise DataFormatError(f"{path}: separator {sep.decode()!r} given but the file also contains tabs")
+        body = body.replace(sep, b"\t")
+        first_line = first_line.replace(sep, b"\t")
+        sep = b"\t"
+    if header is not None:
+        names = [field.decode("utf-8", errors="replace").strip().strip('"') for field in split_fields(header, sep)]
+        ncols = len(names)
+    else:
+        names = None
+        ncols = len(split_fields(first_line, sep))
+    wanted = [(_resolve(path, selector, names, ncols), kind) for selector, kind, _ in columns]
+    labels = [label for _, _, label in columns]
+    result = fast_table(body, sep, ncols, wanted)
+    if result is None:
+        result = slow_table(path, body, first_lineno, sep, ncols, wanted, labels, on_error, skipped, shown_sep)
+    return result
+
+
+def _resolve(path, selector, names, ncols):
+    if isinstance(selector, str):
+        if names is None:
+            raise ValueError(f"column {selector!r} is a name but {path} is read without a header; pass a position")
+        if selector not in names:
+            raise ValueError(f"{path}: no column named {selector!r}; the header has {names}")
+        return names.index(selector)
+    if not 0 <= selector < ncols:
+        raise ValueError(f"{path}: column position {selector} out of range, the file has {ncols} columns")
+    return selector
+
+
+def read_adjacency(path, on_error="raise", skipped=None):
+    """Read a LightGCN/NGCF file: each line `user item item ...`, whitespace separated.
+
+    A line with a user and no items is allowed (the user exists but has no interactions there).
+    Returns (users per interaction, items, every user that has a line), int64 arrays.
+    """
+    check_on_error(on_error)
+    skipped = Skipped() if skipped is None else skipped
+    data = read_bytes(path)
+    lines = data.split(b"\n")
+    if not data.translate(None, b"0123456789 \t\n"):
+        counts = np.fromiter((len(line.split()) for line in lines), dtype=np.int64, count=len(lines))
+        flat = np.fromstring(data, dtype=np.int64, sep=" ")
+        if len(flat) == counts.sum():
+            counts = counts[counts > 0]
+            starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+            line_users = flat[starts]
+            is_item = np.ones(len(flat), dtype=bool)
+            is_item[starts] = False
+            return np.repeat(line_users, counts - 1), flat[is_item], line_users
+    users, items, line_users = [], [], []
+    for offset, line in enumerate(lines):
+        tokens = line.split()
+        if not tokens:
+            continue
+        parsed = []
+        problem = None
+        for position, token in enumerate(tokens):
+            value, problem = check_token(token, "index", "user id" if position == 0 else "item id")
+            if problem:
+                break
+            parsed.append(value)
+        if problem:
+            message = f"{path}:{offset + 1}: {problem}"
+            if on_error == "raise":
+                raise DataFormatError(message)
+            skipped.add(message)
+            continue
+        line_users.append(parsed[0])
+        users.extend([parsed[0]] * (len(parsed) - 1))
+        items.extend(parsed[1:])
+    if not line_users:
+        raise DataFormatError(f"{path}: no valid lines ({skipped.count} malformed line(s) skipped)")
+    return np.array(users, np.int64), np.array(items, np.int64), np.array(line_users, np.int64)
+
+
+def read_negatives(path, on_error="raise", skipped=None):
+    """Read an NCF `*.test.negative` file: each line `(user,item)\\tneg\\tneg...`.
+
+    Every line must list as many negatives as the first valid line. Returns (users, items,
+    negatives) with negatives an int64 array of shape (n_lines, n_negatives).
+    """
+    check_on_error(on_error)
+    skipped = Skipped() if skipped is None else skipped
+    data = read_bytes(path)
+    flat = data.translate(None, b"()").replace(b",", b"\t")
+    first_line = flat.lstrip(b"\n").partition(b"\n")[0]
+    ncols = len(first_line.split(b"\t"))
+    if ncols >= 3 and data.lstrip(b"\n").startswith(b"("):
+        columns = fast_table(flat, b"\t", ncols, [(k, "index") for k in range(ncols)])
+        if columns is not None and data.count(b"(") == len(columns[0]):
+            table = np.column_stack(columns)
+            return table[:, 0], table[:, 1], table[:, 2:]
+    users, items, negatives = [], [], []
+    n_negatives = None
+    for offset, line in enumerate(data.split(b"\n")):
+        if not line.strip():
+            continue
+        key, *rest = line.split(b"\t")
+        problem = None
+        inner = key.strip()
+        parts = inner[1:-1].split(b",") if inner.startswith(b"(") and inner.endswith(b")") else []
+        if len(parts) != 2:
+            problem = f"expected '(user,item)' as the first field, found {_shown(key)}"
+        else:
+            (user, problem) = check_token(parts[0].strip(), "index", "user id")
+            if not problem:
+                (item, problem) = check_token(parts[1].strip(), "index", "item id")
+        row = []
+        if not problem and n_negatives is not None and len(rest) != n_negatives:
+            problem = f"expected {n_negatives} negatives as on the first line, found {len(rest)}"
+        if not problem:
+            for token in rest:
+                value, problem = check_token(token.strip(), "index", "negative item id")
+                if problem:
+                    break
+                row.append(value)
+        if not problem and not row:
+            problem = "no negatives after the (user,item) key"
+        if problem:
+            message = f"{path}:{offset + 1}: {problem}"
+            if on_error == "raise":
+                raise DataFormatError(message)
+            skipped.add(message)
+            continue
+        n_negatives = len(row)
+        users.append(user)
+        items.append(item)
+        negatives.append(row)
+    if not users:
+        raise DataFormatError(f"{path}: no valid lines ({skipped.count} malformed line(s) skipped)")
+    return np.array(users, np.int64), np.array(items, np.int64), np.array(negatives, np.int64)
