@@ -41,7 +41,7 @@ import scipy.sparse as sp
 
 from recgrad.init import as_generator
 
-__all__ = ["UniformSampler", "PopularitySampler", "epoch_batches"]
+__all__ = ["NegativeSampler", "UniformSampler", "PopularitySampler", "epoch_batches"]
 
 
 def _as_csr(train_csr, name="train_csr"):
@@ -60,8 +60,8 @@ def _row_ids(csr):
     return np.repeat(np.arange(csr.shape[0], dtype=np.int64), np.diff(csr.indptr))
 
 
-class _NegativeSampler:
-    """Shared machinery: the collision loop, argument checks and the RNG state.
+class NegativeSampler:
+    """Base class of the samplers: the collision loop, argument checks and the RNG state.
 
     A subclass sets `self._weights` (unnormalised item weights, shape (n_items,), or None for
     uniform) before calling `_setup`, and implements `_draw(size)`: unconditional draws from q.
@@ -126,6 +126,16 @@ class _NegativeSampler:
             self._draw_from_complement(flat_users, flat_items, todo)
         return items
 
+    def sample_shared(self, k):
+        """`k` items drawn from q for a whole batch, shape (k,): collisions with anyone's positives kept.
+
+        Shared negatives (one set per batch, as sampled-softmax training uses) belong to no single
+        user, so nothing is excluded; an item may repeat, and may be some user's positive.
+        """
+        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+            raise ValueError(f"k: expected a positive int, got {k!r}")
+        return self._draw(int(k))
+
     def _is_positive(self, users, items):
         """Vectorised membership: is (users[i], items[i]) a training interaction? Shape (N,) bool."""
         keys = users * self.n_items + items
@@ -168,7 +178,7 @@ class _NegativeSampler:
         self.rng.bit_generator.state = state["rng"]
 
 
-class UniformSampler(_NegativeSampler):
+class UniformSampler(NegativeSampler):
     """Negatives uniform over the catalogue, q(j) = 1 / n_items; collisions re-drawn (see module doc).
 
     Args:
@@ -200,7 +210,7 @@ class UniformSampler(_NegativeSampler):
         return f"UniformSampler(n_items={self.n_items}, exclude_positives={self.exclude_positives})"
 
 
-class PopularitySampler(_NegativeSampler):
+class PopularitySampler(NegativeSampler):
     """Negatives drawn with q(j) = c_j^alpha / sum_l c_l^alpha, c_j = training users of item j.
 
     Collision policy: with `exclude_positives=True` (default) collisions are re-drawn, so the
