@@ -1,0 +1,260 @@
+"""What every recommender shares: pair checks, top-N recommendation, and .npz save/load.
+
+A model is a Module with
+
+    forward(users (B,), items (B,) or (B, K)) -> scores (B,) or (B, K)     (training, caches)
+    backward(grad_scores) -> None                   (accumulates into the parameters)
+    score(users, items)                             (the same scores, for inference)
+    score_all(users, items=None) -> (len(users), n_items or len(items))
+
+and the base class builds `recommend`, `save` and `load` on top of them. Scores are whatever
+the model's loss expects: a dot product for MF/TwoTower, a logit for GMF/NeuMF; a larger score
+always means a better item.
+"""
+
+import json
+import os
+
+import numpy as np
+import scipy.sparse
+
+from recgrad.evaluation import top_k
+from recgrad.models.embedding import as_ids, check_dtype, check_positive_int
+from recgrad.nn.module import Module
+
+FORMAT_VERSION = 1
+_REGISTRY = {}
+
+
+class Recommender(Module):
+    """Base class of the recommenders; subclasses set up their parameters and define `config()`."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        _REGISTRY[cls.__name__] = cls
+
+    def __init__(self, n_users, n_items, dtype):
+        self.n_users = check_positive_int(n_users, "n_users")
+        self.n_items = check_positive_int(n_items, "n_items")
+        self.dtype = check_dtype(dtype)
+
+    def config(self):
+        """The constructor's keyword arguments (JSON-able; rng excluded), as saved by `save`."""
+        raise NotImplementedError(f"{type(self).__name__} must define config")
+
+    def score_all(self, users, items=None):
+        """Scores of every item (or of `items`) for each user: shape (len(users), n_items or len(items))."""
+        raise NotImplementedError(f"{type(self).__name__} must define score_all")
+
+    # ----------------------------------------------------------------------------------------- pairs
+    def check_pairs(self, users, items):
+        """Validate a training/scoring batch: users (B,) and items (B,) or (B, K), all ids in range."""
+        users = as_ids(users, self.n_users, "users")
+        items = as_ids(items, self.n_items, "items")
+        if users.ndim != 1:
+            raise ValueError(f"users must be 1-D (B,), got shape {users.shape}")
+        if items.ndim not in (1, 2) or items.shape[0] != users.shape[0]:
+            raise ValueError(f"items must have shape (B,) or (B, K) with B = len(users) = {users.shape[0]}, got {items.shape}")
+        return users, items
+
+    def check_grad(self, grad_scores, shape):
+        """grad_scores as an array of the model's dtype and of the forward output's shape."""
+        grad_scores = np.asarray(grad_scores, dtype=self.dtype)
+        if grad_scores.shape != shape:
+            raise ValueError(f"grad_scores has shape {grad_scores.shape}, expected the scores' shape {shape}")
+        return grad_scores
+
+    def pending_cache(self):
+        """The cache of the last forward, or RuntimeError when there is none to differentiate."""
+        if self.cache is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.backward needs a preceding forward (score/score_all/recommend do not keep one)"
+            )
+        return self.cache
+
+    def score(self, users, items):
+        """Scores of (user, item) pairs for inference: forward's values, no cache kept.
+
+        users (B,), items (B,) or (B, K) -> (B,) or (B, K). A pending forward's cache is released,
+        so call backward before scoring anything else.
+        """
+        scores = self.forward(users, items)
+        release_caches(self)
+        return scores
+
+    # ------------------------------------------------------------------------------------ recommend
+    def recommend(self, userid, user_items, N=10, filter_already_liked_items=True, items=None):
+        """The N best items per user, implicit's (>= 0.5) `recommend` convention.
+
+        Args:
+            userid: an int (-> 1-D results) or a 1-D array of user ids (-> 2-D results, row k for
+                userid[k]).
+            user_items: scipy sparse users x items matrix of the known interactions (every stored
+                non-zero counts as liked). Either the rows for `userid` (implicit's rule:
+                `user_items[userid]`, row k belongs to userid[k]) or the full (n_users, n_items)
+                matrix indexed by user id. The shape decides: len(userid) rows -> by position,
+                n_users rows -> by id. When both hold and differ (userid is a reordering of all
+                users) the call is ambiguous and raises ValueError; pass `user_items[userid]`.
+                May be None when filter_already_liked_items is False.
+            N: number of items per user; clipped to the number of candidate items.
+            filter_already_liked_items: drop the user's items in `user_items` from the ranking.
+            items: optional 1-D array of distinct item ids: rank only these (implicit's `items`).
+
+        Returns:
+            (ids, scores): int64 ids and the model's scores, best first; equal scores are ordered
+            by the lower item id. When filtering leaves a user fewer than N candidates, the
+            remaining slots hold id -1 and score -inf (so a batch stays rectangular and a single
+            user's answer equals its row of the batch answer, up to the rounding of a batched
+            matrix product); a score of -inf from the model itself is treated the same way.
+
+        Top-N selection is `recgrad.evaluation.top_k`: argpartition selects N in O(n_items) per
+        user, then only those N are sorted.
+        """
+        single = np.ndim(userid) == 0
+        users = as_ids(np.atleast_1d(userid), self.n_users, "userid")
+        if users.ndim != 1:
+            raise ValueError(f"userid must be an int or a 1-D array, got shape {users.shape}")
+        N = check_positive_int(N, "N")
+        if items is None:
+            candidates = np.arange(self.n_items)
+        else:
+            candidates = as_ids(items, self.n_items, "items")
+            if candidates.ndim != 1 or candidates.size == 0:
+                raise ValueError(f"items must be a non-empty 1-D array of item ids, got shape {candidates.shape}")
+            candidates = np.unique(candidates)  # sorted: a column's position orders ties as its id does
+            if candidates.size != np.size(items):
+                raise ValueError("items must not contain repeated ids")
+        liked = None
+        if filter_already_liked_items or user_items is not None:
+            liked = self.liked_rows(users, user_items)
+        scores = np.array(self.score_all(users, None if items is None else candidates), copy=True)
+        if filter_already_liked_items:
+            position = np.full(self.n_items, -1)
+            position[candidates] = np.arange(candidates.size)
+            rows = np.repeat(np.arange(users.size), np.diff(liked.indptr))
+            columns = position[liked.indices]
+            keep = (columns >= 0) & (liked.data != 0)
+            scores[rows[keep], columns[keep]] = -np.inf
+        positions, best = top_k(scores, min(N, candidates.size))
+        missing = np.isneginf(best)
+        ids = np.where(missing, -1, candidates[positions])
+        return (ids[0], best[0]) if single else (ids, best)
+
+    def liked_rows(self, users, user_items):
+        """The CSR rows of `user_items` for `users` (see `recommend` for the position/id rule)."""
+        if not scipy.sparse.issparse(user_items):
+            raise TypeError(f"user_items must be a scipy sparse users x items matrix, got {type(user_items).__name__}")
+        if user_items.ndim != 2 or user_items.shape[1] != self.n_items:
+            raise ValueError(f"user_items has shape {user_items.shape}; it needs {self.n_items} columns (n_items)")
+        csr = scipy.sparse.csr_matrix(user_items)
+        n_rows = csr.shape[0]
+        by_position = n_rows == users.size
+        by_id = n_rows == self.n_users
+        if by_position and by_id and not np.array_equal(users, np.arange(self.n_users)):
+            raise ValueError(
+                "user_items has n_users rows and userid lists every user in another order: pass "
+                "user_items[userid] (row k for userid[k]) to make the rows unambiguous"
+            )
+        if by_position:
+            return csr
+        if by_id:
+            return csr[users]
+        raise ValueError(
+            f"user_items has {n_rows} rows: expected len(userid) = {users.size} (the rows for userid) "
+            f"or n_users = {self.n_users} (the full matrix)"
+        )
+
+    # ------------------------------------------------------------------------------------ save/load
+    def save(self, file):
+        """Write the model to an .npz archive (np.savez; plain arrays and strings, no pickle).
+
+        Stored: `__model__` (the class name), `__config__` (the constructor arguments as a JSON
+        string), `__format__`, and each parameter as `param.<dotted name>`. A path without the
+        .npz suffix gets it appended, as np.savez does; the path written is returned (None for a
+        file object).
+        """
+        arrays = {
+            "__model__": np.array(type(self).__name__),
+            "__config__": np.array(json.dumps(self.config(), sort_keys=True)),
+            "__format__": np.array(FORMAT_VERSION),
+        }
+        arrays.update({"param." + name: value for name, value in self.state_dict().items()})
+        np.savez(file, **arrays)
+        if isinstance(file, (str, os.PathLike)):
+            path = os.fspath(file)
+            return path if path.endswith(".npz") else path + ".npz"
+        return None
+
+    @classmethod
+    def load(cls, file):
+        """Read a model written by `save`; raises ValueError if the file holds another model class."""
+        model = load_model(file)
+        if not isinstance(model, cls):
+            raise ValueError(f"{file!r} holds a {type(model).__name__}, not a {cls.__name__}")
+        return model
+
+
+class FactorModel(Recommender):
+    """A model whose score is a dot product, s(u, i) = <user_vector(u), item_vector(i)>.
+
+    Subclasses define `user_factors(users=None)` and `item_factors(items=None)`, the final
+    representations of the given ids (all ids when None), shapes (n, dim). Full-ranking
+    evaluation computes them once and multiplies blocks of users by item_factors().T.
+    """
+
+    def user_factors(self, users=None):
+        raise NotImplementedError(f"{type(self).__name__} must define user_factors")
+
+    def item_factors(self, items=None):
+        raise NotImplementedError(f"{type(self).__name__} must define item_factors")
+
+    def score_all(self, users, items=None):
+        """user_factors(users) @ item_factors(items).T, shape (len(users), n_items or len(items))."""
+        return self.user_factors(as_1d_ids(users, self.n_users, "users")) @ self.item_factors(items).T
+
+
+def as_1d_ids(ids, num, name):
+    """A 1-D int64 id array in [0, num), or an error naming `name`."""
+    ids = as_ids(ids, num, name)
+    if ids.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array of ids, got shape {ids.shape}")
+    return ids
+
+
+def pair_dot(u, v):
+    """s[b] = <u[b], v[b]> for v (B, d), or s[b, k] = <u[b], v[b, k]> for v (B, K, d)."""
+    if v.ndim == 2:
+        return np.einsum("bd,bd->b", u, v)
+    return np.einsum("bd,bkd->bk", u, v)
+
+
+def pair_dot_backward(grad, u, v):
+    """VJP of pair_dot: dL/du[b] = sum_k g[b, k] v[b, k] and dL/dv[b, k] = g[b, k] u[b]."""
+    if v.ndim == 2:
+        return grad[:, None] * v, grad[:, None] * u
+    return np.einsum("bk,bkd->bd", grad, v), grad[:, :, None] * u[:, None, :]
+
+
+def release_caches(module):
+    """Drop the forward caches of `module` and all its sub-modules (inference keeps none)."""
+    module.cache = None
+    for _, child in module.children():
+        release_caches(child)
+
+
+def load_model(file):
+    """Rebuild the model saved in `file` (any recommender class) with np.load(allow_pickle=False)."""
+    archive = np.load(file, allow_pickle=False)
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError(f"{file!r} is not an .npz archive written by Recommender.save")
+    with archive:
+        if "__model__" not in archive.files or "__config__" not in archive.files:
+            raise ValueError(f"{file!r} is not a recgrad model archive (no __model__/__config__ entry)")
+        name = str(archive["__model__"][()])
+        config = json.loads(str(archive["__config__"][()]))
+        state = {key[len("param."):]: archive[key] for key in archive.files if key.startswith("param.")}
+    if name not in _REGISTRY:
+        raise ValueError(f"{file!r} holds an unknown model class {name!r}; known: {sorted(_REGISTRY)}")
+    model = _REGISTRY[name](**config, rng=0)  # the seeded initial draw is overwritten just below
+    model.load_state_dict(state)
+    return model

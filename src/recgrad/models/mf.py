@@ -1,0 +1,82 @@
+"""Matrix factorisation: s(u, i) = <P[u], Q[i]>.
+
+    forward:   s[b]    = sum_d P[u_b, d] Q[i_b, d]              users (B,), items (B,)   -> (B,)
+               s[b, k] = sum_d P[u_b, d] Q[i_bk, d]             users (B,), items (B, K) -> (B, K)
+    backward:  dL/dP[u_b]  += sum_k g[b, k] Q[i_bk]
+               dL/dQ[i_bk] += g[b, k] P[u_b]
+
+(the product rule on a bilinear form; the embedding backward then scatters these row gradients
+into the tables, summing repeated ids). No biases: the LightGCN/NGCF "MF" baseline trained with
+BPR, whose tables start N(0, 0.1^2) (see embedding.py for why not Xavier).
+Reference: Koren, Bell & Volinsky (2009); Rendle et al. (2009), BPR; He et al. (2020), LightGCN.
+"""
+
+import numpy as np
+
+from recgrad.init import as_generator
+from recgrad.models.base import FactorModel, as_1d_ids, pair_dot, pair_dot_backward
+from recgrad.models.embedding import Embedding, check_positive_float, check_positive_int
+
+
+class MF(FactorModel):
+    """Matrix factorisation with a user table P (n_users, dim) and an item table Q (n_items, dim).
+
+    Args:
+        n_users, n_items: table sizes.
+        dim: factor dimension.
+        sparse: row-sparse (True) or dense (False) embedding gradients; see `Embedding`.
+        init_std: both tables start N(0, init_std^2).
+        rng: numpy Generator, int seed or None (the user table is drawn first, then the item table).
+        dtype: np.float32 (default) or np.float64.
+
+    Example:
+        >>> model = MF(100, 50, dim=8, rng=0)
+        >>> model.score(np.array([0, 1]), np.array([3, 4])).shape
+        (2,)
+    """
+
+    def __init__(self, n_users, n_items, dim=64, sparse=True, init_std=0.1, rng=None, dtype=np.float32):
+        super().__init__(n_users, n_items, dtype)
+        self.dim = check_positive_int(dim, "dim")
+        self.init_std = check_positive_float(init_std, "init_std")
+        generator = as_generator(rng)
+        self.user_embedding = Embedding(self.n_users, self.dim, sparse, self.init_std, rng=generator, dtype=self.dtype)
+        self.item_embedding = Embedding(self.n_items, self.dim, sparse, self.init_std, rng=generator, dtype=self.dtype)
+        self.sparse = self.user_embedding.sparse
+
+    def config(self):
+        return {
+            "n_users": self.n_users,
+            "n_items": self.n_items,
+            "dim": self.dim,
+            "sparse": self.sparse,
+            "init_std": self.init_std,
+            "dtype": self.dtype.name,
+        }
+
+    def forward(self, users, items):
+        """Scores <P[u], Q[i]>: users (B,), items (B,) or (B, K) -> (B,) or (B, K)."""
+        users, items = self.check_pairs(users, items)
+        p = self.user_embedding(users)
+        q = self.item_embedding(items)
+        self.cache = (p, q)
+        return pair_dot(p, q)
+
+    def backward(self, grad_scores):
+        """Accumulate dL/dP and dL/dQ from grad_scores (the forward output's shape); returns None."""
+        p, q = self.pending_cache()
+        grad_scores = self.check_grad(grad_scores, q.shape[:-1])
+        grad_p, grad_q = pair_dot_backward(grad_scores, p, q)
+        self.user_embedding.backward(grad_p)
+        self.item_embedding.backward(grad_q)
+        return None
+
+    def user_factors(self, users=None):
+        """P (the table itself, not a copy) or its rows for `users`."""
+        table = self.user_embedding.weight.data
+        return table if users is None else table[as_1d_ids(users, self.n_users, "users")]
+
+    def item_factors(self, items=None):
+        """Q (the table itself, not a copy) or its rows for `items`."""
+        table = self.item_embedding.weight.data
+        return table if items is None else table[as_1d_ids(items, self.n_items, "items")]

@@ -1,0 +1,381 @@
+"""recgrad.models: Embedding, MF, TwoTower, GMF, NeuMF.
+
+Gradients against central finite differences (float64, parameters wrapped as gradcheck inputs),
+row-sparse == dense embedding gradients, the checkerboard fixture, recommend's conventions
+(batch == single user, filtering, ties, padding, the user_items row rule), save/load round trips
+and the float32 default.
+"""
+
+import functools
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from recgrad import gradcheck, init
+from recgrad.activations import sigmoid
+from recgrad.models import GMF, MF, Embedding, NeuMF, TwoTower, load_model
+from recgrad.nn import RowSparseGrad
+
+ACTIVATIONS = ["relu", "tanh", "sigmoid", "gelu", "swish", "silu"]
+
+
+def small_models(dtype=np.float32, sparse=True):
+    """One small instance of every model (TwoTower with two hidden layers and normalisation)."""
+    return [
+        MF(6, 7, dim=3, sparse=sparse, rng=1, dtype=dtype),
+        TwoTower(6, 7, dim=3, hidden=(4, 5), normalize=True, sparse=sparse, rng=2, dtype=dtype),
+        GMF(6, 7, dim=3, init_std=0.5, sparse=sparse, rng=3, dtype=dtype),
+        NeuMF(6, 7, mf_dim=2, mlp_layers=(6, 4, 3), init_std=0.5, sparse=sparse, rng=4, dtype=dtype),
+    ]
+
+
+def dense_grad(parameter):
+    if parameter.grad is None:
+        return np.zeros_like(parameter.data)
+    if isinstance(parameter.grad, RowSparseGrad):
+        return parameter.grad.to_dense(parameter.data.shape)
+    return parameter.grad
+
+
+def check_model_gradients(model, users, items):
+    """gradcheck of forward(users, items) w.r.t. every parameter, through backward.
+
+    The parameters are jittered first: NCF's zero-initialised biases put ReLU inputs exactly on
+    the kink (a unit whose inputs are all zero), where finite differences are one-sided.
+    """
+    parameters = model.parameters()
+    rng = np.random.default_rng(7)
+    for parameter in parameters:
+        parameter.data = parameter.data + 0.1 * rng.standard_normal(parameter.data.shape)
+
+    def load(values):
+        for parameter, value in zip(parameters, values):
+            parameter.data = value
+
+    def fn(*values):
+        load(values)
+        return model.score(users, items)
+
+    def grad_fn(values, grad_output):
+        load(values)
+        model.zero_grad()
+        model.forward(users, items)
+        model.backward(grad_output)
+        return tuple(dense_grad(parameter) for parameter in parameters)
+
+    ok, max_abs, max_rel = gradcheck(fn, tuple(p.data for p in parameters), grad_fn)
+    assert ok, (type(model).__name__, max_abs, max_rel)
+
+
+# ------------------------------------------------------------------------------------------ Embedding
+def test_embedding_forward_gathers_rows_for_any_id_shape():
+    emb = Embedding(5, 3, rng=0)
+    ids = np.array([[4, 0, 4], [1, 2, 3]])
+    out = emb(ids)
+    assert out.shape == (2, 3, 3) and out.dtype == np.float32
+    np.testing.assert_array_equal(out[0, 0], emb.weight.data[4])
+    np.testing.assert_array_equal(out[1, 2], emb.weight.data[3])
+
+
+def test_embedding_dense_backward_matches_finite_differences():
+    ids = np.array([[0, 3, 3], [1, 0, 3]])  # repeated ids must add up
+
+    def fn(weight):
+        emb = Embedding(4, 2, sparse=False, rng=0, dtype=np.float64)
+        emb.weight.data = weight
+        return emb(ids)
+
+    def grad_fn(inputs, grad_output):
+        emb = Embedding(4, 2, sparse=False, rng=0, dtype=np.float64)
+        emb.weight.data = inputs[0]
+        emb(ids)
+        assert emb.backward(grad_output) is None
+        return (emb.weight.grad,)
+
+    ok, max_abs, max_rel = gradcheck(fn, (np.random.default_rng(0).standard_normal((4, 2)),), grad_fn)
+    assert ok, (max_abs, max_rel)
+
+
+def test_embedding_sparse_gradient_equals_dense_and_keeps_only_looked_up_rows():
+    ids = np.array([5, 1, 5, 5, 0])
+    grad = np.random.default_rng(1).standard_normal((5, 4)).astype(np.float32)
+    sparse, dense = Embedding(8, 4, sparse=True, rng=0), Embedding(8, 4, sparse=False, rng=0)
+    for emb in (sparse, dense):
+        emb(ids)
+        emb.backward(grad)
+    assert isinstance(sparse.weight.grad, RowSparseGrad)
+    np.testing.assert_array_equal(sparse.weight.grad.rows, [0, 1, 5])
+    np.testing.assert_allclose(sparse.weight.grad.values[2], grad[0] + grad[2] + grad[3], rtol=1e-6)
+    np.testing.assert_allclose(sparse.weight.grad.to_dense((8, 4)), dense.weight.grad, rtol=1e-6)
+    assert sparse.weight.grad.values.dtype == dense.weight.grad.dtype == np.float32
+
+
+def test_embedding_gradients_accumulate_over_backward_calls():
+    emb = Embedding(3, 2, sparse=False, rng=0, dtype=np.float64)
+    emb(np.array([1]))
+    emb.backward(np.ones((1, 2)))
+    emb.backward(np.ones((1, 2)))
+    np.testing.assert_array_equal(emb.weight.grad, [[0, 0], [2, 2], [0, 0]])
+
+
+def test_embedding_rejects_bad_ids_naming_them():
+    emb = Embedding(4, 2, rng=0)
+    with pytest.raises(IndexError, match="7"):
+        emb(np.array([0, 7]))
+    with pytest.raises(IndexError, match="-1"):
+        emb(np.array([-1]))
+    with pytest.raises(TypeError, match="integer"):
+        emb(np.array([0.0, 1.0]))
+    with pytest.raises(RuntimeError):
+        Embedding(4, 2, rng=0).backward(np.ones((1, 2)))
+    emb(np.array([1, 2]))
+    with pytest.raises(ValueError, match="grad_output"):
+        emb.backward(np.ones((3, 2)))
+
+
+def test_embedding_init_default_normal_and_initializer_override():
+    emb = Embedding(2000, 50, rng=0)
+    assert emb.weight.data.dtype == np.float32
+    assert abs(emb.weight.data.std() - 0.1) < 0.002 and abs(emb.weight.data.mean()) < 0.002
+    xavier = Embedding(2000, 50, initializer=functools.partial(init.xavier_normal_), rng=0)
+    assert abs(xavier.weight.data.std() - np.sqrt(2.0 / 2050)) < 0.001  # shrinks with the table
+    np.testing.assert_array_equal(Embedding(10, 3, rng=5).weight.data, Embedding(10, 3, rng=5).weight.data)
+    with pytest.raises(ValueError, match="initializer"):
+        Embedding(10, 3, init_std=0.5, initializer=init.xavier_normal_)
+    with pytest.raises(ValueError, match="num_embeddings"):
+        Embedding(0, 3)
+    with pytest.raises(ValueError, match="dtype"):
+        Embedding(3, 3, dtype=np.int64)
+
+
+# ------------------------------------------------------------------------------------ model gradients
+@pytest.mark.parametrize("sparse", [True, False])
+@pytest.mark.parametrize("items", [np.array([0, 6, 2, 0]), np.array([[0, 6], [2, 2], [5, 1], [0, 3]])])
+def test_mf_gradients(sparse, items):
+    model = MF(5, 7, dim=3, sparse=sparse, rng=0, dtype=np.float64)
+    check_model_gradients(model, np.array([1, 4, 1, 0]), items)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("normalize", [False, True])
+def test_two_tower_gradients(activation, normalize):
+    model = TwoTower(4, 5, dim=3, hidden=(4,), activation=activation, normalize=normalize, rng=0, dtype=np.float64)
+    check_model_gradients(model, np.array([0, 3, 3]), np.array([[1, 4], [0, 1], [1, 1]]))
+
+
+def test_two_tower_without_hidden_layers_gradients():
+    model = TwoTower(4, 5, dim=3, hidden=(), init="xavier", rng=0, dtype=np.float64)
+    check_model_gradients(model, np.array([0, 3, 2]), np.array([1, 4, 4]))
+
+
+@pytest.mark.parametrize("items", [np.array([0, 6, 2]), np.array([[0, 6], [2, 2], [5, 1]])])
+def test_gmf_gradients(items):
+    model = GMF(5, 7, dim=3, init_std=0.5, rng=0, dtype=np.float64)
+    check_model_gradients(model, np.array([1, 4, 1]), items)
+
+
+@pytest.mark.parametrize("mlp_layers", [(6, 4, 3), (4,)])
+def test_neumf_gradients(mlp_layers):
+    model = NeuMF(5, 7, mf_dim=2, mlp_layers=mlp_layers, init_std=0.5, rng=0, dtype=np.float64)
+    check_model_gradients(model, np.array([1, 4, 1]), np.array([[0, 6], [2, 2], [5, 1]]))
+
+
+@pytest.mark.parametrize("model", small_models(), ids=lambda m: type(m).__name__)
+def test_score_all_matches_pairwise_scores_and_float32_is_kept(model):
+    users = np.array([5, 0, 2])
+    all_scores = model.score_all(users)
+    assert all_scores.shape == (3, 7) and all_scores.dtype == np.float32
+    items = np.broadcast_to(np.arange(7), (3, 7))
+    np.testing.assert_allclose(all_scores, model.score(users, items), rtol=1e-5, atol=1e-6)
+    subset = np.array([6, 1])
+    np.testing.assert_allclose(model.score_all(users, subset), all_scores[:, subset], rtol=1e-5, atol=1e-6)
+    scores = model.forward(users, np.array([1, 2, 3]))
+    assert scores.dtype == np.float32
+    model.backward(np.ones(3, dtype=np.float32))
+    for name, parameter in model.named_parameters():
+        grad = parameter.grad.values if isinstance(parameter.grad, RowSparseGrad) else parameter.grad
+        assert parameter.data.dtype == grad.dtype == np.float32, name
+
+
+@pytest.mark.parametrize("model", small_models(), ids=lambda m: type(m).__name__)
+def test_forward_input_errors(model):
+    with pytest.raises(IndexError, match="users"):
+        model.forward(np.array([6]), np.array([0]))
+    with pytest.raises(IndexError, match="items"):
+        model.forward(np.array([0]), np.array([7]))
+    with pytest.raises(ValueError, match="items"):
+        model.forward(np.array([0, 1]), np.array([0, 1, 2]))
+    model.score(np.array([0]), np.array([1]))
+    with pytest.raises(RuntimeError, match="forward"):
+        model.backward(np.ones(1))  # score keeps no cache to differentiate
+    model.forward(np.array([0]), np.array([[1, 2]]))
+    with pytest.raises(ValueError, match="grad_scores"):
+        model.backward(np.ones(2))
+
+
+# --------------------------------------------------------------------------------------- checkerboard
+def checkerboard(n):
+    """User u liked item i iff u and i have the same parity and u != i (the diagonal withheld)."""
+    same = (np.arange(n)[:, None] % 2) == (np.arange(n)[None, :] % 2)
+    return same & ~np.eye(n, dtype=bool)
+
+
+def test_checkerboard_exact_mf_factors():
+    n = 10
+    model = MF(n, n, dim=2, rng=0)
+    parity = np.eye(2, dtype=np.float32)[np.arange(n) % 2]  # even -> (1, 0), odd -> (0, 1)
+    model.user_embedding.weight.data[...] = parity
+    model.item_embedding.weight.data[...] = parity
+    ids, _ = model.recommend(np.arange(n), sp.csr_matrix(checkerboard(n)), N=1)
+    np.testing.assert_array_equal(ids[:, 0], np.arange(n))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: MF(10, 10, dim=2, init_std=0.3, rng=0),
+        lambda: TwoTower(10, 10, dim=4, hidden=(8,), init_std=0.3, rng=0),
+        lambda: GMF(10, 10, dim=4, init_std=0.3, rng=0),
+        lambda: NeuMF(10, 10, mf_dim=4, mlp_layers=(8, 4), init_std=0.3, rng=0),
+    ],
+    ids=["MF", "TwoTower", "GMF", "NeuMF"],
+)
+def test_checkerboard_trained_with_bce(make):
+    """Full-batch gradient descent on BCE over the observed pairs (the diagonal is not in the loss)."""
+    n = 10
+    model = make()
+    liked = checkerboard(n)
+    users, items = np.nonzero(~np.eye(n, dtype=bool))
+    labels = liked[users, items].astype(np.float32)
+    for _ in range(300):
+        model.zero_grad()
+        logits = model.forward(users, items)
+        model.backward((sigmoid(logits) - labels) / np.float32(labels.size))  # d mean BCE / d logit
+        for parameter in model.parameters():
+            parameter.data -= 1.0 * dense_grad(parameter)
+    ids, scores = model.recommend(np.arange(n), sp.csr_matrix(liked), N=1)
+    np.testing.assert_array_equal(ids[:, 0], np.arange(n))
+
+
+# ------------------------------------------------------------------------------------------ recommend
+def random_interactions(n_users, n_items, density, seed):
+    return sp.random(n_users, n_items, density=density, format="csr", random_state=seed, data_rvs=np.ones)
+
+
+@pytest.mark.parametrize("model", small_models(), ids=lambda m: type(m).__name__)
+def test_recommend_batch_equals_single_user_and_filters_liked(model):
+    user_items = random_interactions(6, 7, 0.4, seed=0)
+    users = np.array([3, 0, 5, 1])
+    ids, scores = model.recommend(users, user_items, N=4)
+    assert ids.shape == scores.shape == (4, 4) and ids.dtype == np.int64
+    for row, user in enumerate(users):
+        single_ids, single_scores = model.recommend(int(user), user_items, N=4)
+        np.testing.assert_array_equal(single_ids, ids[row])
+        np.testing.assert_allclose(single_scores, scores[row], rtol=1e-5, atol=1e-7)  # BLAS: GEMM vs GEMV
+        liked = set(user_items[user].indices)
+        valid = ids[row][ids[row] >= 0]
+        assert not liked & set(valid)
+        assert valid.size == min(4, 7 - len(liked))
+        expected = model.score(np.full(valid.size, user), valid)
+        np.testing.assert_allclose(scores[row][: valid.size], expected, rtol=1e-5, atol=1e-6)
+        assert np.all(np.diff(scores[row][: valid.size]) <= 0)
+    # The rows for userid (implicit's convention) give the same answer as the full matrix.
+    by_rows = model.recommend(users, user_items[users], N=4)
+    np.testing.assert_array_equal(by_rows[0], ids)
+    unfiltered, _ = model.recommend(users, None, N=7, filter_already_liked_items=False)
+    assert np.all(np.sort(unfiltered, axis=1) == np.arange(7))
+
+
+def test_recommend_ties_padding_and_item_subset():
+    model = MF(3, 6, dim=2, rng=0)
+    model.item_embedding.weight.data[...] = 0.0  # every score ties at 0
+    user_items = sp.csr_matrix(np.array([[0, 1, 0, 1, 0, 0], [1, 1, 1, 1, 1, 0], [0, 0, 0, 0, 0, 0]]))
+    ids, scores = model.recommend(np.array([0, 1, 2]), user_items, N=3)
+    np.testing.assert_array_equal(ids, [[0, 2, 4], [5, -1, -1], [0, 1, 2]])  # lower id first; -1 pads
+    assert np.isneginf(scores[1, 1:]).all() and (scores[1, 0] == 0.0)
+    ids, _ = model.recommend(0, user_items, N=10, items=np.array([5, 3, 2]))
+    np.testing.assert_array_equal(ids, [2, 5, -1])  # N clipped to the 3 candidates, the liked 3 padded
+    ids, _ = model.recommend(0, user_items, N=10, items=np.array([5, 3, 2]), filter_already_liked_items=False)
+    np.testing.assert_array_equal(ids, [2, 3, 5])
+
+
+def test_recommend_argument_errors():
+    model = MF(4, 5, dim=2, rng=0)
+    full = random_interactions(4, 5, 0.5, seed=1)
+    with pytest.raises(ValueError, match="rows"):
+        model.recommend(np.array([0, 1, 2]), full[:2], N=2)
+    with pytest.raises(ValueError, match="columns"):
+        model.recommend(0, sp.csr_matrix((4, 3)), N=2)
+    with pytest.raises(ValueError, match="ambiguous|unambiguous"):
+        model.recommend(np.array([3, 2, 1, 0]), full, N=2)
+    with pytest.raises(TypeError, match="user_items"):
+        model.recommend(0, full.toarray(), N=2)
+    with pytest.raises(IndexError, match="userid"):
+        model.recommend(4, full, N=2)
+    with pytest.raises(ValueError, match="N"):
+        model.recommend(0, full, N=0)
+    with pytest.raises(ValueError, match="repeated"):
+        model.recommend(0, full, items=np.array([1, 1]))
+    ids, _ = model.recommend(np.arange(4), full, N=2)  # all users in order: both readings agree
+    assert ids.shape == (4, 2)
+
+
+# ------------------------------------------------------------------------------------------ save/load
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_save_load_round_trip(tmp_path, dtype):
+    users = np.arange(6)
+    for model in small_models(dtype=dtype, sparse=False):
+        name = type(model).__name__
+        written = model.save(tmp_path / name)  # np.savez appends .npz
+        assert written == str(tmp_path / name) + ".npz"
+        restored = load_model(written)
+        assert type(restored) is type(model) and restored.config() == model.config()
+        assert restored.dtype == np.dtype(dtype) and restored.sparse is False
+        np.testing.assert_array_equal(restored.score_all(users), model.score_all(users))
+        for (key, a), (_, b) in zip(model.named_parameters(), restored.named_parameters()):
+            np.testing.assert_array_equal(a.data, b.data, err_msg=key)
+            assert a.data.dtype == b.data.dtype
+        assert type(model).load(written).config() == model.config()
+        with np.load(written, allow_pickle=False) as archive:
+            assert str(archive["__model__"]) == name
+
+
+def test_load_refuses_another_class_and_foreign_files(tmp_path):
+    path = MF(3, 4, dim=2, rng=0).save(tmp_path / "mf.npz")
+    with pytest.raises(ValueError, match="not a GMF"):
+        GMF.load(path)
+    np.savez(tmp_path / "other.npz", x=np.zeros(2))
+    with pytest.raises(ValueError, match="not a recgrad model"):
+        load_model(tmp_path / "other.npz")
+
+
+def test_constructor_argument_errors():
+    with pytest.raises(ValueError, match="activation"):
+        TwoTower(3, 3, activation="softsign")
+    with pytest.raises(ValueError, match="init"):
+        TwoTower(3, 3, init="orthogonal")
+    with pytest.raises(ValueError, match="mlp_layers"):
+        NeuMF(3, 3, mlp_layers=(7, 4))
+    with pytest.raises(ValueError, match="n_users"):
+        MF(0, 3)
+    with pytest.raises(ValueError, match="dim"):
+        GMF(3, 3, dim=-1)
+
+
+# --------------------------------------------------------------------------------------------- inits
+def test_tower_and_ncf_initialisers_follow_the_documented_rules():
+    kaiming = TwoTower(2, 2, dim=400, hidden=(300,), init="kaiming", activation="tanh", rng=0)
+    w = kaiming.user_tower[0].weight.data
+    assert abs(w.std() - (5.0 / 3.0) / np.sqrt(400)) < 0.002
+    xavier = TwoTower(2, 2, dim=400, hidden=(300,), init="xavier", rng=0)
+    bound = np.sqrt(6.0 / 700)
+    w = xavier.item_tower[2].weight.data
+    assert w.max() <= bound and w.min() >= -bound and w.max() > 0.98 * bound
+    default = TwoTower(2, 2, dim=400, hidden=(300,), init="default", rng=0)
+    assert np.abs(default.user_tower[0].weight.data).max() <= 1.0 / np.sqrt(400)
+    neumf = NeuMF(2000, 3, mf_dim=40, mlp_layers=(64, 32), rng=0)
+    assert abs(neumf.gmf_user_embedding.weight.data.std() - 0.01) < 0.0005
+    np.testing.assert_array_equal(neumf.output.bias.data, 0.0)
+    np.testing.assert_array_equal(neumf.mlp[0].bias.data, 0.0)
+    assert np.abs(neumf.output.weight.data).max() <= np.sqrt(3.0 / 72)  # LeCun uniform, fan_in 40 + 32
