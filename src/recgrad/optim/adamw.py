@@ -1,0 +1,80 @@
+"""AdamW (Loshchilov and Hutter, 2019): Adam with decoupled weight decay, as `torch.optim.AdamW`."""
+
+import math
+
+import numpy as np
+
+from recgrad.optim.adam import bias_corrections, check_adam_hyperparameters, reject_row_sparse
+from recgrad.optim.optimizer import Optimizer
+
+
+class AdamW(Optimizer):
+    r"""AdamW with PyTorch's defaults (weight_decay=1e-2) and arithmetic.
+
+    For each parameter theta with gradient g at step t (eta = lr, lambda = weight_decay)::
+
+        g <- -g                                   if maximize
+        theta <- theta * (1 - eta * lambda)       decoupled decay, scaled by the learning rate
+        m <- beta1 * m + (1 - beta1) * g
+        v <- beta2 * v + (1 - beta2) * g^2
+        v_max <- max(v_max, v)                    AMSGrad only (uncorrected v, as in `Adam`)
+        m_hat = m / (1 - beta1^t),  v_hat = v / (1 - beta2^t)
+        theta <- theta - eta * m_hat / (sqrt(v_hat) + eps)
+
+    The decay is not part of the gradient, so it does not pass through m and v. The paper writes the
+    decay with its own schedule multiplier and no lr (theta <- theta - eta_t * lambda * theta); PyTorch
+    multiplies lambda by lr, and so do we: lambda = 1e-2 at lr = 1e-3 shrinks theta by 1e-5 per step.
+    With weight_decay=0 this is exactly `Adam`.
+
+    State per parameter: "step", "exp_avg" (m), "exp_avg_sq" (v), "max_exp_avg_sq" (AMSGrad).
+
+    Args:
+        params: iterable of Parameters or of param-group dicts.
+        lr (1e-3), betas ((0.9, 0.999)), eps (1e-8), weight_decay (1e-2), amsgrad (False), maximize (False).
+
+    >>> import numpy as np
+    >>> from recgrad.nn import Parameter
+    >>> w = Parameter(np.array([2.0]))
+    >>> opt = AdamW([w], lr=0.1, weight_decay=0.5)
+    >>> w.grad = np.array([1.0]); opt.step(); np.round(w.data, 6)   # 2 * (1 - 0.05) - 0.1
+    array([1.8])
+
+    References: Loshchilov and Hutter, "Decoupled Weight Decay Regularization", ICLR 2019; PyTorch
+    documentation of `torch.optim.AdamW`.
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False,
+                 maximize=False):
+        defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay,
+                    "amsgrad": amsgrad, "maximize": maximize}
+        super().__init__(params, defaults)
+
+    def _check_hyperparameters(self, hyper):
+        check_adam_hyperparameters(hyper)
+
+    def _update(self, param, grad, state, group):
+        reject_row_sparse(grad, "AdamW")
+        lr, eps, weight_decay = float(group["lr"]), float(group["eps"]), float(group["weight_decay"])
+        beta1, beta2 = (float(beta) for beta in group["betas"])
+        theta = param.data
+        if not state:
+            state.update(step=0, exp_avg=np.zeros_like(theta), exp_avg_sq=np.zeros_like(theta))
+            if group["amsgrad"]:
+                state["max_exp_avg_sq"] = np.zeros_like(theta)
+        state["step"] += 1
+        t = state["step"]
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+
+        g = -grad if group["maximize"] else grad
+        if weight_decay != 0.0:
+            theta *= 1.0 - lr * weight_decay
+        m += (1.0 - beta1) * (g - m)  # = beta1 * m + (1 - beta1) * g
+        v *= beta2
+        v += (1.0 - beta2) * g * g
+        if group["amsgrad"]:
+            np.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
+            v = state["max_exp_avg_sq"]
+
+        bias_correction1, bias_correction2 = bias_corrections(beta1, beta2, t)
+        denom = np.sqrt(v) / math.sqrt(bias_correction2) + eps  # sqrt(v_hat) + eps
+        theta -= (lr / bias_correction1) * (m / denom)  # eta * m_hat / (sqrt(v_hat) + eps)

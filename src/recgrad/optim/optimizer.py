@@ -1,0 +1,183 @@
+"""The Optimizer base class: PyTorch's front (param_groups, state, step, zero_grad, state_dict).
+
+An optimizer holds a list of *parameter groups*. Each group is a dict with the key "params" (a list
+of `recgrad.nn.Parameter`) and one entry per hyper-parameter ("lr", "momentum", ...); a value missing
+from a group dict is filled from the optimizer's defaults, exactly as `torch.optim.Optimizer` does.
+Every parameter gets an integer index, its position in the concatenation of all groups' "params".
+
+`state[index]` is a dict of plain NumPy arrays plus, for the Adam family, an int "step" count. The
+hyper-parameters never live in the state, so `state_dict()` is
+
+    {"state": {index: {name: array or int}},
+     "param_groups": [{"lr": ..., ..., "params": [index, ...]}, ...]}
+
+the same layout as PyTorch's, and `load_state_dict()` of it into a freshly built optimizer over the
+same parameters continues training bit for bit.
+
+A subclass validates its hyper-parameters in `_check_hyperparameters(group)` (called for the defaults
+and for every group) and updates one parameter in `_update(param, grad, state, group)`; parameters whose
+`.grad` is None are skipped, as in PyTorch.
+"""
+
+import numpy as np
+
+from recgrad.nn.module import Parameter
+
+
+class Optimizer:
+    """Base class. `params` is an iterable of Parameters or of param-group dicts.
+
+    >>> import numpy as np
+    >>> from recgrad.nn import Parameter
+    >>> from recgrad.optim import SGD
+    >>> w, b = Parameter(np.ones(3)), Parameter(np.zeros(1))
+    >>> opt = SGD([{"params": [w]}, {"params": [b], "lr": 0.5}], lr=0.1)
+    >>> [group["lr"] for group in opt.param_groups]
+    [0.1, 0.5]
+    """
+
+    def __init__(self, params, defaults):
+        self._check_hyperparameters(defaults)
+        self.defaults = dict(defaults)
+        self.param_groups = []
+        self.state = {}
+        self._params = []
+        if isinstance(params, (Parameter, np.ndarray)):
+            raise TypeError(
+                "params: expected an iterable of Parameters or of param-group dicts, "
+                f"got a single {type(params).__name__}"
+            )
+        groups = list(params)
+        if not groups:
+            raise ValueError("params: the optimizer got an empty parameter list")
+        if not isinstance(groups[0], dict):
+            groups = [{"params": groups}]
+        for group in groups:
+            self.add_param_group(group)
+
+    def _check_hyperparameters(self, hyper):
+        """Raise ValueError naming an invalid hyper-parameter. Overridden by each algorithm."""
+
+    def add_param_group(self, param_group):
+        """Append a group dict; hyper-parameters it does not set are taken from the defaults."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group: expected a dict, got {type(param_group).__name__}")
+        params = param_group.get("params")
+        if isinstance(params, Parameter):
+            params = [params]
+        elif isinstance(params, (set, frozenset)):
+            raise TypeError("param_group['params']: a set has no order; pass a list of Parameters")
+        params = list(params) if params is not None else []
+        if not params:
+            raise ValueError("param_group['params']: the group has no parameters")
+        for param in params:
+            if not isinstance(param, Parameter):
+                raise TypeError(f"param_group['params']: expected Parameters, got {type(param).__name__}")
+        known = {id(p) for p in self._params}
+        if len({id(p) for p in params}) != len(params) or any(id(p) in known for p in params):
+            raise ValueError("params: some parameters appear more than once (in a group or in two groups)")
+        group = {**self.defaults, **param_group, "params": params}
+        self._check_hyperparameters(group)
+        self.param_groups.append(group)
+        self._params.extend(params)
+
+    def zero_grad(self):
+        """Set every parameter's `.grad` to None (PyTorch's default `set_to_none=True`)."""
+        for param in self._params:
+            param.grad = None
+
+    def step(self, closure=None):
+        """Update every parameter that has a gradient; return `closure()` if one is given.
+
+        `closure` (optional) recomputes the loss and the gradients before the update, as in PyTorch.
+        """
+        loss = closure() if closure is not None else None
+        index = 0
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is not None:
+                    self._update(param, param.grad, self.state.setdefault(index, {}), group)
+                index += 1
+        return loss
+
+    def _update(self, param, grad, state, group):
+        raise NotImplementedError(f"{type(self).__name__} must define _update")
+
+    def state_dict(self):
+        """PyTorch's layout: {"state": {index: {name: array}}, "param_groups": [... "params": [index]]}.
+
+        Arrays are copies, so later steps do not change a saved state dict.
+        """
+        state = {
+            index: {name: _copy(value) for name, value in entry.items()}
+            for index, entry in self.state.items()
+            if entry
+        }
+        groups, start = [], 0
+        for group in self.param_groups:
+            saved = {key: value for key, value in group.items() if key != "params"}
+            saved["params"] = list(range(start, start + len(group["params"])))
+            start += len(group["params"])
+            groups.append(saved)
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict):
+        """Restore hyper-parameters and state saved by `state_dict()` from an optimizer over the same
+        parameters (same groups, same sizes, same order). Arrays are copied and cast to the
+        parameter's dtype; a mismatch raises ValueError."""
+        saved_groups = state_dict["param_groups"]
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError(
+                f"load_state_dict: {len(saved_groups)} parameter groups saved, "
+                f"this optimizer has {len(self.param_groups)}"
+            )
+        for number, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
+            if len(saved["params"]) != len(group["params"]):
+                raise ValueError(
+                    f"load_state_dict: group {number} saved {len(saved['params'])} parameters, "
+                    f"this optimizer's group has {len(group['params'])}"
+                )
+        saved_order = [index for saved in saved_groups for index in saved["params"]]
+        position_of = {int(saved_index): position for position, saved_index in enumerate(saved_order)}
+        new_state = {}
+        for saved_index, entry in state_dict["state"].items():
+            position = position_of[int(saved_index)]
+            param = self._params[position]
+            new_state[position] = {name: _restore(name, value, param) for name, value in entry.items()}
+        new_groups = []
+        for saved, group in zip(saved_groups, self.param_groups):
+            hyper = {key: value for key, value in saved.items() if key != "params"}
+            self._check_hyperparameters(hyper)
+            new_groups.append({**hyper, "params": group["params"]})
+        self.param_groups = new_groups
+        self.state = new_state
+
+
+def _copy(value):
+    return value.copy() if isinstance(value, np.ndarray) else value
+
+
+def _restore(name, value, param):
+    if name == "step":
+        return int(value)
+    array = np.array(value, dtype=param.data.dtype, copy=True)
+    if array.shape != param.data.shape:
+        raise ValueError(
+            f"load_state_dict: state {name!r} has shape {array.shape}, the parameter has {param.data.shape}"
+        )
+    return array
+
+
+def check_non_negative(name, value, what):
+    """Raise ValueError naming `name` unless value >= 0 (as PyTorch's `Invalid ... value`)."""
+    if not value >= 0.0:
+        raise ValueError(f"{name}: invalid {what} {value!r}; it must be >= 0")
+
+
+def check_betas(betas):
+    """Raise ValueError unless betas is a pair with each entry in [0, 1)."""
+    if len(betas) != 2:
+        raise ValueError(f"betas: expected a pair (beta1, beta2), got {betas!r}")
+    for position, beta in enumerate(betas):
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"betas: invalid beta parameter at index {position}: {beta!r}; it must be in [0, 1)")
