@@ -100,7 +100,8 @@ def fast_table(body, sep, ncols, wanted):
     """Vectorised parse of `body` (bytes, no header) into the columns `wanted` = [(index, kind)].
 
     A body of plain non-negative integers (no leading zeros) is parsed by `np.fromstring` in one go,
-    "id" columns then come back as int64; anything else is split into byte tokens. Returns a list of arrays, or None when any line is irregular or any value invalid.
+    "id" columns then come back as int64; anything else is split into byte tokens.
+    Returns a list of arrays, or None when any line is irregular or any value invalid.
     """
     if sep == b"," and b'"' in body:
         return None

@@ -15,7 +15,7 @@ class DataFormatError(ValueError):
     """A data file could not be read as the format it claims; the message names file and line."""
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)
 class Dataset:
     """Interaction data as user x item CSR matrices (float32) plus the maps back to the original ids.
 

@@ -91,14 +91,8 @@ def _build(parts, shape, min_rating, binary, dedupe, report):
     return matrices, timestamps
 
 
-def _new_report(files, skipped):
-    return {
-        "files": [str(path) for path in files],
-        "skipped_lines": skipped.count,
-        "skipped_examples": skipped.examples,
-        "below_min_rating": 0,
-        "duplicates": 0,
-    }
+def _new_report(files):
+    return {"files": [str(path) for path in files], "below_min_rating": 0, "duplicates": 0}
 
 
 def _finish(report, skipped, train, test):
@@ -162,9 +156,11 @@ def load_lightgcn(path, dedupe=True, on_error="raise", name=None):
     for what, listed, needed, list_name in (("user", user_ids, n_users, "user_list.txt"),
                                              ("item", item_ids, n_items, "item_list.txt")):
         if len(listed) < needed:
-            raise DataFormatError(f"{folder / list_name}: lists {len(listed)} {what}s but the data uses id {needed - 1}")
+            raise DataFormatError(
+                f"{folder / list_name}: lists {len(listed)} {what}s but the data uses id {needed - 1}"
+            )
     shape = (len(user_ids), len(item_ids))
-    report = _new_report(files, skipped)
+    report = _new_report(files)
     parts = [(train_users, train_items, None, None)]
     if has_test:
         parts.append((test_users, test_items, None, None))
@@ -221,7 +217,7 @@ def load_ncf(path, min_rating=None, binary=True, dedupe=True, on_error="raise", 
     n_users = 1 + max(int(array.max(initial=-1)) for array in user_arrays)
     n_items = 1 + max(int(array.max(initial=-1)) for array in item_arrays)
     shape = (n_users, n_items)
-    report = _new_report(files, skipped)
+    report = _new_report(files)
     matrices, _ = _build(parts, shape, min_rating, binary, dedupe, report)
     train = matrices[0]
     test = matrices[1] if len(matrices) > 1 else None
@@ -321,7 +317,7 @@ def load_csv(path, user_col, item_col, rating_col=None, timestamp_col=None, sep=
         stamps = table[-1] if timestamp_col is not None else None
         parts.append((part_users, part_items, ratings, stamps))
     shape = (len(user_ids), len(item_ids))
-    report = _new_report(paths, skipped)
+    report = _new_report(paths)
     matrices, timestamps = _build(parts, shape, min_rating, binary, dedupe, report)
     test = matrices[1] if len(matrices) > 1 else None
     _finish(report, skipped, matrices[0], test)
@@ -346,7 +342,7 @@ def _read_parquet(path, selectors, kinds):
         series = frame[selector]
         missing = series.isna().to_numpy()
         if missing.any():
-            raise DataFormatError(f"{path}: row {int(np.argmax(missing))}: column {selector!r} is missing")
+            raise DataFormatError(f"{path}: data row {int(np.argmax(missing)) + 1}: column {selector!r} is missing")
         if kind == "id":
             values = series.to_numpy()
             columns.append(values if values.dtype.kind in "iu" else values.astype(str))
@@ -355,8 +351,8 @@ def _read_parquet(path, selectors, kinds):
                 series = series.astype("int64") / 1e9
             values = series.to_numpy(dtype=np.float64)
             if not np.isfinite(values).all():
-                row = int(np.argmax(~np.isfinite(values)))
-                raise DataFormatError(f"{path}: row {row}: column {selector!r} is not a finite number")
+                row = int(np.argmax(~np.isfinite(values))) + 1
+                raise DataFormatError(f"{path}: data row {row}: column {selector!r} is not a finite number")
             columns.append(values)
     return columns
 
@@ -377,7 +373,9 @@ def detect_format(path):
         raise ValueError(f"{path}: cannot tell the format of this folder; pass format=")
     if path.name in ("train.txt", "test.txt"):
         return "lightgcn"
-    if path.name.endswith((".train.rating", ".test.rating", ".test.negative")) or Path(str(path) + ".train.rating").exists():
+    if path.name.endswith((".train.rating", ".test.rating", ".test.negative")):
+        return "ncf"
+    if Path(str(path) + ".train.rating").exists():
         return "ncf"
     if path.name in _MOVIELENS_FILES:
         return "movielens"
