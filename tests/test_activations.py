@@ -204,6 +204,22 @@ def test_sigmoid_and_friends_at_infinity():
     np.testing.assert_array_equal(A.silu_grad(inf), [1.0, 0.0])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_huge_finite_inputs_give_the_limits(dtype):
+    # x^3 (tanh-GELU), x^2 (GELU's density) and beta x (swish) would overflow here without clipping.
+    big = np.finfo(dtype).max
+    x = np.array([1e4, -1e4, 1e20, -1e20, big, -big], dtype=dtype)
+    positive = x > 0
+    for name in ("gelu", "gelu_tanh", "silu", "swish"):
+        f, f_grad = ELEMENTWISE[name]
+        np.testing.assert_array_equal(f(x), np.where(positive, x, 0.0), err_msg=name)
+        np.testing.assert_array_equal(f_grad(x), np.where(positive, 1.0, 0.0), err_msg=name)
+    np.testing.assert_array_equal(A.swish(x, beta=1e30), np.where(positive, x, 0.0))  # beta x overflows to inf
+    np.testing.assert_array_equal(A.swish_grad(x, beta=1e30), np.where(positive, 1.0, 0.0))
+    np.testing.assert_array_equal(A.sigmoid_grad(x), 0.0)
+    np.testing.assert_array_equal(A.tanh_grad(x), 0.0)
+
+
 def test_softmax_with_masked_logits():
     x = np.array([[0.0, -np.inf, 1.0], [-np.inf, -np.inf, -np.inf], [-np.inf, 5.0, -np.inf]])
     s = A.softmax(x)

@@ -42,7 +42,7 @@ def sigmoid_grad(x):
 
     Derivation: s = (1 + e^-x)^-1, so s' = e^-x (1 + e^-x)^-2 = s (e^-x / (1 + e^-x)) = s (1 - s),
     and 1 - s(x) = s(-x). The product s(x) s(-x) is used because 1 - s rounds to 0 once
-    s(x) rounds to 1 (x > 17 in float64, x > 9 in float32), while s(-x) keeps every digit.
+    s(x) rounds to 1 (x > 37 in float64, x > 17 in float32), while s(-x) keeps every digit.
     PyTorch's autograd computes y (1 - y) from the rounded output (recgrad.nn.Sigmoid does too);
     the two agree to within one rounding of 1. Reference: torch.sigmoid backward.
     """
