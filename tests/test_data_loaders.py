@@ -233,3 +233,33 @@ def test_load_dispatch_and_synthetic(tmp_path):
     with pytest.raises(ValueError, match="format must be one of"):
         load(tmp_path, format="xml")
     assert load("synthetic", n_users=50, n_items=80, interactions_per_user=10).name == "synthetic"
+
+
+@pytest.mark.parametrize(
+    "name, body, loader",
+    [
+        ("log.csv", "u,i,r\nx1,7,4.5\nx2, 9 ,3\nx1,9,1\n",
+         lambda p: load_csv(p, "u", "i", "r", binary=False, on_error="skip")),
+        ("log.csv", "u,i,r\n10,7,4\n12,9,3\n10,9,1\n",
+         lambda p: load_csv(p, "u", "i", "r", binary=False, on_error="skip")),
+        ("toy.train.rating", "0\t1\t4\t1\n2\t0\t1\t5\n", lambda p: load_ncf(p, binary=False, on_error="skip")),
+        ("train.txt", "0 1 2\n3\n1 0\n", lambda p: load_lightgcn(p, on_error="skip")),
+    ],
+)
+def test_fast_and_line_by_line_paths_agree(tmp_path, name, body, loader):
+    """A bad line forces the per-line reader; the remaining lines must give what the fast path gives."""
+    clean = loader(write(tmp_path / name, body))
+    lines = body.splitlines(keepends=True)
+    bad = "zz" + ",:\t" * 5 + "\n"
+    mixed = loader(write(tmp_path / name, "".join(lines[:-1] + [bad] + lines[-1:])))
+    assert mixed.report["skipped_lines"] == 1 and clean.report["skipped_lines"] == 0
+    assert (mixed.train != clean.train).nnz == 0
+    assert mixed.user_ids.tolist() == clean.user_ids.tolist()
+    assert mixed.item_ids.tolist() == clean.item_ids.tolist()
+
+
+def test_windows_line_endings(tmp_path):
+    path = write(tmp_path / "log.csv", "u,i\r\na,1\r\nb,2\r\n")
+    assert load_csv(path, "u", "i").user_ids.tolist() == ["a", "b"]
+    (tmp_path / "train.txt").write_bytes(b"0 1\r\n1 0\r\n")
+    assert load_lightgcn(tmp_path).train.nnz == 2
