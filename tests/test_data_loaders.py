@@ -263,3 +263,12 @@ def test_windows_line_endings(tmp_path):
     assert load_csv(path, "u", "i").user_ids.tolist() == ["a", "b"]
     (tmp_path / "train.txt").write_bytes(b"0 1\r\n1 0\r\n")
     assert load_lightgcn(tmp_path).train.nnz == 2
+
+
+def test_long_numeric_ids_stay_exact(tmp_path):
+    """Regression: 20-digit ids must not be squeezed through int64 (np.fromstring would wrap them)."""
+    path = write(tmp_path / "log.csv", "u,i\n12345678901234567890,1\n12345678901234567891,1\n")
+    assert load_csv(path, "u", "i").user_ids.tolist() == ["12345678901234567890", "12345678901234567891"]
+    write(tmp_path / "train.txt", "0 12345678901234567890\n")
+    with pytest.raises(DataFormatError, match=r"train\.txt:1: item id '12345678901234567890' has more than 18"):
+        load_lightgcn(tmp_path)

@@ -19,6 +19,7 @@ import numpy as np
 from recgrad.data.dataset import DataFormatError
 
 ON_ERROR = ("raise", "skip")
+MAX_INT_DIGITS = 18  # every integer of up to 18 digits fits in int64
 _EXAMPLES_KEPT = 5
 
 
@@ -62,9 +63,11 @@ def _shown(token):
 def check_token(token, kind, label):
     """Return (value, None) or (None, what was wrong) for one field."""
     if kind == "index":
-        if token.isdigit():
-            return int(token), None
-        return None, f"{label} {_shown(token)} is not a non-negative integer"
+        if not token.isdigit():
+            return None, f"{label} {_shown(token)} is not a non-negative integer"
+        if len(token) > MAX_INT_DIGITS:
+            return None, f"{label} {_shown(token)} has more than {MAX_INT_DIGITS} digits"
+        return int(token), None
     if kind == "float":
         try:
             value = float(token)
@@ -83,7 +86,7 @@ def _convert_column(tokens, kind):
     if kind == "id":
         return None if (tokens == b"").any() else tokens
     if kind == "index":
-        if not np.char.isdigit(tokens).all():
+        if not (np.char.isdigit(tokens) & (np.char.str_len(tokens) <= MAX_INT_DIGITS)).all():
             return None
         try:
             return tokens.astype(np.int64)
@@ -118,7 +121,8 @@ def fast_table(body, sep, ncols, wanted):
     per_line = np.diff(np.concatenate(([0], before, [len(separators)])))
     if (per_line != ncols - 1).any():
         return None
-    if not body.translate(None, b"0123456789\n " + sep) and not _has_leading_zero(buf, sep[0]):
+    plain_integers = not body.translate(None, b"0123456789\n " + sep)
+    if plain_integers and longest_digit_run(buf) <= MAX_INT_DIGITS and not _has_leading_zero(buf, sep[0]):
         numbers = np.fromstring(body if sep == b"\t" else body.replace(sep, b" "), dtype=np.int64, sep=" ")
         if numbers.size == n_lines * ncols:
             numbers = numbers.reshape(n_lines, ncols)
@@ -134,6 +138,12 @@ def fast_table(body, sep, ncols, wanted):
             return None
         columns.append(column)
     return columns
+
+
+def longest_digit_run(buf):
+    """Length of the longest run of ASCII digits in a uint8 buffer."""
+    non_digit = np.flatnonzero((buf < ord("0")) | (buf > ord("9")))
+    return int(np.diff(np.concatenate(([-1], non_digit, [len(buf)]))).max()) - 1
 
 
 def _has_leading_zero(buf, sep_byte):
@@ -265,7 +275,8 @@ def read_adjacency(path, on_error="raise", skipped=None):
     skipped = Skipped() if skipped is None else skipped
     data = read_bytes(path)
     lines = data.split(b"\n")
-    if not data.translate(None, b"0123456789 \t\n"):
+    buf = np.frombuffer(data, dtype=np.uint8)
+    if not data.translate(None, b"0123456789 \t\n") and longest_digit_run(buf) <= MAX_INT_DIGITS:
         counts = np.fromiter((len(line.split()) for line in lines), dtype=np.int64, count=len(lines))
         flat = np.fromstring(data, dtype=np.int64, sep=" ")
         if len(flat) == counts.sum():

@@ -13,7 +13,7 @@ Formats:
 Raw ids (movielens, csv) are mapped to contiguous internal indices in order of first appearance
 (train file first, then the test file), the order NCF used to number MovieLens items. An id column
 whose values are all canonical non-negative integers ("12", not "012") keeps integer original ids;
-anything else keeps them as strings.
+anything else (or any id longer than 18 digits) keeps them as strings.
 
 Options shared by the loaders that read ratings:
     min_rating: keep interactions with rating >= min_rating (applied to train and test, before
@@ -45,7 +45,9 @@ def _int_or_str_ids(values):
     if values.dtype.kind in "iu":
         return values.astype(np.int64)
     if values.dtype.kind == "S":
-        canonical = np.char.isdigit(values) & ((np.char.str_len(values) == 1) | ~np.char.startswith(values, b"0"))
+        length = np.char.str_len(values)
+        canonical = (np.char.isdigit(values) & (length <= _parse.MAX_INT_DIGITS)
+                     & ((length == 1) | ~np.char.startswith(values, b"0")))
         if len(values) and canonical.all():
             return values.astype(np.int64)
         return np.char.decode(values, "utf-8")
