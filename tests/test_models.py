@@ -7,6 +7,9 @@ and the float32 default.
 """
 
 import functools
+import importlib.util
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +21,8 @@ from recgrad.models import GMF, MF, Embedding, NeuMF, TwoTower, load_model
 from recgrad.nn import RowSparseGrad
 
 ACTIVATIONS = ["relu", "tanh", "sigmoid", "gelu", "swish", "silu"]
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = ROOT / "tests" / "fixtures" / "models.npz"
 
 
 def small_models(dtype=np.float32, sparse=True):
@@ -379,3 +384,77 @@ def test_tower_and_ncf_initialisers_follow_the_documented_rules():
     np.testing.assert_array_equal(neumf.output.bias.data, 0.0)
     np.testing.assert_array_equal(neumf.mlp[0].bias.data, 0.0)
     assert np.abs(neumf.output.weight.data).max() <= np.sqrt(3.0 / 72)  # LeCun uniform, fan_in 40 + 32
+
+
+# -------------------------------------------------------------------------------------- PyTorch parity
+def build_for_spec(spec):
+    """The recgrad object a fixture spec describes (parameters are loaded afterwards)."""
+    dtype, model = np.dtype(spec["dtype"]), spec["model"]
+    if model == "Embedding":
+        return Embedding(7, spec["dim"], rng=0, dtype=dtype)
+    if model == "MF":
+        return MF(5, 7, dim=spec["dim"], rng=0, dtype=dtype)
+    if model == "GMF":
+        return GMF(5, 7, dim=spec["dim"], rng=0, dtype=dtype)
+    if model == "NeuMF":
+        return NeuMF(5, 7, mf_dim=spec["mf_dim"], mlp_layers=tuple(spec["mlp_layers"]), rng=0, dtype=dtype)
+    return TwoTower(
+        5, 7, dim=spec["dim"], hidden=tuple(spec["hidden"]), activation=spec["activation"],
+        normalize=spec["normalize"], rng=0, dtype=dtype,
+    )
+
+
+def run_recgrad(spec, arrays):
+    """(scores, {param: dense gradient}) from recgrad for a spec and its recorded inputs."""
+    module = build_for_spec(spec)
+    module.load_state_dict({key[len("param:"):]: value for key, value in arrays.items() if key.startswith("param:")})
+    if spec["model"] == "Embedding":
+        scores = module(arrays["ids"])
+    else:
+        scores = module.forward(arrays["users"], arrays["items"])
+    module.backward(arrays["grad_scores"])
+    return scores, {name: dense_grad(parameter) for name, parameter in module.named_parameters()}
+
+
+def assert_parity(spec, scores, grads, expected_scores, expected_grads):
+    tolerance = {"rtol": 1e-6, "atol": 1e-12} if spec["dtype"] == "float64" else {"rtol": 1e-5, "atol": 1e-6}
+    assert scores.dtype == np.dtype(spec["dtype"]), spec["name"]
+    np.testing.assert_allclose(scores, expected_scores, err_msg=spec["name"], **tolerance)
+    assert sorted(grads) == sorted(expected_grads), spec["name"]
+    for name, grad in grads.items():
+        np.testing.assert_allclose(grad, expected_grads[name], err_msg=f"{spec['name']} {name}", **tolerance)
+
+
+def recorded_cases():
+    with np.load(FIXTURE, allow_pickle=False) as archive:
+        specs = json.loads(str(archive["specs"]))
+        cases = []
+        for spec in specs:
+            prefix = spec["name"] + ":"
+            entries = {key[len(prefix):]: archive[key] for key in archive.files if key.startswith(prefix)}
+            cases.append((spec, entries))
+    return cases
+
+
+def test_recorded_pytorch_parity():
+    cases = recorded_cases()
+    assert {spec["model"] for spec, _ in cases} == {"Embedding", "MF", "GMF", "NeuMF", "TwoTower"}
+    for spec, entries in cases:
+        arrays = {key: value for key, value in entries.items() if key != "scores" and not key.startswith("grad:")}
+        expected = {key[len("grad:"):]: value for key, value in entries.items() if key.startswith("grad:")}
+        scores, grads = run_recgrad(spec, arrays)
+        assert_parity(spec, scores, grads, entries["scores"], expected)
+
+
+@pytest.mark.torch
+def test_live_pytorch_parity():
+    pytest.importorskip("torch")
+    location = ROOT / "scripts" / "fixtures" / "make_models.py"
+    loader = importlib.util.spec_from_file_location("make_models", location)
+    generator = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(generator)
+    for spec in generator.case_specs():
+        arrays = generator.make_inputs(spec)
+        expected_scores, expected_grads = generator.torch_reference(spec, arrays)
+        scores, grads = run_recgrad(spec, arrays)
+        assert_parity(spec, scores, grads, expected_scores, expected_grads)

@@ -54,7 +54,9 @@ class Recommender(Module):
         if users.ndim != 1:
             raise ValueError(f"users must be 1-D (B,), got shape {users.shape}")
         if items.ndim not in (1, 2) or items.shape[0] != users.shape[0]:
-            raise ValueError(f"items must have shape (B,) or (B, K) with B = len(users) = {users.shape[0]}, got {items.shape}")
+            raise ValueError(
+                f"items must have shape (B,) or (B, K) with B = len(users) = {users.shape[0]}, got {items.shape}"
+            )
         return users, items
 
     def check_grad(self, grad_scores, shape):
@@ -107,8 +109,8 @@ class Recommender(Module):
             user's answer equals its row of the batch answer, up to the rounding of a batched
             matrix product); a score of -inf from the model itself is treated the same way.
 
-        Top-N selection is `recgrad.evaluation.top_k`: argpartition selects N in O(n_items) per
-        user, then only those N are sorted.
+        Top-N selection is `recgrad.evaluation.top_k` (the evaluation's own: a linear-time
+        selection of candidates, then a sort of those candidates only).
         """
         single = np.ndim(userid) == 0
         users = as_ids(np.atleast_1d(userid), self.n_users, "userid")

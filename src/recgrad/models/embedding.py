@@ -103,7 +103,9 @@ class Embedding(Module):
         if initializer is not None and not callable(initializer):
             raise TypeError(f"initializer must be callable, got {type(initializer).__name__}")
         if initializer is not None and init_std != 0.1:
-            raise ValueError("pass either initializer or init_std, not both: the initializer replaces the N(0, init_std^2) draw")
+            raise ValueError(
+                "pass either initializer or init_std, not both: the initializer replaces the N(0, init_std^2) draw"
+            )
         generator = as_generator(rng)
         table = np.empty((self.num_embeddings, self.embedding_dim), dtype=check_dtype(dtype))
         if initializer is None:

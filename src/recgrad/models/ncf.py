@@ -125,7 +125,15 @@ class NeuMF(Recommender):
     """
 
     def __init__(
-        self, n_users, n_items, mf_dim=8, mlp_layers=(64, 32, 16, 8), init_std=0.01, sparse=True, rng=None, dtype=np.float32
+        self,
+        n_users,
+        n_items,
+        mf_dim=8,
+        mlp_layers=(64, 32, 16, 8),
+        init_std=0.01,
+        sparse=True,
+        rng=None,
+        dtype=np.float32,
     ):
         super().__init__(n_users, n_items, dtype)
         self.mf_dim = check_positive_int(mf_dim, "mf_dim")
@@ -133,7 +141,9 @@ class NeuMF(Recommender):
             raise ValueError(f"mlp_layers must be a tuple of positive ints, got {mlp_layers!r}")
         self.mlp_layers = tuple(check_positive_int(width, "mlp_layers width") for width in mlp_layers)
         if not self.mlp_layers or self.mlp_layers[0] % 2:
-            raise ValueError(f"mlp_layers[0] must be an even width (the two embeddings concatenated), got {mlp_layers!r}")
+            raise ValueError(
+                f"mlp_layers[0] must be an even width (the two embeddings concatenated), got {mlp_layers!r}"
+            )
         self.init_std = check_positive_float(init_std, "init_std")
         generator = initializers.as_generator(rng)
         half = self.mlp_layers[0] // 2

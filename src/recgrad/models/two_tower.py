@@ -37,7 +37,14 @@ from recgrad.nn import GELU, Linear, ReLU, Sequential, Sigmoid, SiLU, Swish, Tan
 ACTIVATIONS = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid, "gelu": GELU, "swish": Swish, "silu": SiLU}
 INITS = ("kaiming", "xavier", "default")
 # PyTorch's gain table names for kaiming; GELU/Swish/SiLU have none and take ReLU's.
-KAIMING_NONLINEARITY = {"relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid", "gelu": "relu", "swish": "relu", "silu": "relu"}
+KAIMING_NONLINEARITY = {
+    "relu": "relu",
+    "tanh": "tanh",
+    "sigmoid": "sigmoid",
+    "gelu": "relu",
+    "swish": "relu",
+    "silu": "relu",
+}
 # Rows pushed through a tower at once by user_factors/item_factors (bounds the activations' memory).
 FACTOR_BATCH = 8192
 
