@@ -35,7 +35,8 @@ TOLERANCE = {"float32": dict(rtol=1e-5, atol=2e-6), "float64": dict(rtol=1e-6, a
 
 def load_generator():
     """The fixture generator script, imported as a module (its `reference()` runs torch live)."""
-    spec = importlib.util.spec_from_file_location("make_activations", ROOT / "scripts" / "fixtures" / "make_activations.py")
+    script = ROOT / "scripts" / "fixtures" / "make_activations.py"
+    spec = importlib.util.spec_from_file_location("make_activations", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -78,7 +79,9 @@ def test_softmax_backward_matches_finite_differences(op, shape, axis):
     forward = getattr(A, op)
     backward = A.softmax_backward if op == "softmax" else A.log_softmax_backward
     ok, max_abs, max_rel = gradcheck(
-        lambda v: forward(v, axis=axis), (x,), lambda inputs, g: (backward(g, forward(inputs[0], axis=axis), axis=axis),)
+        lambda v: forward(v, axis=axis),
+        (x,),
+        lambda inputs, g: (backward(g, forward(inputs[0], axis=axis), axis=axis),),
     )
     assert ok, (op, shape, axis, max_abs, max_rel)
 
@@ -127,7 +130,8 @@ def test_softmax_backward_is_the_jacobian_transpose_product(axis):
     jacobian = A.softmax_jacobian(x, axis=axis)
     g_last = np.moveaxis(g, axis, -1)
     expected = np.moveaxis(np.einsum("...ij,...i->...j", jacobian, g_last), -1, axis)
-    np.testing.assert_allclose(A.softmax_backward(g, A.softmax(x, axis=axis), axis=axis), expected, rtol=1e-12, atol=1e-15)
+    grad_input = A.softmax_backward(g, A.softmax(x, axis=axis), axis=axis)
+    np.testing.assert_allclose(grad_input, expected, rtol=1e-12, atol=1e-15)
 
 
 # ---------------------------------------------------------------- closed forms
@@ -318,7 +322,9 @@ def check_parity(reference):
         for dtype in generator.DTYPES:
             key, xd = f"{name}__{dtype}", x.astype(dtype)
             np.testing.assert_allclose(f(xd), reference[f"{key}__value"], **TOLERANCE[dtype], err_msg=key)
-            np.testing.assert_allclose(f_grad(xd), reference[f"{key}__derivative"], **TOLERANCE[dtype], err_msg=key)
+            np.testing.assert_allclose(
+                f_grad(xd), reference[f"{key}__derivative"], **TOLERANCE[dtype], err_msg=key
+            )
             assert f(xd).dtype == dtype
     for name, (op, axis) in generator.SOFTMAX_CASES.items():
         x, g = reference[f"{name}__x"], reference[f"{name}__grad_output"]
@@ -327,13 +333,11 @@ def check_parity(reference):
             key = f"{name}__{dtype}"
             y = getattr(A, op)(x.astype(dtype), axis=axis)
             np.testing.assert_allclose(y, reference[f"{key}__value"], **TOLERANCE[dtype], err_msg=key)
-            np.testing.assert_allclose(
-                backward(g.astype(dtype), y, axis=axis), reference[f"{key}__vjp"], **TOLERANCE[dtype], err_msg=key
-            )
+            grad_input = backward(g.astype(dtype), y, axis=axis)
+            np.testing.assert_allclose(grad_input, reference[f"{key}__vjp"], **TOLERANCE[dtype], err_msg=key)
             if f"{key}__jacobian" in reference:
-                np.testing.assert_allclose(
-                    A.softmax_jacobian(x.astype(dtype), axis=axis), reference[f"{key}__jacobian"], **TOLERANCE[dtype]
-                )
+                jacobian = A.softmax_jacobian(x.astype(dtype), axis=axis)
+                np.testing.assert_allclose(jacobian, reference[f"{key}__jacobian"], **TOLERANCE[dtype])
 
 
 def test_parity_with_recorded_pytorch():

@@ -35,7 +35,8 @@ MODULES = {
 # Distinct modules for the finite-difference checks.
 FD_MODULES = {
     name: MODULES[name]
-    for name in ("sigmoid", "tanh", "relu", "gelu", "gelu_tanh", "silu", "swish", "softmax_last", "log_softmax_last")
+    for name in ("sigmoid", "tanh", "relu", "gelu", "gelu_tanh", "silu", "swish")
+    + ("softmax_last", "log_softmax_last")
 }
 FD_MODULES["softmax_axis0"] = lambda: Softmax(axis=0)
 FD_MODULES["log_softmax_axis0"] = lambda: LogSoftmax(axis=0)
@@ -85,7 +86,8 @@ def test_backward_uses_the_derivative_functions():
     ]
     for module, expected in pairs:
         module.forward(x)
-        np.testing.assert_allclose(module.backward(g), expected, rtol=1e-13, atol=1e-15, err_msg=type(module).__name__)
+        grad_input = module.backward(g)
+        np.testing.assert_allclose(grad_input, expected, rtol=1e-13, atol=1e-15, err_msg=type(module).__name__)
 
 
 def test_forward_caches_what_backward_needs():
@@ -162,7 +164,8 @@ def test_sequential_of_activations_backpropagates():
 
 def load_generator():
     """The fixture generator script, imported as a module (its `reference()` runs torch live)."""
-    spec = importlib.util.spec_from_file_location("make_activations", ROOT / "scripts" / "fixtures" / "make_activations.py")
+    script = ROOT / "scripts" / "fixtures" / "make_activations.py"
+    spec = importlib.util.spec_from_file_location("make_activations", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
