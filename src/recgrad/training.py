@@ -421,18 +421,25 @@ class Trainer:
         return self.l2 * 0.5 * total / batch
 
     def _add_l2_gradients(self, batch):
-        """dR/de = l2 * e / B for every looked-up row occurrence, added to the table's gradient."""
+        """dR/de = l2 * e / B per looked-up row occurrence, added to the table's gradient.
+
+        A row looked up c times gets c * l2 * e / B, added in place to the row of the gradient
+        the backward produced (a RowSparseGrad over exactly these rows, or a dense array).
+        """
         if self.l2 == 0.0:
             return
         scale = self.l2 / batch
         for embedding in self._embeddings:
-            ids = embedding.cache.reshape(-1)
             weight = embedding.weight
-            values = scale * weight.data[ids]
-            if isinstance(weight.grad, np.ndarray):
-                np.add.at(weight.grad, ids, values)
+            rows, counts = np.unique(embedding.cache, return_counts=True)
+            values = (scale * counts[:, None]).astype(weight.data.dtype) * weight.data[rows]
+            grad = weight.grad
+            if isinstance(grad, np.ndarray):
+                grad[rows] += values
+            elif isinstance(grad, RowSparseGrad) and np.array_equal(grad.rows, rows):
+                grad.values += values
             else:
-                weight.accumulate_grad(RowSparseGrad(ids, values))
+                weight.accumulate_grad(RowSparseGrad(rows, values))
 
     # ------------------------------------------------------------------------------------ fit
     def fit(self, dataset, resume=False):

@@ -1,0 +1,270 @@
+"""Trainer: learning beats popularity, every loss path learns, L2 and log-Q formulas, exact resume, run files."""
+
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
+
+from recgrad.activations import logsumexp
+from recgrad.data import Dataset, synthetic
+from recgrad.losses import InfoNCELoss
+from recgrad.models import MF
+from recgrad.optim.sgd import SGD
+from recgrad.samplers import PopularitySampler
+from recgrad.training import Trainer, _atomic_write
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic(n_users=300, n_items=200, dim=8, interactions_per_user=20, seed=0)
+
+
+def mf(data, sparse=True, seed=0, dtype=np.float32):
+    return MF(data.n_users, data.n_items, dim=16, sparse=sparse, rng=seed, dtype=dtype)
+
+
+def losses(result):
+    return [record["loss"] for record in result["history"]]
+
+
+def test_mf_bpr_beats_popularity_in_a_few_epochs(data):
+    result = Trainer(mf(data), loss="bpr", optimizer="sparse_adam", lr=0.03, batch_size=256, epochs=5,
+                     progress=False).fit(data)
+    assert result["eval_split"] == "test" and result["best_metric"] == "recall@20"
+    assert result["best_value"] > 1.3 * result["popularity"]["recall@20"]  # 0.50 vs 0.27 when written
+    assert losses(result)[-1] < losses(result)[0]
+    assert result["best_metrics"]["recall@20"] == result["best_value"]
+
+
+@pytest.mark.parametrize("settings", [
+    {"loss": "bce"},
+    {"loss": "bpr", "negatives": 3, "negatives_mode": "shared", "optimizer": "adam"},
+    {"loss": "infonce", "negatives": 16},
+    {"loss": "infonce", "negatives": 32, "negatives_mode": "shared", "similarity": "cosine"},
+    {"loss": "infonce", "negatives_mode": "in_batch", "logq_correction": True},
+    {"loss": "infonce", "negatives": 32, "negatives_mode": "shared", "similarity": "cosine",
+     "logq_correction": True, "sampler": "popularity"},
+])
+def test_every_loss_path_reduces_the_loss(data, settings):
+    settings = {"optimizer": "sparse_adam", **settings}
+    model = mf(data, sparse=settings["optimizer"] == "sparse_adam")
+    result = Trainer(model, lr=0.01, batch_size=256, epochs=3, l2=1e-4, eval_every=3, progress=False,
+                     **settings).fit(data)
+    assert losses(result)[-1] < 0.95 * losses(result)[0]
+    assert result["best_value"] > 0
+
+
+def test_two_tower_trains_with_infonce(data):
+    from recgrad.models.two_tower import TwoTower
+
+    model = TwoTower(data.n_users, data.n_items, dim=16, hidden=(16,), rng=0)
+    result = Trainer(model, loss="infonce", optimizer="sparse_adam", lr=0.01, negatives=16, batch_size=256,
+                     epochs=2, eval_every=2, progress=False).fit(data)
+    assert losses(result)[-1] < losses(result)[0]
+
+
+def test_dense_adam_on_a_sparse_model_equals_a_dense_model(data):
+    # "adam" expands row-sparse gradients to the dense table: the same numbers as sparse=False.
+    runs = []
+    for sparse in (True, False):
+        model = mf(data, sparse=sparse, dtype=np.float64)
+        Trainer(model, optimizer="adam", lr=0.01, batch_size=512, epochs=1, l2=1e-3, progress=False).fit(data)
+        runs.append(model.state_dict())
+    for name in runs[0]:
+        np.testing.assert_allclose(runs[0][name], runs[1][name], rtol=1e-12, atol=1e-15)
+
+
+def test_l2_gradient_is_lightgcn_batch_formula(data):
+    # One SGD step with and without l2 on the same batch: the difference is -lr * l2 * e / B per
+    # looked-up row occurrence (user once, positive and negative items once each).
+    batch, lr, l2 = 64, 0.5, 0.1
+    steps = []
+    for penalty in (0.0, l2):
+        model = mf(data, dtype=np.float64)
+        trainer = Trainer(model, optimizer=SGD(model.parameters(), lr=lr), batch_size=batch, epochs=1, l2=penalty,
+                          progress=False)
+        trainer._prepare(data)
+        users = np.arange(batch)
+        positives = data.train.indices[data.train.indptr[users]]
+        before = {k: v.copy() for k, v in model.state_dict().items()}
+        loss = trainer._train_batch(users, positives)
+        negatives = model.item_embedding.cache[:, 1]
+        steps.append((before, model.state_dict(), loss))
+    (before, plain, plain_loss), (_, regularised, reg_loss) = steps
+    P, Q = before["user_embedding.weight"], before["item_embedding.weight"]
+    expected_user = np.zeros_like(P)
+    np.add.at(expected_user, users, -lr * l2 * P[users] / batch)
+    expected_item = np.zeros_like(Q)
+    np.add.at(expected_item, positives, -lr * l2 * Q[positives] / batch)
+    np.add.at(expected_item, negatives, -lr * l2 * Q[negatives] / batch)
+    np.testing.assert_allclose(regularised["user_embedding.weight"] - plain["user_embedding.weight"], expected_user,
+                               atol=1e-14)
+    np.testing.assert_allclose(regularised["item_embedding.weight"] - plain["item_embedding.weight"], expected_item,
+                               atol=1e-14)
+    penalty = 0.5 * l2 * (np.sum(P[users] ** 2) + np.sum(Q[positives] ** 2) + np.sum(Q[negatives] ** 2)) / batch
+    np.testing.assert_allclose(reg_loss - plain_loss, penalty, rtol=1e-10)
+
+
+@pytest.mark.parametrize("similarity", ["dot", "cosine"])
+def test_logq_augmentation_gives_the_corrected_sampled_softmax(data, similarity):
+    rng = np.random.default_rng(0)
+    anchor, items = rng.normal(size=(5, 4)), rng.normal(size=(5 + 7, 4))
+    log_q = np.log(rng.dirichlet(np.ones(12)))
+    model = mf(data)
+    trainer = Trainer(model, loss="infonce", negatives=7, negatives_mode="shared", similarity=similarity,
+                      temperature=0.2, logq_correction=True, progress=False)
+    a_aug, v_aug, _ = trainer._logq_augment(anchor, items, log_q)
+    loss = InfoNCELoss(temperature=0.2, similarity="dot")(a_aug, v_aug[:5], v_aug[5:])
+    if similarity == "cosine":
+        anchor = anchor / np.linalg.norm(anchor, axis=1, keepdims=True)
+        items = items / np.linalg.norm(items, axis=1, keepdims=True)
+    logits = np.concatenate([np.sum(anchor * items[:5], axis=1)[:, None], anchor @ items[5:].T], axis=1) / 0.2
+    logits -= np.concatenate([log_q[:5, None], np.broadcast_to(log_q[5:], (5, 7))], axis=1)
+    np.testing.assert_allclose(loss, np.mean(logsumexp(logits, axis=1) - logits[:, 0]), rtol=1e-12)
+
+
+def test_logq_with_a_uniform_sampler_changes_nothing(data):
+    # log q is a constant for the uniform sampler: softmax is shift invariant.
+    states = []
+    for correction in (False, True):
+        model = mf(data, dtype=np.float64)
+        Trainer(model, loss="infonce", negatives=8, negatives_mode="shared", logq_correction=correction,
+                optimizer="sparse_adam", batch_size=512, epochs=1, progress=False).fit(data)
+        states.append(model.state_dict())
+    for name in states[0]:
+        np.testing.assert_allclose(states[0][name], states[1][name], rtol=1e-9, atol=1e-12)
+
+
+def run(data, out_dir, epochs, resume=False, interrupt_at=None, **settings):
+    settings = {"loss": "bpr", "optimizer": "sparse_adam", "lr": 0.01, "batch_size": 512, "negatives": 2,
+                "l2": 1e-4, "sampler": "popularity", **settings}
+    model = mf(data)
+    trainer = Trainer(model, epochs=epochs, out_dir=out_dir, progress=False, seed=3, **settings)
+    if interrupt_at is not None:
+        original = PopularitySampler.sample
+        calls = []
+
+        def sample_then_interrupt(self, users, k):
+            calls.append(1)
+            if len(calls) == interrupt_at:
+                os.kill(os.getpid(), signal.SIGINT)
+            return original(self, users, k)
+
+        PopularitySampler.sample = sample_then_interrupt
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                trainer.fit(data, resume=resume)
+        finally:
+            PopularitySampler.sample = original
+        return model, None
+    return model, trainer.fit(data, resume=resume)
+
+
+def without_timings(history):
+    return [{k: v for k, v in r.items() if k not in ("train_seconds", "samples_per_second", "eval_seconds")}
+            for r in history]
+
+
+def test_resume_is_bit_identical_to_an_uninterrupted_run(data, tmp_path):
+    with threadpool_limits(limits=1):
+        straight, expected = run(data, tmp_path / "straight", epochs=3)
+        run(data, tmp_path / "stopped", epochs=2)  # stops at an epoch boundary
+        run(data, tmp_path / "stopped", epochs=3, resume=True, interrupt_at=4)  # Ctrl-C mid-epoch 3
+        resumed, result = run(data, tmp_path / "stopped", epochs=3, resume=True)
+    for name, value in straight.state_dict().items():
+        np.testing.assert_array_equal(resumed.state_dict()[name], value)
+    assert without_timings(result["history"]) == without_timings(expected["history"])
+    lines = (tmp_path / "stopped" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+
+
+def test_interrupt_writes_a_checkpoint_and_resume_refuses_other_settings(data, tmp_path):
+    run(data, tmp_path, epochs=2, interrupt_at=2)
+    assert (tmp_path / "checkpoint.npz").exists()
+    with np.load(tmp_path / "checkpoint.npz", allow_pickle=False) as archive:
+        meta = json.loads(str(archive["meta"][()]))
+    assert meta["epoch"] == 0 and meta["batch"] == 2
+    with pytest.raises(ValueError, match="batch_size=512"):
+        run(data, tmp_path, epochs=2, resume=True, batch_size=256)
+    with pytest.raises(FileNotFoundError):
+        run(data, tmp_path / "empty", epochs=1, resume=True)
+
+
+def test_run_directory_files(data, tmp_path):
+    _, result = run(data, tmp_path, epochs=2, eval_every=2)
+    names = sorted(os.listdir(tmp_path))
+    assert names == ["best.npz", "checkpoint.npz", "last.npz", "learning_curve.png", "metrics.jsonl"]
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    for record in records:
+        assert {"epoch", "loss", "train_seconds", "samples_per_second"} <= set(record)
+    assert "recall@20" not in records[0] and {"recall@20", "ndcg@20"} <= set(records[1])
+    assert (tmp_path / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    best = MF.load(str(tmp_path / "best.npz"))
+    assert best.n_items == 200 and result["best_epoch"] == 2
+
+
+def test_atomic_write_leaves_the_old_file_and_no_temp_file_on_failure(tmp_path):
+    target = tmp_path / "checkpoint.npz"
+    target.write_bytes(b"old")
+
+    def failing(handle):
+        handle.write(b"partial")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        _atomic_write(str(target), failing)
+    assert target.read_bytes() == b"old" and os.listdir(tmp_path) == ["checkpoint.npz"]
+    _atomic_write(str(target), lambda handle: handle.write(b"new"))
+    assert target.read_bytes() == b"new" and os.listdir(tmp_path) == ["checkpoint.npz"]
+
+
+def test_early_stopping_stops(data):
+    # A learning rate too small to change the top-20 lists: no strict gain after the first evaluation.
+    result = Trainer(mf(data), optimizer="sparse_adam", lr=1e-9, batch_size=1024, epochs=10, patience=2,
+                     progress=False).fit(data)
+    assert result["stopped_early"] and result["epochs_run"] == 3 and result["best_epoch"] == 1
+
+
+def test_validation_and_sampled_protocols(data):
+    train = data.train.tocsr()
+    # Validation present: evaluate on it. Sampled (NCF) protocol when there is test_negatives.
+    with_validation = Dataset(train=train, user_ids=data.user_ids, item_ids=data.item_ids, test=data.test,
+                              validation=data.test)
+    trainer = Trainer(mf(data), epochs=1, ks=(5,), progress=False)
+    result = trainer.fit(with_validation)
+    assert result["eval_split"] == "validation" and trainer.ks == (5, 20)
+    rng = np.random.default_rng(0)
+    test_users = np.arange(data.n_users)
+    test_items = data.test.indices[data.test.indptr[:-1]]
+    ncf = Dataset(train=train, user_ids=data.user_ids, item_ids=data.item_ids, test_users=test_users,
+                  test_items=test_items, test_negatives=rng.integers(0, data.n_items, (data.n_users, 99)))
+    result = Trainer(mf(data), loss="bce", optimizer="sparse_adam", lr=0.03, epochs=5, batch_size=256,
+                     progress=False).fit(ncf)
+    assert result["eval_protocol"] == "sampled" and result["best_metric"] == "ndcg@10"
+    assert result["best_value"] > result["popularity"]["ndcg@10"]
+
+
+def test_arguments_that_do_not_apply_are_refused(data):
+    model = mf(data)
+    with pytest.raises(ValueError, match="temperature"):
+        Trainer(model, loss="bpr", temperature=0.1)
+    with pytest.raises(ValueError, match="in_batch"):
+        Trainer(model, loss="bpr", negatives_mode="in_batch")
+    with pytest.raises(ValueError, match="negatives"):
+        Trainer(model, loss="infonce", negatives_mode="in_batch", negatives=5)
+    with pytest.raises(ValueError, match="popularity_alpha"):
+        Trainer(model, popularity_alpha=0.5)
+    with pytest.raises(ValueError, match="optimizer"):
+        Trainer(model, optimizer="rmsprop")
+    with pytest.raises(ValueError, match="sparse=True"):
+        Trainer(mf(data, sparse=False), optimizer="sparse_adam", epochs=1, progress=False).fit(data)
+    with pytest.raises(ValueError, match="metric"):
+        Trainer(model, metric="auc", epochs=1, progress=False).fit(data)
+    with pytest.raises(ValueError, match="dataset"):
+        Trainer(MF(3, 4, dim=2), epochs=1, progress=False).fit(data)
+    assert sp.issparse(data.train)
