@@ -222,6 +222,22 @@ def test_first_adam_step_is_minus_lr_sign_g(make, dtype):
     np.testing.assert_allclose(w.data, exact, rtol=TOLERANCE[dtype])
 
 
+@pytest.mark.parametrize("dtype", gen.DTYPES)
+def test_eps_placement_adam_on_sqrt_v_hat_sparse_adam_on_sqrt_v(dtype):
+    """A gradient equal to eps makes the placement visible at t = 1 (sqrt(v_hat) = |g|):
+    dense Adam steps -lr * g / (|g| + eps) = -lr / 2; SparseAdam adds eps to sqrt(v) = |g| sqrt(1 - beta2),
+    so it steps -lr / (1 + 1 / sqrt(1 - beta2))."""
+    eps = 1e-3 if dtype == "float32" else 1e-8
+    w, table = Parameter(np.zeros(1, dtype=dtype)), Parameter(np.zeros((2, 1), dtype=dtype))
+    dense, lazy = Adam([w], lr=0.1, eps=eps), SparseAdam([table], lr=0.1, eps=eps)
+    w.grad = np.array([eps], dtype=dtype)
+    table.grad = RowSparseGrad([0], np.array([[eps]], dtype=dtype))
+    dense.step()
+    lazy.step()
+    np.testing.assert_allclose(w.data, [-0.05], rtol=TOLERANCE[dtype])
+    np.testing.assert_allclose(table.data[0], [-0.1 / (1 + 1 / math.sqrt(1 - 0.999))], rtol=TOLERANCE[dtype])
+
+
 def test_adam_second_step_by_hand():
     beta1, beta2, lr, eps = 0.9, 0.999, 0.1, 1e-8
     g1, g2, theta = 2.0, -1.0, 1.0

@@ -73,6 +73,19 @@ class StepLR(LRScheduler):
 
     Recursive form (torch's): at epochs e > 0 with e % step_size == 0, lr <- lr * gamma; else unchanged.
     `step_size` must be a positive int; gamma defaults to 0.1.
+
+    >>> import numpy as np
+    >>> from recgrad.nn import Parameter
+    >>> from recgrad.optim import SGD
+    >>> opt = SGD([Parameter(np.zeros(1))], lr=0.1)
+    >>> scheduler = StepLR(opt, step_size=2, gamma=0.5)
+    >>> lrs = []
+    >>> for epoch in range(5):
+    ...     opt.step()          # the epoch's training steps come first
+    ...     scheduler.step()
+    ...     lrs.append(scheduler.get_last_lr()[0])
+    >>> lrs
+    [0.1, 0.05, 0.05, 0.025, 0.025]
     """
 
     def __init__(self, optimizer, step_size, gamma=0.1):
