@@ -268,3 +268,40 @@ def test_arguments_that_do_not_apply_are_refused(data):
     with pytest.raises(ValueError, match="dataset"):
         Trainer(MF(3, 4, dim=2), epochs=1, progress=False).fit(data)
     assert sp.issparse(data.train)
+
+
+@pytest.mark.parametrize("settings", [
+    {"negatives_mode": "shared", "negatives": 4, "similarity": "cosine", "logq_correction": True,
+     "sampler": "popularity"},
+    {"negatives_mode": "per_user", "negatives": 3, "similarity": "dot", "logq_correction": True,
+     "sampler": "popularity"},
+    {"negatives_mode": "in_batch", "similarity": "cosine", "logq_correction": True},
+    {"negatives_mode": "shared", "negatives": 4, "similarity": "cosine"},
+])
+def test_infonce_step_gradients_match_finite_differences(settings):
+    from recgrad import gradcheck
+
+    rng = np.random.default_rng(0)
+    dense = (rng.random((6, 9)) < 0.4).astype(np.float32)
+    dense[np.arange(6), np.arange(6)] = 1.0
+    small = Dataset(train=sp.csr_matrix(dense), user_ids=np.arange(6), item_ids=np.arange(9))
+    model = MF(6, 9, dim=3, rng=1, dtype=np.float64)
+    trainer = Trainer(model, loss="infonce", temperature=0.5, l2=0.3, progress=False, **settings)
+    trainer._prepare(small)
+    users, positives = np.array([0, 1, 2, 4]), np.array([0, 1, 2, 4])
+    state = trainer.sampler.state_dict()
+
+    def loss_and_grads(P, Q):
+        model.load_state_dict({"user_embedding.weight": P, "item_embedding.weight": Q})
+        trainer.sampler.load_state_dict(state)  # the same negatives at every evaluation
+        model.zero_grad()
+        loss = trainer._infonce_step(users, positives) + trainer._l2_penalty(users.size)
+        trainer._add_l2_gradients(users.size)
+        return loss, [p.grad.to_dense(p.data.shape) for p in model.parameters()]
+
+    ok, max_abs, _ = gradcheck(
+        lambda P, Q: np.array(loss_and_grads(P, Q)[0]),
+        (model.user_embedding.weight.data.copy(), model.item_embedding.weight.data.copy()),
+        lambda inputs, g: tuple(g * grad for grad in loss_and_grads(*inputs)[1]),
+    )
+    assert ok, max_abs
