@@ -82,17 +82,17 @@ class Embedding(Module):
         sparse: True -> `weight.grad` is a `RowSparseGrad` holding only the looked-up rows
             (duplicates summed); False -> a dense array of the table's shape.
         init_std: standard deviation of the N(0, init_std^2) initialisation (LightGCN: 0.1).
+        rng: numpy Generator, int seed or None.
+        dtype: np.float32 (default) or np.float64.
         initializer: optional callable `initializer(w, rng=Generator)` filling the float array
             `w` in place, e.g. `functools.partial(recgrad.init.xavier_normal_)`; it replaces the
             normal draw, so combining it with an init_std other than 0.1 raises ValueError.
-        rng: numpy Generator, int seed or None.
-        dtype: np.float32 (default) or np.float64.
 
     Shapes: forward(ids (*S)) -> (*S, embedding_dim); backward(grad (*S, embedding_dim)) -> None.
     """
 
     def __init__(
-        self, num_embeddings, embedding_dim, sparse=True, init_std=0.1, initializer=None, rng=None, dtype=np.float32
+        self, num_embeddings, embedding_dim, sparse=True, init_std=0.1, rng=None, dtype=np.float32, initializer=None
     ):
         self.num_embeddings = check_positive_int(num_embeddings, "num_embeddings")
         self.embedding_dim = check_positive_int(embedding_dim, "embedding_dim")
