@@ -139,10 +139,10 @@ def test_logq_with_a_uniform_sampler_changes_nothing(data):
         np.testing.assert_allclose(states[0][name], states[1][name], rtol=1e-9, atol=1e-12)
 
 
-def run(data, out_dir, epochs, resume=False, interrupt_at=None, **settings):
+def run(data, out_dir, epochs, resume=False, interrupt_at=None, model=None, **settings):
     settings = {"loss": "bpr", "optimizer": "sparse_adam", "lr": 0.01, "batch_size": 512, "negatives": 2,
                 "l2": 1e-4, "sampler": "popularity", **settings}
-    model = mf(data)
+    model = mf(data) if model is None else model()
     trainer = Trainer(model, epochs=epochs, out_dir=out_dir, progress=False, seed=3, **settings)
     if interrupt_at is not None:
         original = PopularitySampler.sample
@@ -180,6 +180,32 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(data, tmp_path):
     assert without_timings(result["history"]) == without_timings(expected["history"])
     lines = (tmp_path / "stopped" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+
+
+def test_resume_with_two_optimizers_is_bit_identical(data, tmp_path):
+    # NeuMF under sparse_adam: SparseAdam on the tables and Adam on the MLP, both checkpointed.
+    from recgrad.models import NeuMF
+
+    def neumf():
+        return NeuMF(data.n_users, data.n_items, rng=0)
+
+    with threadpool_limits(limits=1):
+        straight, _ = run(data, tmp_path / "straight", epochs=2, model=neumf, loss="bce")
+        run(data, tmp_path / "stopped", epochs=1, model=neumf, loss="bce")
+        resumed, _ = run(data, tmp_path / "stopped", epochs=2, resume=True, model=neumf, loss="bce")
+    for name, value in straight.state_dict().items():
+        np.testing.assert_array_equal(resumed.state_dict()[name], value)
+
+
+@pytest.mark.parametrize("model_name", ["GMF", "NeuMF"])
+def test_ncf_models_learn_with_bce(data, model_name):
+    import recgrad.models
+
+    model = getattr(recgrad.models, model_name)(data.n_users, data.n_items, rng=0)
+    result = Trainer(model, loss="bce", optimizer="sparse_adam", lr=0.01, batch_size=256, epochs=3, l2=1e-5,
+                     eval_every=3, progress=False).fit(data)
+    assert losses(result)[-1] < 0.8 * losses(result)[0]
+    assert result["best_value"] > result["popularity"]["recall@20"]
 
 
 def test_interrupt_writes_a_checkpoint_and_resume_refuses_other_settings(data, tmp_path):
