@@ -222,6 +222,7 @@ def test_interrupt_writes_a_checkpoint_and_resume_refuses_other_settings(data, t
 
 def test_run_directory_files(data, tmp_path):
     _, result = run(data, tmp_path, epochs=2, eval_every=2)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # fit put Python's handler back
     names = sorted(os.listdir(tmp_path))
     assert names == ["best.npz", "checkpoint.npz", "last.npz", "learning_curve.png", "metrics.jsonl"]
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]

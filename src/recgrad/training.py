@@ -67,7 +67,9 @@ LOSSES = ("bpr", "bce", "infonce")
 OPTIMIZERS = ("adam", "adamw", "sgd", "sparse_adam")
 SAMPLERS = ("uniform", "popularity")
 NEGATIVES_MODES = ("per_user", "shared", "in_batch")
-DEFAULT_NEGATIVES = {"bpr": 1, "bce": 4, "infonce": 1024}
+# K when `negatives` is None: LightGCN's 1 for BPR, NCF's 4 for BCE; InfoNCE 64 per user (a (B, K, D)
+# block) or 1024 shared by the batch (the probe on Gowalla found 1024-4096 shared negatives work well).
+DEFAULT_NEGATIVES = {"bpr": 1, "bce": 4, ("infonce", "per_user"): 64, ("infonce", "shared"): 1024}
 CHECKPOINT_FORMAT = 1
 # Settings that change what an epoch computes: a resumed run must use the checkpoint's values.
 _RESUME_KEYS = ("loss", "optimizer", "lr", "batch_size", "negatives", "negatives_mode", "sampler", "l2",
@@ -84,12 +86,12 @@ class Trainer:
         optimizer: "adam", "adamw", "sgd", "sparse_adam" (see the module doc), or an
             `recgrad.optim.Optimizer` built over model.parameters() (used as given).
         lr: learning rate. weight_decay: the optimizer's (Adam/SGD: L2 in the gradient; AdamW and
-            SparseAdam: decoupled). Both ignored when `optimizer` is an instance, so passing them
-            then raises ValueError.
+            SparseAdam: decoupled); None takes the optimizer's PyTorch default (1e-2 for AdamW, 0
+            otherwise). With an optimizer instance, set it on the instance (passing it raises).
         batch_size: training interactions per step. epochs: total epochs (a resumed run counts
             the epochs already done).
         negatives: K, negatives per positive (per_user) or per batch (shared); default 1 for
-            BPR, 4 for BCE, 1024 for InfoNCE; must be None for in_batch.
+            BPR, 4 for BCE, 64 (per_user) or 1024 (shared) for InfoNCE; must be None for in_batch.
         sampler: "uniform" (default; LightGCN's: positives excluded), "popularity"
             (count^popularity_alpha, positives excluded), or a sampler from recgrad.samplers.
         negatives_mode: "per_user" (default), "shared" (one set of K negatives for the whole batch,
@@ -134,7 +136,8 @@ class Trainer:
             if negatives is not None:
                 raise ValueError("negatives: in_batch mode uses the batch's positives; leave negatives=None")
         else:
-            negatives = DEFAULT_NEGATIVES[loss] if negatives is None else _positive_int(negatives, "negatives")
+            default = DEFAULT_NEGATIVES.get(loss) or DEFAULT_NEGATIVES[(loss, negatives_mode)]
+            negatives = default if negatives is None else _positive_int(negatives, "negatives")
         self.negatives = negatives
         if isinstance(optimizer, Optimizer):
             if weight_decay is not None:
@@ -146,7 +149,9 @@ class Trainer:
             raise ValueError(f"optimizer: expected one of {OPTIMIZERS} or a recgrad.optim.Optimizer, got {optimizer!r}")
         self._optimizer_arg = optimizer
         self.lr = _positive_float(lr, "lr")
-        self.weight_decay = _non_negative_float(0.0 if weight_decay is None else weight_decay, "weight_decay")
+        if weight_decay is None:
+            weight_decay = 1e-2 if optimizer == "adamw" else 0.0
+        self.weight_decay = _non_negative_float(weight_decay, "weight_decay")
         self.batch_size = _positive_int(batch_size, "batch_size")
         self.epochs = _non_negative_int(epochs, "epochs")
         self.l2 = _non_negative_float(l2, "l2")
@@ -464,10 +469,12 @@ class Trainer:
             os.makedirs(self.out_dir, exist_ok=True)
             self._rewrite_metrics_file()
         self._stop_requested = False
-        previous_handler = self._install_interrupt_handler()
+        restore_handler = self._install_interrupt_handler()
         try:
             while self.epoch < self.epochs and not self.stopped_early:
                 self._run_epoch()
+                if self._stop_requested:  # Ctrl-C during the evaluation: stop at the epoch boundary
+                    raise _Interrupted
         except _Interrupted:
             self._save_checkpoint()
             raise KeyboardInterrupt(
@@ -475,8 +482,7 @@ class Trainer:
                 + (f"; checkpoint written to {self.out_dir}" if self.out_dir else "")
             ) from None
         finally:
-            if previous_handler is not None:
-                signal.signal(signal.SIGINT, previous_handler)
+            restore_handler()
         if self.out_dir is not None:
             self._plot()
         return self.result()
@@ -594,16 +600,21 @@ class Trainer:
 
     # ------------------------------------------------------------------------------ interrupts
     def _install_interrupt_handler(self):
-        """On SIGINT set a flag that the batch loop checks (a second Ctrl-C interrupts at once)."""
+        """On SIGINT set a flag that the batch loop checks (a second Ctrl-C interrupts at once).
+
+        Returns the function that puts the previous handler back. Outside the main thread Python
+        cannot install signal handlers, and Ctrl-C there is not caught.
+        """
         if threading.current_thread() is not threading.main_thread():
-            return None
+            return lambda: None
 
         def handler(signum, frame):
             if self._stop_requested:
                 raise KeyboardInterrupt
             self._stop_requested = True
 
-        return signal.signal(signal.SIGINT, handler)
+        previous = signal.signal(signal.SIGINT, handler)
+        return lambda: signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
 
     # ----------------------------------------------------------------------------- checkpoints
     def _save_model(self, name):
