@@ -41,11 +41,14 @@ import scipy.sparse as sp
 
 from recgrad.init import as_generator
 
-__all__ = ["NegativeSampler", "UniformSampler", "PopularitySampler", "epoch_batches"]
+__all__ = ["NegativeSampler", "UniformSampler", "PopularitySampler", "as_canonical_csr", "epoch_batches"]
 
 
-def _as_csr(train_csr, name="train_csr"):
-    """A CSR matrix with sorted, de-duplicated column indices (copied only when needed)."""
+def as_canonical_csr(train_csr, name="train_csr"):
+    """A CSR matrix with sorted, de-duplicated column indices (copied only when needed).
+
+    The samplers' membership test relies on this order (row-major, columns sorted in a row).
+    """
     if not sp.issparse(train_csr):
         raise TypeError(f"{name}: expected a scipy.sparse user x item matrix, got {type(train_csr).__name__}")
     csr = sp.csr_matrix(train_csr)
@@ -68,7 +71,7 @@ class NegativeSampler:
     """
 
     def __init__(self, train_csr, exclude_positives, seed, max_rounds):
-        self.train = _as_csr(train_csr)
+        self.train = as_canonical_csr(train_csr)
         self.n_users, self.n_items = self.train.shape
         if self.n_items == 0:
             raise ValueError("train_csr: the matrix has no items to sample")
@@ -234,7 +237,7 @@ class PopularitySampler(NegativeSampler):
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not np.isfinite(alpha) or alpha < 0:
             raise ValueError(f"alpha: expected a finite number >= 0, got {alpha!r}")
         self.alpha = float(alpha)
-        csr = _as_csr(train_csr)
+        csr = as_canonical_csr(train_csr)
         self.counts = np.bincount(csr.indices, minlength=csr.shape[1]).astype(np.int64)
         self._weights = self.counts.astype(np.float64) ** self.alpha  # 0 ** 0 = 1: alpha = 0 is uniform
         total = self._weights.sum()
@@ -283,7 +286,7 @@ def epoch_batches(train_csr, batch_size, rng, start_batch=0):
         raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
-    csr = _as_csr(train_csr)
+    csr = as_canonical_csr(train_csr)
     users = _row_ids(csr)
     items = csr.indices.astype(np.int64)
     order = rng.permutation(users.size)

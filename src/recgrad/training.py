@@ -59,7 +59,7 @@ from recgrad.optim.adamw import AdamW
 from recgrad.optim.optimizer import Optimizer
 from recgrad.optim.sgd import SGD
 from recgrad.optim.sparse_adam import SparseAdam
-from recgrad.samplers import PopularitySampler, UniformSampler, NegativeSampler, epoch_batches
+from recgrad.samplers import NegativeSampler, PopularitySampler, UniformSampler, as_canonical_csr, epoch_batches
 
 __all__ = ["Trainer"]
 
@@ -216,7 +216,7 @@ class Trainer:
             )
         if train.nnz == 0:
             raise ValueError("dataset: the training matrix has no interactions")
-        self.train = train
+        self.train = as_canonical_csr(train, "dataset.train")
         self._init_evaluation(dataset)
         shuffle_seed, sampler_seed = np.random.SeedSequence(self.seed).spawn(2)
         self._shuffle_rng = np.random.default_rng(shuffle_seed)
@@ -314,33 +314,35 @@ class Trainer:
         if self.loss == "infonce":
             loss = self._infonce_step(users, positives)
         else:
-            if self.negatives_mode == "shared":
-                negatives = np.broadcast_to(self.sampler.sample_shared(self.negatives), (batch, self.negatives))
-            else:
-                negatives = self.sampler.sample(users, self.negatives)
-            items = np.concatenate([positives[:, None], negatives], axis=1)
-            scores = self.model.forward(users, items)
-            if self.loss == "bpr":
-                loss = self._loss_fn(scores[:, 0], scores[:, 1:])
-                d_pos, d_neg = self._loss_fn.backward()
-                grad = np.concatenate([d_pos[:, None], d_neg], axis=1)
-            else:
-                labels = np.zeros(scores.shape, dtype=scores.dtype)
-                labels[:, 0] = 1.0
-                loss = self._loss_fn(scores, labels)
-                grad = self._loss_fn.backward()
-            reg = self._l2_penalty(batch)
-            self.model.backward(grad)
-            self._add_l2_gradients(batch)
-        if self.loss == "infonce":
-            reg = self._l2_penalty(batch)
-            self._add_l2_gradients(batch)
+            loss = self._scores_step(users, positives)
+        reg = self._l2_penalty(batch)
+        self._add_l2_gradients(batch)
         for param in self._densify:
             if isinstance(param.grad, RowSparseGrad):
                 param.grad = param.grad.to_dense(param.data.shape)
         for optimizer in self._optimizers:
             optimizer.step()
         return float(loss) + reg
+
+    def _scores_step(self, users, positives):
+        """BPR or BCE on the model's scores of [positive, K negatives]: forward, loss, backward."""
+        batch = users.size
+        if self.negatives_mode == "shared":
+            negatives = np.broadcast_to(self.sampler.sample_shared(self.negatives), (batch, self.negatives))
+        else:
+            negatives = self.sampler.sample(users, self.negatives)
+        scores = self.model.forward(users, np.concatenate([positives[:, None], negatives], axis=1))
+        if self.loss == "bpr":
+            loss = self._loss_fn(scores[:, 0], scores[:, 1:])
+            d_pos, d_neg = self._loss_fn.backward()
+            grad = np.concatenate([d_pos[:, None], d_neg], axis=1)
+        else:
+            labels = np.zeros(scores.shape, dtype=scores.dtype)
+            labels[:, 0] = 1.0
+            loss = self._loss_fn(scores, labels)
+            grad = self._loss_fn.backward()
+        self.model.backward(grad)
+        return loss
 
     def _infonce_step(self, users, positives):
         """Forward and backward of InfoNCE through the model's user/item representations."""
