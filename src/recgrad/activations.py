@@ -5,7 +5,7 @@ float32 stays float32, float64 stays float64, integers and booleans are promoted
 (PyTorch would promote to its default float, float32). NaN propagates. Each `*_grad(x)` is the
 elementwise derivative f'(x) evaluated at x. No function warns, overflows or returns NaN for a
 finite input; at +-inf the functions return their limits. Formulas and derivations:
-docs/formulas/activations.md.
+docs/formulas.md.
 """
 
 import math

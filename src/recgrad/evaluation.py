@@ -316,3 +316,55 @@ def format_metrics_table(results, digits=4):
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(header), rule] + [line(row) for row in body])
+
+
+SPLITS = ("test", "validation")
+
+
+def protocol_for(dataset, split="test"):
+    """"sampled" when `split` is the test set of a dataset with NCF negatives, else "full"."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if getattr(dataset, split) is None and not (split == "test" and dataset.test_negatives is not None):
+        raise ValueError(f"dataset {dataset.name!r} has no {split} set")
+    return "sampled" if split == "test" and dataset.test_negatives is not None else "full"
+
+
+def _seen_items(dataset, split):
+    """Items masked when ranking for `split`: train, plus validation when the test set is ranked."""
+    if split == "test" and dataset.validation is not None:
+        return (dataset.train + dataset.validation).tocsr()
+    return dataset.train
+
+
+def model_score_fn(model):
+    """Full-ranking scores of a recgrad recommender: user block -> (block, n_items).
+
+    Dot-product models (with `user_factors`/`item_factors`) compute their factors once and
+    score a block with one GEMM; the others (GMF, NeuMF) use `model.score_all`.
+    """
+    if hasattr(model, "user_factors"):
+        user_vectors, item_vectors = model.user_factors(), model.item_factors()
+        return lambda block: user_vectors[block] @ item_vectors.T
+    return model.score_all
+
+
+def evaluate_recommender(model, dataset, split="test", ks=(20,), metrics=("recall", "ndcg")):
+    """A model's metrics on `split` of a `recgrad.data.Dataset`, by the dataset's protocol.
+
+    Full ranking (the user's training items masked, and validation items too when ranking the
+    test set), or the NCF sampled protocol (HR and NDCG only) when the test set comes with
+    sampled negatives. Returns the metrics dict of `full_ranking` / `sampled_ranking`.
+    """
+    if protocol_for(dataset, split) == "sampled":
+        return sampled_ranking(model.score, dataset.test_users, dataset.test_items, dataset.test_negatives, ks=ks)
+    return full_ranking(model_score_fn(model), _seen_items(dataset, split), getattr(dataset, split), ks=ks,
+                        metrics=metrics)
+
+
+def evaluate_baseline(dataset, split="test", ks=(20,), metrics=("recall", "ndcg")):
+    """The popularity baseline under the same protocol and masking as `evaluate_recommender`."""
+    if protocol_for(dataset, split) == "sampled":
+        return evaluate_popularity_sampled(dataset.train, dataset.test_users, dataset.test_items,
+                                           dataset.test_negatives, ks=ks)
+    return evaluate_popularity(_seen_items(dataset, split), getattr(dataset, split), ks=ks, metrics=metrics)

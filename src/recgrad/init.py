@@ -15,7 +15,7 @@ standard deviation s uses the bound b = sqrt(3) * s:
 `rng` is a numpy.random.Generator, an int seed or None (a fresh, unseeded Generator); see
 `as_generator`. Values are drawn in float64 and cast to `w`'s dtype, so a seed gives the same
 numbers in float32 and float64 up to rounding. A zero-element `w` is returned unchanged (PyTorch
-also does nothing there, with a warning). Derivations and the gain table: docs/formulas/init.md.
+also does nothing there, with a warning). Derivations and the gain table: docs/formulas.md.
 Reference: https://pytorch.org/docs/stable/nn.init.html
 """
 

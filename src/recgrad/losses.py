@@ -8,7 +8,7 @@ forward's arguments. For "mean" and "sum", `grad_output` is an optional scalar (
 
 Every loss is computed from scores/logits with the stable primitives of `recgrad.activations`
 (softplus, sigmoid, log_softmax), so it is finite for every finite input. Formulas, derivations and
-the stable forms are in docs/formulas/losses.md.
+the stable forms are in docs/formulas.md.
 """
 
 import numbers

@@ -48,7 +48,7 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
-from recgrad.evaluation import evaluate_popularity, evaluate_popularity_sampled, full_ranking, sampled_ranking
+from recgrad.evaluation import evaluate_baseline, evaluate_recommender, protocol_for
 from recgrad.losses import BCEWithLogitsLoss, BPRLoss, InfoNCELoss, _normalize, _normalize_backward
 from recgrad.metrics import METRIC_NAMES
 from recgrad.models.base import FactorModel
@@ -242,13 +242,12 @@ class Trainer:
 
     def _init_evaluation(self, dataset):
         if dataset.validation is not None:
-            self.eval_protocol, self.eval_split = "full", "validation"
-        elif dataset.test_negatives is not None:
-            self.eval_protocol, self.eval_split = "sampled", "test"
-        elif dataset.test is not None:
-            self.eval_protocol, self.eval_split = "full", "test"
+            self.eval_split = "validation"
+        elif dataset.test is not None or dataset.test_negatives is not None:
+            self.eval_split = "test"
         else:
-            self.eval_protocol, self.eval_split = None, None
+            self.eval_split = None
+        self.eval_protocol = None if self.eval_split is None else protocol_for(dataset, self.eval_split)
         ks = self._ks_arg or ((10,) if self.eval_protocol == "sampled" else (20,))
         metric = self._metric_arg or ("ndcg@10" if self.eval_protocol == "sampled" else "recall@20")
         name, _, k = metric.partition("@")
@@ -259,17 +258,9 @@ class Trainer:
         self.ks = tuple(sorted(set(ks) | {int(k)}))
         self._metric_names = tuple(dict.fromkeys(("recall", "ndcg", name)))
         self._dataset = dataset
-        if self.eval_protocol == "full":
-            self.popularity = evaluate_popularity(
-                self.train, getattr(dataset, self.eval_split), ks=self.ks, metrics=self._metric_names
-            )
-        elif self.eval_protocol == "sampled":
-            self.popularity = evaluate_popularity_sampled(
-                self.train, dataset.test_users, dataset.test_items, dataset.test_negatives, ks=self.ks
-            )
-        else:
-            self.popularity = None
-        if self.popularity is not None:
+        self.popularity = None
+        if self.eval_split is not None:
+            self.popularity = evaluate_baseline(dataset, self.eval_split, ks=self.ks, metrics=self._metric_names)
             self.popularity.pop("users", None)
 
     def _build_optimizers(self):
@@ -566,22 +557,9 @@ class Trainer:
 
     def evaluate(self):
         """Metrics of the current model on the evaluation set (see the class doc); {} when there is none."""
-        if self.eval_protocol is None:
+        if self.eval_split is None:
             return {}
-        model = self.model
-        if self.eval_protocol == "sampled":
-            data = self._dataset
-            result = sampled_ranking(model.score, data.test_users, data.test_items, data.test_negatives, ks=self.ks)
-        else:
-            if isinstance(model, FactorModel):
-                user_vectors, item_vectors = model.user_factors(), model.item_factors()
-
-                def score_fn(block):
-                    return user_vectors[block] @ item_vectors.T
-            else:
-                score_fn = model.score_all
-            result = full_ranking(score_fn, self.train, getattr(self._dataset, self.eval_split), ks=self.ks,
-                                  metrics=self._metric_names)
+        result = evaluate_recommender(self.model, self._dataset, self.eval_split, ks=self.ks, metrics=self._metric_names)
         result.pop("users", None)
         return result
 

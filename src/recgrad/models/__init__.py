@@ -2,7 +2,7 @@
 
 Every model has forward(users, items)/backward(grad_scores) for training, score(users, items),
 score_all(users, items=None), recommend(userid, user_items, N=10, ...) in implicit's convention,
-save(path) to .npz and Model.load(path) / load_model(path). Formulas: docs/formulas/models.md.
+save(path) to .npz and Model.load(path) / load_model(path). Formulas: docs/formulas.md.
 """
 
 from recgrad.models.base import FactorModel, Recommender, load_model

@@ -5,7 +5,7 @@ the output y for Sigmoid (y (1 - y)), Tanh (1 - y^2), Softmax and LogSoftmax (th
 vector-Jacobian products need only y); the input x for ReLU, GELU and Swish/SiLU (their
 derivatives are not functions of y alone). No layer has parameters. backward(grad_output)
 returns dL/dx, of the input's shape; calling it before forward raises RuntimeError.
-Formulas and derivations: recgrad.activations and docs/formulas/activations.md.
+Formulas and derivations: recgrad.activations and docs/formulas.md.
 """
 
 import operator

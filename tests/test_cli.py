@@ -1,0 +1,108 @@
+"""The command line end to end on the built-in synthetic data (small runs)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from recgrad.cli import main
+
+
+def run_train(tmp_path, *flags):
+    out = tmp_path / "run"
+    status = main(["train", "--epochs", "3", "--out", str(out), *flags])
+    return status, out
+
+
+def test_train_writes_the_run_directory_and_beats_popularity(tmp_path, capsys):
+    status, out = run_train(tmp_path, "--topk", "10,20", "--epochs", "6")
+    assert status == 0
+    for name in ("config.toml", "metrics.jsonl", "best.npz", "last.npz", "checkpoint.npz", "learning_curve.png"):
+        assert (out / name).exists(), name
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3, 4, 5, 6]
+    for key in ("loss", "train_seconds", "samples_per_second", "recall@20", "ndcg@20", "recall@10"):
+        assert key in records[-1]
+    printed = capsys.readouterr()
+    assert "SYNTHETIC" in printed.err
+    lines = printed.out.splitlines()
+    column = lines[0].split().index("recall@20") - 1  # row labels hold one more word than "model"
+    rows = {line.split()[0]: line.split() for line in lines if line.startswith(("best", "popularity"))}
+    model_recall, popularity_recall = float(rows["best"][column + 2]), float(rows["popularity"][column + 2])
+    assert model_recall > popularity_recall
+
+
+def test_evaluate_and_recommend_use_the_run(tmp_path, capsys):
+    status, out = run_train(tmp_path, "--epochs", "6")
+    assert status == 0
+    assert main(["evaluate", "--run", str(out), "--topk", "5,20"]) == 0
+    results = json.loads((out / "evaluation.json").read_text())
+    assert {"recall@5", "ndcg@20", "hr@20", "map@20"} <= set(results["model"])
+    assert results["model"]["recall@20"] > results["popularity"]["recall@20"]
+
+    recs = tmp_path / "recs.tsv"
+    assert main(["recommend", "--run", str(out), "--users", "all", "-n", "7", "--output", str(recs)]) == 0
+    lines = recs.read_text().splitlines()
+    assert len(lines) == 2000
+    from recgrad.data import synthetic
+
+    train = synthetic(seed=0).train
+    for line in lines[:50]:
+        user, items = line.split("\t")
+        items = [int(i) for i in items.split()]
+        assert len(items) == 7 and len(set(items)) == 7
+        assert not set(items) & set(train[int(user)].indices)  # seen items excluded
+
+
+def test_config_file_is_overridden_by_flags(tmp_path):
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text('epochs = 1\nlr = 0.005\ndim = 8\nloss = "infonce"\nsimilarity = "cosine"\n')
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(recipe), "--dim", "16", "--out", str(out)]) == 0
+    resolved = (out / "config.toml").read_text()
+    assert "dim = 16" in resolved and "lr = 0.005" in resolved and 'similarity = "cosine"' in resolved
+
+
+def test_resume_continues_to_the_requested_epochs(tmp_path):
+    status, out = run_train(tmp_path, "--epochs", "2")
+    assert status == 0
+    assert main(["train", "--out", str(out), "--resume", "--epochs", "4"]) == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--lr", "abc"], "--lr"),
+        (["train", "--loss", "hinge"], "--loss"),
+        (["train", "--data", "/no/such/folder"], "/no/such/folder"),
+        (["train", "--resume"], "--resume"),
+        (["train", "--temperature", "0.1"], "temperature"),
+        (["evaluate", "--run", "/no/such/run"], "/no/such/run"),
+    ],
+)
+def test_bad_input_is_one_line_and_status_2(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err
+
+
+def test_info_prints_statistics(capsys):
+    assert main(["info", "synthetic"]) == 0
+    out = capsys.readouterr().out
+    assert "users" in out and "2,000" in out and "density" in out
+
+
+def test_check_exits_zero_and_prints_the_table(capsys):
+    assert main(["check"]) == 0
+    out = capsys.readouterr().out
+    assert "InfoNCELoss(cosine, shared)" in out and out.strip().endswith("0 failed")
+
+
+def test_help_does_not_raise(capsys):
+    for command in ("train", "evaluate", "recommend", "info", "check"):
+        with pytest.raises(SystemExit) as exit_info:
+            main([command, "--help"])
+        assert exit_info.value.code == 0
+    assert "--batch-size" in capsys.readouterr().out
