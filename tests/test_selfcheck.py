@@ -9,7 +9,8 @@ def test_every_registered_gradient_passes():
     failed = [r.name for r in results if not r.ok]
     assert not failed, f"gradient check failed for {failed}"
     names = {r.name for r in results}
-    for expected in ("sigmoid", "gelu(tanh)", "softmax_jacobian", "nn.Linear", "BPRLoss", "InfoNCELoss(cosine, in-batch)"):
+    for expected in ("sigmoid", "gelu(tanh)", "softmax_jacobian", "nn.Linear", "BPRLoss", "InfoNCELoss(cosine, in-batch)",
+                     "models.NeuMF"):
         assert expected in names
 
 

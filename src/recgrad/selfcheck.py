@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from recgrad import activations as act
-from recgrad import losses, nn
+from recgrad import losses, models, nn
 from recgrad.gradcheck import gradcheck
 
 
@@ -47,6 +47,31 @@ def _module_case(module):
 
     inputs_for = lambda x: (x, *[parameter.data.astype(np.float64) for parameter in parameters])
     return fn, grad_fn, inputs_for
+
+
+def _model_case(model, users, items):
+    """fn(*params) -> model.score(users, items); grad_fn -> every parameter's gradient from backward."""
+    parameters = model.parameters()
+
+    def load(values):
+        for parameter, value in zip(parameters, values):
+            parameter.data = value
+
+    def fn(*values):
+        load(values)
+        return model.score(users, items)
+
+    def grad_fn(values, grad_output):
+        load(values)
+        model.zero_grad()
+        model.forward(users, items)
+        model.backward(grad_output)
+        return tuple(parameter.grad for parameter in parameters)
+
+    # Jitter every parameter: NCF's zero biases would put ReLU inputs exactly on the kink.
+    jitter = np.random.default_rng(7)
+    inputs = tuple(p.data + 0.1 * jitter.standard_normal(p.data.shape) for p in parameters)
+    return fn, grad_fn, inputs
 
 
 def _loss_case(loss, n_inputs, constants=()):
@@ -127,6 +152,19 @@ def _cases(rng):
         cases.append((f"InfoNCELoss({similarity}, per-anchor)", *_loss_case(loss, 3), (anchor, positive, per_anchor)))
         cases.append((f"InfoNCELoss({similarity}, shared)", *_loss_case(loss, 3), (anchor, positive, shared)))
         cases.append((f"InfoNCELoss({similarity}, in-batch)", *_loss_case(loss, 2), (anchor, positive)))
+    n_users, n_items = 5, 6
+    users = rng.integers(0, n_users, size=4)
+    items = rng.integers(0, n_items, size=(4, 3))
+    dense64 = {"sparse": False, "dtype": np.float64, "rng": 0}
+    recommenders = [
+        ("models.MF", models.MF(n_users, n_items, dim=3, **dense64)),
+        ("models.TwoTower(gelu, normalize)",
+         models.TwoTower(n_users, n_items, dim=3, hidden=(4,), activation="gelu", normalize=True, **dense64)),
+        ("models.GMF", models.GMF(n_users, n_items, dim=3, **dense64)),
+        ("models.NeuMF", models.NeuMF(n_users, n_items, mf_dim=2, mlp_layers=(4, 3), **dense64)),
+    ]
+    for name, model in recommenders:
+        cases.append((name, *_model_case(model, users, items)))
     return cases
 
 
