@@ -225,20 +225,27 @@ def build_trainer(config, model, out_dir):
     )
 
 
-def _run_dir(path):
-    run = Path(path)
-    if not (run / "config.toml").exists():
-        raise UsageError(f"{run}: not a run directory (no config.toml); pass the --out of a recgrad train run")
-    return run
+def _load_run(args):
+    """A finished run's directory, resolved config, model (best.npz, else last.npz) and data.
 
-
-def _run_model(run):
+    The data is the run's own (its config.toml), or --data/--format when given; it must have the
+    model's numbers of users and items.
+    """
     from recgrad.models import load_model
 
-    for name in ("best.npz", "last.npz"):
-        if (run / name).exists():
-            return load_model(run / name), name
-    raise UsageError(f"{run}: holds no best.npz or last.npz model")
+    run = Path(args.run)
+    if not (run / "config.toml").exists():
+        raise UsageError(f"{run}: not a run directory (no config.toml); pass the --out of a recgrad train run")
+    config = resolve_config(read_toml(run / "config.toml"), {"data": args.data, "format": args.format})
+    model_file = next((run / name for name in ("best.npz", "last.npz") if (run / name).exists()), None)
+    if model_file is None:
+        raise UsageError(f"{run}: holds no best.npz or last.npz model")
+    model = load_model(model_file)
+    dataset = load_dataset(config)
+    if (model.n_users, model.n_items) != (dataset.n_users, dataset.n_items):
+        raise UsageError(f"{model_file} has {model.n_users} users x {model.n_items} items but the data has "
+                         f"{dataset.n_users} x {dataset.n_items}; pass the data it was trained on")
+    return config, model, model_file, dataset
 
 
 # -------------------------------------------------------------------------------------- commands
@@ -299,11 +306,7 @@ def cmd_evaluate(args):
     from recgrad.evaluation import evaluate_baseline, evaluate_recommender, format_metrics_table, protocol_for
     from recgrad.metrics import METRIC_NAMES
 
-    run = _run_dir(args.run)
-    config = resolve_config(read_toml(run / "config.toml"), {"data": args.data, "format": args.format})
-    model, model_file = _run_model(run)
-    dataset = load_dataset(config)
-    _check_model_fits(model, dataset)
+    config, model, model_file, dataset = _load_run(args)
     try:
         ks = tuple(_int_list(args.topk)) if args.topk else tuple(config["topk"])
     except ValueError:
@@ -315,29 +318,19 @@ def cmd_evaluate(args):
         "model": evaluate_recommender(model, dataset, "test", ks=ks, metrics=METRIC_NAMES),
         "popularity": evaluate_baseline(dataset, "test", ks=ks, metrics=METRIC_NAMES),
     }
-    print(f"{run / model_file} on {dataset.name}, test split, {protocol} protocol")
-    print(format_metrics_table({model_file: results["model"], "popularity baseline": results["popularity"]}))
-    output = Path(args.output) if args.output else run / "evaluation.json"
-    output.write_text(json.dumps({"model_file": str(run / model_file), "data": dataset.name, "protocol": protocol,
+    print(f"{model_file} on {dataset.name}, test split, {protocol} protocol")
+    print(format_metrics_table({model_file.name: results["model"], "popularity baseline": results["popularity"]}))
+    output = Path(args.output) if args.output else model_file.parent / "evaluation.json"
+    output.write_text(json.dumps({"model_file": str(model_file), "data": dataset.name, "protocol": protocol,
                                   **results}, indent=2) + "\n")
     print(f"written to {output}")
     return 0
 
 
-def _check_model_fits(model, dataset):
-    if (model.n_users, model.n_items) != (dataset.n_users, dataset.n_items):
-        raise UsageError(f"the model has {model.n_users} users x {model.n_items} items but the data has "
-                         f"{dataset.n_users} x {dataset.n_items}; pass the data it was trained on")
-
-
 def cmd_recommend(args):
     import numpy as np
 
-    run = _run_dir(args.run)
-    config = resolve_config(read_toml(run / "config.toml"), {"data": args.data, "format": args.format})
-    model, _ = _run_model(run)
-    dataset = load_dataset(config)
-    _check_model_fits(model, dataset)
+    _, model, _, dataset = _load_run(args)
     if args.users == "all":
         users = np.arange(dataset.n_users)
     else:
