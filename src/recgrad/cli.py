@@ -154,13 +154,20 @@ def write_toml(path, config):
 
 # ------------------------------------------------------------------------------------ components
 def set_threads(threads):
-    """Limit BLAS threads (threadpoolctl); None keeps every core."""
+    """Use `threads` threads in the compiled kernels (numba) and in BLAS (threadpoolctl); None keeps every core.
+
+    Returns the threadpoolctl limiter (restore it when done) or None.
+    """
     if threads is None:
         return None
-    if threads < 1:
-        raise UsageError(f"--threads: must be at least 1, got {threads}")
     from threadpoolctl import threadpool_limits
 
+    from recgrad import kernels
+
+    try:
+        kernels.set_num_threads(threads)
+    except ValueError as error:
+        raise UsageError(f"--threads: {error}") from None
     return threadpool_limits(limits=threads)
 
 
@@ -428,7 +435,7 @@ def _train_flags(parser):
     training.add_argument("--weight-decay", dest="weight_decay", help="optimizer weight decay")
     training.add_argument("--sampler", help="uniform (default) or popularity")
     training.add_argument("--seed", help="seed of init, shuffle and sampler (default 0)")
-    training.add_argument("--threads", help="threads for BLAS (default: all cores)")
+    training.add_argument("--threads", help="threads for the compiled kernels and BLAS (default: all cores)")
     evaluation = parser.add_argument_group("evaluation and output")
     evaluation.add_argument("--eval-every", dest="eval_every", help="evaluate every N epochs (default 1)")
     evaluation.add_argument("--patience", help="early stopping after N evaluations without improvement")
