@@ -366,3 +366,39 @@ def trainer_batches(data, batch_size):
     from recgrad.samplers import epoch_batches
 
     return epoch_batches(data.train, batch_size, np.random.default_rng(0))
+
+
+def test_cosine_lr_schedule_follows_the_closed_form_per_epoch(data):
+    lr, lr_min, epochs = 0.02, 0.002, 4
+    trainer = Trainer(mf(data), loss="bpr", optimizer="sparse_adam", lr=lr, lr_schedule="cosine", lr_min=lr_min,
+                      batch_size=512, epochs=epochs, eval_every=epochs, progress=False)
+    result = trainer.fit(data)
+    expected = [lr_min + (lr - lr_min) * (1 + np.cos(np.pi * e / epochs)) / 2 for e in range(epochs)]
+    np.testing.assert_allclose([r["lr"] for r in result["history"]], expected, rtol=1e-12)
+    constant = Trainer(mf(data), lr=lr, batch_size=512, epochs=2, eval_every=2, progress=False).fit(data)
+    assert [r["lr"] for r in constant["history"]] == [lr, lr]
+    with pytest.raises(ValueError, match="lr_schedule"):
+        Trainer(mf(data), lr_schedule="step")
+    with pytest.raises(ValueError, match="lr_min"):
+        Trainer(mf(data), lr_min=1e-4)
+    with pytest.raises(ValueError, match="lr_min"):
+        Trainer(mf(data), lr=1e-3, lr_schedule="cosine", lr_min=1e-3)
+
+
+def test_resume_continues_the_cosine_schedule_exactly(data, tmp_path):
+    # Two optimizers (NeuMF under sparse_adam) so that each scheduler's state must come back.
+    from recgrad.models import NeuMF
+
+    def neumf():
+        return NeuMF(data.n_users, data.n_items, rng=0)
+
+    schedule = {"model": neumf, "loss": "bce", "lr_schedule": "cosine", "lr_min": 1e-3}
+    with threadpool_limits(limits=1):
+        straight, expected = run(data, tmp_path / "straight", epochs=3, **schedule)
+        run(data, tmp_path / "stopped", epochs=3, interrupt_at=14, **schedule)  # Ctrl-C in epoch 2 (10 batches an epoch)
+        resumed, result = run(data, tmp_path / "stopped", epochs=3, resume=True, **schedule)
+    for name, value in straight.state_dict().items():
+        np.testing.assert_array_equal(resumed.state_dict()[name], value)
+    assert without_timings(result["history"]) == without_timings(expected["history"])
+    with pytest.raises(ValueError, match="lr_schedule"):
+        run(data, tmp_path / "stopped", epochs=4, resume=True, model=neumf, loss="bce")

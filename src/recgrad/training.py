@@ -31,6 +31,11 @@ s(a, v) / tau - log q(v), positive included, where q is the sampler's distributi
 shared negatives; a uniform sampler makes it a constant shift, i.e. no change) or, in-batch, the
 frequency of the item among training interactions (in-batch negatives are drawn in proportion to it).
 
+Learning-rate schedule: lr_schedule="cosine" anneals every optimizer's lr from `lr` to
+`lr_min` over the run's `epochs` with `recgrad.optim.CosineAnnealingLR` (torch's), stepped once at
+the end of each epoch: epoch e (1-based) trains at lr_min + (lr - lr_min) * (1 + cos(pi (e-1) / epochs)) / 2.
+Its state is checkpointed, so a resumed run continues the same schedule.
+
 Run directory (`out_dir`): metrics.jsonl (a JSON object per epoch), best.npz and last.npz (models
 written by `Recommender.save`), checkpoint.npz, learning_curve.png. Checkpoint/resume semantics:
 docs/training.md.
@@ -56,6 +61,7 @@ from recgrad.models.embedding import Embedding
 from recgrad.nn.module import Module, RowSparseGrad
 from recgrad.optim.adam import Adam
 from recgrad.optim.adamw import AdamW
+from recgrad.optim.lr_scheduler import CosineAnnealingLR
 from recgrad.optim.optimizer import Optimizer
 from recgrad.optim.sgd import SGD
 from recgrad.optim.sparse_adam import SparseAdam
@@ -67,13 +73,17 @@ LOSSES = ("bpr", "bce", "infonce")
 OPTIMIZERS = ("adam", "adamw", "sgd", "sparse_adam")
 SAMPLERS = ("uniform", "popularity")
 NEGATIVES_MODES = ("per_user", "shared", "in_batch")
+LR_SCHEDULES = (None, "cosine")
 # K when `negatives` is None: LightGCN's 1 for BPR, NCF's 4 for BCE; InfoNCE 64 per user (a (B, K, D)
 # block) or 1024 shared by the batch (the probe on Gowalla found 1024-4096 shared negatives work well).
 DEFAULT_NEGATIVES = {"bpr": 1, "bce": 4, ("infonce", "per_user"): 64, ("infonce", "shared"): 1024}
 CHECKPOINT_FORMAT = 1
+# Values of keys that checkpoints written before the key existed implicitly had.
+CONSTANT_LR_DEFAULTS = {"lr_schedule": None, "lr_min": 0.0}
 # Settings that change what an epoch computes: a resumed run must use the checkpoint's values.
 _RESUME_KEYS = ("loss", "optimizer", "lr", "batch_size", "negatives", "negatives_mode", "sampler", "l2",
-                "weight_decay", "temperature", "similarity", "logq_correction", "popularity_alpha", "seed")
+                "weight_decay", "temperature", "similarity", "logq_correction", "popularity_alpha", "seed",
+               "lr_schedule", "lr_min")
 
 
 class Trainer:
@@ -85,7 +95,9 @@ class Trainer:
         loss: "bpr", "bce" or "infonce".
         optimizer: "adam", "adamw", "sgd", "sparse_adam" (see the module doc), or an
             `recgrad.optim.Optimizer` built over model.parameters() (used as given).
-        lr: learning rate. weight_decay: the optimizer's (Adam/SGD: L2 in the gradient; AdamW and
+        lr: learning rate (the initial one under a schedule). lr_schedule: None (constant lr) or
+            "cosine" (module doc), annealing to lr_min (default 0.0) at the end of `epochs`.
+        weight_decay: the optimizer's (Adam/SGD: L2 in the gradient; AdamW and
             SparseAdam: decoupled); None takes the optimizer's PyTorch default (1e-2 for AdamW, 0
             otherwise). With an optimizer instance, set it on the instance (passing it raises).
         batch_size: training interactions per step. epochs: total epochs (a resumed run counts
@@ -120,7 +132,7 @@ class Trainer:
     def __init__(self, model, loss="bpr", optimizer="adam", lr=1e-3, batch_size=2048, epochs=20, negatives=None,
                  sampler="uniform", negatives_mode="per_user", l2=0.0, weight_decay=None, temperature=None,
                  similarity=None, logq_correction=None, popularity_alpha=None, eval_every=1, patience=None,
-                 ks=None, metric=None, seed=0, out_dir=None, progress=True):
+                 ks=None, metric=None, seed=0, out_dir=None, progress=True, lr_schedule=None, lr_min=None):
         if not isinstance(model, Module):
             raise TypeError(f"model: expected a recgrad Module (a recommender), got {type(model).__name__}")
         self.model = model
@@ -149,6 +161,14 @@ class Trainer:
             raise ValueError(f"optimizer: expected one of {OPTIMIZERS} or a recgrad.optim.Optimizer, got {optimizer!r}")
         self._optimizer_arg = optimizer
         self.lr = _positive_float(lr, "lr")
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule: expected one of {LR_SCHEDULES}, got {lr_schedule!r}")
+        if lr_schedule is None and lr_min is not None:
+            raise ValueError("lr_min: applies only with an lr_schedule")
+        self.lr_schedule = lr_schedule
+        self.lr_min = _non_negative_float(0.0 if lr_min is None else lr_min, "lr_min")
+        if self.lr_min >= self.lr and lr_schedule is not None:
+            raise ValueError(f"lr_min: expected a value below lr={self.lr}, got {self.lr_min}")
         if weight_decay is None:
             weight_decay = 1e-2 if optimizer == "adamw" else 0.0
         self.weight_decay = _non_negative_float(weight_decay, "weight_decay")
@@ -204,7 +224,7 @@ class Trainer:
             "similarity": self.similarity if self.loss == "infonce" else None,
             "logq_correction": self.logq_correction, "popularity_alpha": self.popularity_alpha,
             "eval_every": self.eval_every, "patience": self.patience, "ks": list(self.ks), "metric": self.metric,
-            "seed": self.seed,
+            "seed": self.seed, "lr_schedule": self.lr_schedule, "lr_min": self.lr_min,
         }
 
     def _prepare(self, dataset):
@@ -229,6 +249,9 @@ class Trainer:
         else:
             self.sampler = UniformSampler(train, seed=np.random.default_rng(sampler_seed))
         self._optimizers, self._densify = self._build_optimizers()
+        self._schedulers = []
+        if self.lr_schedule == "cosine" and self.epochs > 0:
+            self._schedulers = [CosineAnnealingLR(opt, T_max=self.epochs, eta_min=self.lr_min) for opt in self._optimizers]
         self._build_loss()
         if self.negatives_mode == "in_batch" and self.logq_correction:
             counts = np.bincount(train.indices, minlength=train.shape[1]).astype(np.float64)
@@ -509,7 +532,10 @@ class Trainer:
             "loss": self._loss_sum / self._samples,
             "train_seconds": self._seconds,
             "samples_per_second": self._samples / max(self._seconds, 1e-12),
+            "lr": self._optimizers[0].param_groups[0]["lr"],
         }
+        for scheduler in self._schedulers:
+            scheduler.step()
         evaluate = self.eval_protocol is not None and (self.epoch % self.eval_every == 0 or self.epoch == self.epochs)
         if evaluate:
             start = time.perf_counter()
@@ -624,6 +650,7 @@ class Trainer:
             "sampler": self.sampler.state_dict(),
             "model_rngs": {path: rng.bit_generator.state for path, rng in _generators(self.model)},
             "optimizers": optimizer_trees,
+            "schedulers": [scheduler.state_dict() for scheduler in self._schedulers],
         }
         arrays["meta"] = np.array(json.dumps(meta))
         _atomic_write(os.path.join(self.out_dir, "checkpoint.npz"), lambda handle: np.savez(handle, **arrays))
@@ -637,7 +664,8 @@ class Trainer:
         if meta.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"resume: {path} has checkpoint format {meta.get('format')}, expected {CHECKPOINT_FORMAT}")
         saved, current = meta["config"], self.config()
-        changed = [f"{key}={saved[key]!r} (now {current[key]!r})" for key in _RESUME_KEYS if saved[key] != current[key]]
+        changed = [f"{key}={saved.get(key)!r} (now {current[key]!r})" for key in _RESUME_KEYS
+                   if saved.get(key, CONSTANT_LR_DEFAULTS.get(key)) != current[key]]
         if changed:
             raise ValueError("resume: the checkpoint was written with different settings: " + ", ".join(changed))
         self.model.load_state_dict({key[len("model."):]: value for key, value in arrays.items() if key.startswith("model.")})
@@ -645,6 +673,8 @@ class Trainer:
             raise ValueError(f"resume: the checkpoint holds {len(meta['optimizers'])} optimizers, expected {len(self._optimizers)}")
         for optimizer, tree in zip(self._optimizers, meta["optimizers"]):
             optimizer.load_state_dict(_decode_tree(tree, arrays))
+        for scheduler, state in zip(self._schedulers, meta.get("schedulers", [])):
+            scheduler.load_state_dict(state)
         rngs = dict(_generators(self.model))
         for key, state in meta["model_rngs"].items():
             rngs[key].bit_generator.state = state
