@@ -16,10 +16,12 @@ import numpy as np
 import scipy.sparse
 
 from recgrad._arrays import as_float_array
+from recgrad.kernels.topk import top_k_masked
 from recgrad.metrics import METRIC_NAMES, _check_ks, _check_metric_names, per_user_metrics
 
 # Default memory budget for one block of full-ranking scores: 64 MiB of float32.
 SCORE_BLOCK_BYTES = 64 * 2**20
+ENGINES = ("numba", "numpy")
 
 
 def top_k(scores, k):
@@ -116,6 +118,7 @@ def full_ranking(
     users=None,
     block_size=None,
     exclude_train=True,
+    engine="numba",
 ):
     """Full-ranking evaluation: every item is a candidate, the user's training items masked.
 
@@ -136,9 +139,17 @@ def full_ranking(
     ``U[u] @ V.T`` is such an array; a view or a read-only array (e.g. ``np.broadcast_to``) is
     copied first. Do not return an array you keep and reuse.
 
+    engine: "numba" (default) runs the masking and the top K in one compiled pass per block
+    (``recgrad.kernels.topk.top_k_masked``: the training items are skipped, nothing is written
+    into the scores, no temporaries); "numpy" runs the reference above (write -inf, ``top_k``).
+    Both give the same ids, hence the same metrics, on float32 and float64 scores; both raise
+    ValueError when a score outside the mask is NaN.
+
     Returns ``{"recall@20": float, ..., "users": int}``. Results do not depend on the block
     size when ``score_fn`` is row-wise exact (BLAS may round a GEMM differently per shape).
     """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     ks = _check_ks(ks)
     names = _check_metric_names(metrics, METRIC_NAMES)
     train = _check_csr(train, "train")
@@ -160,13 +171,16 @@ def full_ranking(
     collected = {f"{name}@{kk}": [] for name in names for kk in ks}
     for start in range(0, eval_users.size, block_size):
         block = eval_users[start : start + block_size]
-        scores = _block_scores(score_fn, block, n_items)
-        if exclude_train:
-            sub = train[block]
-            rows = np.repeat(np.arange(block.size), np.diff(sub.indptr))
-            scores[rows, sub.indices] = -np.inf
-        ids, vals = top_k(scores, k)
-        ids[np.isneginf(vals)] = -1
+        scores = _block_scores(score_fn, block, n_items, in_place=engine == "numpy")
+        if engine == "numba":
+            ids, _, _ = top_k_masked(scores, k, mask=train[block] if exclude_train else None)
+        else:
+            if exclude_train:
+                sub = train[block]
+                rows = np.repeat(np.arange(block.size), np.diff(sub.indptr))
+                scores[rows, sub.indices] = -np.inf
+            ids, vals = top_k(scores, k)
+            ids[np.isneginf(vals)] = -1
         for key, values in per_user_metrics(ids, test[block], ks, names).items():
             collected[key].append(values)
     result = {
@@ -177,7 +191,7 @@ def full_ranking(
     return result
 
 
-def _block_scores(score_fn, block, n_items):
+def _block_scores(score_fn, block, n_items, in_place):
     scores = np.asarray(score_fn(block))
     if scores.shape != (block.size, n_items):
         raise ValueError(
@@ -185,7 +199,7 @@ def _block_scores(score_fn, block, n_items):
             f"expected ({block.size}, {n_items})"
         )
     scores = as_float_array(scores, "score_fn output")
-    if not scores.flags.writeable or scores.base is not None:
+    if in_place and (not scores.flags.writeable or scores.base is not None):
         scores = scores.copy()
     return scores
 
