@@ -1,0 +1,182 @@
+"""`recgrad experiment`: run one experiment, list them, or run all and regenerate the findings.
+
+    recgrad experiment --list
+    recgrad experiment NAME [--quick] [--out DIR] [--seed S] [--threads N]
+    recgrad experiment all [--quick | --quick-for NAME,...] [--out docs/figures] [--findings PATH]
+
+An experiment writes its figures and `<NAME>.json` into --out and returns a result dict
+
+    {"name": NAME, "figures": [file names in out], "numbers": {...},
+     "claims": [{"claim", "verdict": one of VERDICTS, "evidence", optional "figure"}],
+     "verdict": a paragraph computed from the numbers}
+
+which is checked here (a malformed result is an error, not a silent row). `all` runs every
+experiment of the registry in order, keeps going when one fails, and writes the findings page
+(default: findings.md next to the --out folder, so `--out docs/figures` gives docs/findings.md).
+Exit status: 0 on success, 1 when an experiment failed, 2 for a usage error.
+"""
+
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from threadpoolctl import threadpool_limits
+
+from recgrad import experiments
+from recgrad.experiments import findings
+
+VERDICTS = ("holds", "holds with conditions", "does not hold")
+DEFAULT_OUT = "experiment-results"
+
+
+def add_arguments(parser):
+    """Fill an argparse parser with the arguments of `recgrad experiment`."""
+    parser.add_argument("name", nargs="?", help="experiment to run (see --list), or 'all'")
+    parser.add_argument("--list", action="store_true", help="list the experiments and exit")
+    parser.add_argument("--quick", action="store_true", help="small, fast version (seconds; used by the tests)")
+    parser.add_argument("--quick-for", default="", metavar="NAME,...",
+                        help="with 'all': run only these experiments in quick mode")
+    parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
+                        help=f"folder for figures and JSON (created; default {DEFAULT_OUT})")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="BLAS threads (default 1: the experiments multiply small matrices, where more "
+                             "threads cost more than they save, 13x on a loaded 2-core machine)")
+    parser.add_argument("--findings", default=None, metavar="PATH",
+                        help="with 'all': where to write the findings page (default: findings.md beside --out)")
+    return parser
+
+
+def run(args):
+    """Run `recgrad experiment` with parsed arguments; returns the exit status."""
+    if args.list:
+        if args.name is not None:
+            return _usage_error("--list takes no experiment name")
+        return _list()
+    if args.name is None:
+        return _usage_error("give an experiment name, 'all', or --list")
+    if args.threads < 1:
+        return _usage_error(f"--threads: expected a positive int, got {args.threads}")
+    with threadpool_limits(limits=args.threads, user_api="blas"):
+        return _run(args)
+
+
+def _run(args):
+    quick_for = [name for name in args.quick_for.split(",") if name]
+    unknown = [name for name in quick_for if name not in experiments.names()]
+    if unknown:
+        return _usage_error(f"--quick-for: unknown experiment(s) {', '.join(unknown)}")
+    if args.name != "all":
+        if quick_for or args.findings is not None:
+            return _usage_error("--quick-for and --findings apply only to 'all'")
+        try:
+            module = experiments.load(args.name)
+        except experiments.ExperimentError as error:
+            return _usage_error(str(error), status=2 if args.name not in experiments.names() else 1)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        try:
+            result = run_one(module, out, quick=args.quick, seed=args.seed)
+        except Exception:
+            traceback.print_exc()
+            print(f"recgrad experiment: {args.name} failed", file=sys.stderr)
+            return 1
+        _print_result(result, out)
+        return 0
+    return _run_all(args, quick_for)
+
+
+def run_one(module, out, quick=False, seed=0):
+    """Run one experiment module into `out` and check its result; returns the result dict."""
+    start = time.perf_counter()
+    result = module.run(out, quick=quick, seed=seed)
+    seconds = time.perf_counter() - start
+    check_result(result, module.NAME, out)
+    result = dict(result)
+    result["seconds"] = seconds
+    result["quick"] = bool(quick)
+    result["description"] = module.DESCRIPTION
+    return result
+
+
+def check_result(result, name, out):
+    """Raise ExperimentError unless `result` follows the contract of the module doc."""
+    def fail(message):
+        raise experiments.ExperimentError(f"experiment {name!r} returned a malformed result: {message}")
+
+    if not isinstance(result, dict):
+        fail(f"expected a dict, got {type(result).__name__}")
+    missing = [key for key in ("name", "figures", "numbers", "claims", "verdict") if key not in result]
+    if missing:
+        fail(f"missing keys {missing}")
+    if result["name"] != name:
+        fail(f"name is {result['name']!r}")
+    for figure in result["figures"]:
+        if not (Path(out) / figure).is_file():
+            fail(f"figure {figure!r} was not written to {out}")
+    if not (Path(out) / f"{name}.json").is_file():
+        fail(f"{name}.json was not written to {out}")
+    for claim in result["claims"]:
+        if not {"claim", "verdict", "evidence"} <= set(claim):
+            fail(f"a claim lacks claim/verdict/evidence: {claim}")
+        if claim["verdict"] not in VERDICTS:
+            fail(f"verdict {claim['verdict']!r} of {claim['claim']!r} is not one of {VERDICTS}")
+        if claim.get("figure") is not None and claim["figure"] not in result["figures"]:
+            fail(f"claim {claim['claim']!r} names figure {claim['figure']!r}, which is not among the figures")
+    if not isinstance(result["verdict"], str) or not result["verdict"]:
+        fail("verdict must be a non-empty paragraph")
+    json.dumps(result["numbers"])
+
+
+def _run_all(args, quick_for):
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    findings_path = Path(args.findings) if args.findings is not None else out.resolve().parent / "findings.md"
+    results, failures = [], []
+    for name in experiments.names():
+        quick = args.quick or name in quick_for
+        print(f"== {name}{' (quick)' if quick else ''}", file=sys.stderr, flush=True)
+        try:
+            result = run_one(experiments.load(name), out, quick=quick, seed=args.seed)
+        except Exception as error:
+            traceback.print_exc()
+            failures.append({"name": name, "error": f"{type(error).__name__}: {error}"})
+            continue
+        _print_result(result, out)
+        results.append(result)
+    command = "recgrad experiment all" + (" --quick" if args.quick else "")
+    command += f" --quick-for {','.join(quick_for)}" if quick_for and not args.quick else ""
+    command += f" --out {args.out}" + (f" --seed {args.seed}" if args.seed else "")
+    findings.write(results, failures, findings_path, out, command=command, seed=args.seed)
+    print(f"findings written to {findings_path}", file=sys.stderr)
+    if failures:
+        print("failed: " + ", ".join(f["name"] for f in failures), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_result(result, out):
+    print(f"{result['name']}: {result['seconds']:.1f} s{' (quick)' if result['quick'] else ''}")
+    for figure in result["figures"]:
+        print(f"  figure {Path(out) / figure}")
+    print(f"  numbers {Path(out) / (result['name'] + '.json')}")
+    for claim in result["claims"]:
+        print(f"  [{claim['verdict']}] {claim['claim']}: {claim['evidence']}")
+    print(f"  verdict: {result['verdict']}")
+
+
+def _list():
+    for name in experiments.names():
+        try:
+            description = experiments.load(name).DESCRIPTION
+        except experiments.ExperimentError as error:
+            description = f"(unavailable: {error})"
+        print(f"{name:12s} {description}")
+    return 0
+
+
+def _usage_error(message, status=2):
+    print(f"recgrad experiment: error: {message}", file=sys.stderr)
+    return status
