@@ -44,6 +44,8 @@ CONFIG_DEFAULTS = {
     "loss": "bpr",
     "optimizer": "adam",
     "lr": 1e-2,
+    "lr_schedule": "constant",
+    "lr_min": None,
     "batch_size": 2048,
     "epochs": 20,
     "negatives": None,
@@ -72,6 +74,7 @@ CHOICES = {
     "negatives_mode": ("per_user", "shared", "in_batch"),
     "similarity": ("dot", "cosine"),
     "sampler": ("uniform", "popularity"),
+    "lr_schedule": ("constant", "cosine"),
     "activation": ("sigmoid", "tanh", "relu", "gelu", "gelu_tanh", "swish", "silu"),
 }
 
@@ -100,7 +103,7 @@ def _bool(text):
 
 CONVERTERS = {
     "min_rating": float, "test_ratio": float, "validation": float, "dim": int, "hidden": _int_list, "normalize": _bool, "mlp_layers": _int_list,
-    "init_std": float, "lr": float, "batch_size": int, "epochs": int, "negatives": int, "temperature": float,
+    "init_std": float, "lr": float, "lr_min": float, "batch_size": int, "epochs": int, "negatives": int, "temperature": float,
     "logq_correction": _bool, "l2": float, "weight_decay": float, "eval_every": int, "patience": int,
     "topk": _int_list, "seed": int, "threads": int,
 }
@@ -220,6 +223,9 @@ def build_trainer(config, model, out_dir):
     from recgrad.training import Trainer
 
     infonce_only = {key: config[key] for key in ("temperature", "similarity") if config[key] is not None}
+    schedule = {} if config["lr_schedule"] == "constant" else {"lr_schedule": config["lr_schedule"]}
+    if config["lr_min"] is not None:
+        schedule["lr_min"] = config["lr_min"]
     if config["loss"] == "infonce" and config["logq_correction"]:
         infonce_only["logq_correction"] = True
     return Trainer(
@@ -228,7 +234,7 @@ def build_trainer(config, model, out_dir):
         sampler=config["sampler"], negatives_mode=config["negatives_mode"], l2=config["l2"],
         weight_decay=config["weight_decay"], eval_every=config["eval_every"], patience=config["patience"],
         ks=tuple(config["topk"]), metric=config["metric"], seed=config["seed"], out_dir=out_dir,
-        **infonce_only,
+        **infonce_only, **schedule,
     )
 
 
@@ -424,6 +430,8 @@ def _train_flags(parser):
     training.add_argument("--loss", help="bpr (default), bce, infonce")
     training.add_argument("--optimizer", help="adam (default), adamw, sgd, sparse_adam (lazy)")
     training.add_argument("--lr", help="learning rate (default 1e-2; the LightGCN recipe uses 1e-3 with many more epochs)")
+    training.add_argument("--lr-schedule", dest="lr_schedule", help="constant (default) or cosine (anneal to --lr-min)")
+    training.add_argument("--lr-min", dest="lr_min", help="the cosine schedule's final lr (default 0)")
     training.add_argument("--batch-size", dest="batch_size", help="default 2048")
     training.add_argument("--epochs", help="default 20")
     training.add_argument("--negatives", help="negatives per positive (bpr 1, bce 4, infonce 1024)")
