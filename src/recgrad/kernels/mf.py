@@ -1,0 +1,798 @@
+"""The fused MF training loop (numba): sampling, scoring, loss gradient and update in one pass.
+
+Reference and test oracle: `recgrad.training.Trainer` with an `MF` model (the NumPy minibatch
+path: `UniformSampler`/`PopularitySampler`, `BPRLoss`/`BCEWithLogitsLoss`/`InfoNCELoss`,
+LightGCN's batch L2, `SparseAdam`). This module computes the same quantities without building
+(B, 1+K, D) blocks, without Python between the steps of an epoch, and in parallel.
+
+Per training interaction (u, i) with candidates c = [i, j_1, ..., j_K] (the positive, then K
+negatives), scores s_k = <P[u], Q[c_k]> (cosine: <P[u]/|P[u]|, Q[c_k]/|Q[c_k]|>, norms clamped
+at 1e-12 as torch.nn.functional.normalize), and the weight w of one sample in the batch mean:
+
+    bpr      l = w sum_k softplus(s_k - s_0),               w = 1/(B K);  dl/ds_k = w sigmoid(s_k - s_0),
+                                                                          dl/ds_0 = -sum_k dl/ds_k
+    bce      l = w [softplus(-s_0) + sum_k softplus(s_k)],  w = 1/(B(1+K)); dl/ds_0 = w (sigmoid(s_0) - 1),
+                                                                          dl/ds_k = w sigmoid(s_k)
+    infonce  z_k = s_k / tau (- log q(c_k) with log-Q),      w = 1/B;     l = w (logsumexp(z) - z_0),
+                                                                          dl/ds_k = w (softmax(z)_k - [k=0]) / tau
+
+Chain rule to the rows (g_k = dl/ds_k): dot similarity gives dP[u] = sum_k g_k Q[c_k] and
+dQ[c_k] = g_k P[u]. Cosine, with a = P[u], v_k = Q[c_k], clamped norms n_a, n_k, cos_k = s_k:
+
+    dP[u]   = sum_k g_k / (n_a n_k) Q[c_k] - (sum_k g_k cos_k) / n_a^2 P[u]
+    dQ[c_k] = g_k / (n_a n_k) P[u] - g_k cos_k / n_k^2 Q[c_k]
+
+(the normalisation's vector-Jacobian product (g - x_hat <x_hat, g>) / |x| written out; the radial
+term is dropped where the norm is clamped, as in `recgrad.losses._normalize_backward`). So every
+row gradient is a combination of P[u] and the Q[c_k] with per-sample scalar coefficients: a
+sample's coefficients are computed once and the D-length work is a few multiply-adds per row.
+
+L2 (LightGCN's batch regulariser, the Trainer's `l2`): R = l2/2 sum |e|^2 over every row
+occurrence of the batch / B, dR/de = l2 e / B per occurrence; the reported loss is L + R.
+
+Two optimizer modes:
+
+- `"sparse_adam"`: minibatch lazy Adam, exactly the Trainer's `optimizer="sparse_adam"` step
+  (`recgrad.optim.SparseAdam`; `weight_decay` is its decoupled decay of the batch's rows, i.e.
+  the lazy AdamW). Per batch of B interactions: (1) in parallel over the samples, draw the
+  negatives, score, and store the coefficients; (2) serially, group the occurrences by row (a
+  row -> slot map and a counting sort, O(B(1+K))); (3) in parallel over the batch's unique rows
+  (users and items), sum each row's gradient and take its Adam step. Step (1) also stores, per
+  sample, the old P[u] and sum_k alpha_k Q[c_k], so step (3) reads no row but its own: two
+  parallel regions (two barriers) per batch. Every row is summed by one thread in a fixed order, so the result does
+  not depend on the number of threads (bit-identical for a seed, on any thread count).
+- `"sgd"`: hogwild SGD, as implicit's BPR: each thread takes a contiguous slice of the epoch's
+  shuffled interactions and updates the rows of each sample in place at once, without locks.
+  The step on one sample is the minibatch step above with B = 1 and plain SGD:
+  e <- e - lr (dl/de + l2 e) for e = P[u] and each Q[c_k] (the l2 term is LightGCN's batch L2
+  at B = 1, which is also implicit's `regularization`: its update adds -lr reg e to each row of
+  the triple). Coefficients are computed from the rows before the sample's update; an item that
+  occurs twice in one sample is updated twice in sequence. With more than one thread, two
+  threads may update the same row at the same moment (hogwild: such races lose a few updates
+  and are rare on sparse data); with one thread the epoch is deterministic.
+
+Sampling (negatives per interaction, `negatives_mode="per_user"` of the Trainer):
+"uniform" draws j uniform over the items, "popularity" draws j with q(j) = c_j^alpha / sum_l c_l^alpha
+(c_j the item's training users) from a Walker/Vose alias table: O(1) per draw. With
+exclude_positives=True a draw that is one of the user's training positives (a binary search in
+the user's sorted CSR row) is re-drawn until it is not, so a user's negatives follow q
+restricted to the user's non-positives, the distribution of `recgrad.samplers` (expected draws
+per negative 1 / (1 - q(I_u))). A user whose positives cover the whole support raises
+ValueError when the trainer is built. The draw is uniform over [0, n) by the multiply-shift
+map floor(x n / 2^32) of 32 random bits x (bias below n / 2^32, 1e-5 for 41k items) and the alias
+coin uses the other 32 bits.
+
+Random numbers: splitmix64 (Steele, Lea & Flood, "Fast splittable pseudorandom number
+generators", OOPSLA 2014), a 64-bit state advanced by a constant and mixed. The minibatch path
+gives every sample its own stream, seeded by hashing (run seed, epoch, position in the epoch),
+so its draws do not depend on the thread count or the schedule; hogwild SGD gives each thread
+one stream seeded by (run seed, epoch, thread id). The epoch's shuffle is the Trainer's:
+`numpy.random.default_rng(SeedSequence(seed).spawn(2)[0]).permutation(nnz)` once per epoch, so
+with the same seed the fused path visits the same positives in the same batches as the
+reference; the negatives come from a different generator (pass `negatives=` to reuse the
+reference's).
+"""
+
+import math
+import time
+
+import numba
+import numpy as np
+
+from recgrad.models.mf import MF
+from recgrad.optim.sparse_adam import SparseAdam
+from recgrad.samplers import as_canonical_csr
+
+__all__ = ["FusedMFTrainer", "sample_negatives", "fused_trainer_from_config"]
+
+LOSSES = {"bpr": 0, "bce": 1, "infonce": 2}
+OPTIMIZERS = ("sgd", "sparse_adam")
+SAMPLERS = ("uniform", "popularity")
+
+_NORM_EPS = 1e-12  # torch.nn.functional.normalize's clamp, as recgrad.losses
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_LOW32 = np.uint64(0xFFFFFFFF)
+_S27, _S30, _S31, _S32 = np.uint64(27), np.uint64(30), np.uint64(31), np.uint64(32)
+
+
+# --------------------------------------------------------------------------------- random numbers
+@numba.njit(cache=True)
+def _mix64(z):
+    """splitmix64's finaliser: a bijective hash of a uint64."""
+    z = (z ^ (z >> _S30)) * _MIX1
+    z = (z ^ (z >> _S27)) * _MIX2
+    return z ^ (z >> _S31)
+
+
+@numba.njit(cache=True)
+def _next(state):
+    """splitmix64: (new state, 64 random bits)."""
+    state = state + _GOLDEN
+    return state, _mix64(state)
+
+
+@numba.njit(cache=True)
+def _stream(key, index):
+    """The starting state of stream `index` under `key` (a hashed, well-spread state)."""
+    return _mix64(key ^ _mix64(np.uint64(index) + _GOLDEN))
+
+
+def _epoch_key(seed, epoch):
+    """uint64 key of an epoch's random streams: a hash of (seed, epoch)."""
+    mixed = np.random.SeedSequence([int(seed) & 0xFFFFFFFFFFFFFFFF, int(epoch)]).generate_state(1, np.uint64)
+    return np.uint64(mixed[0])
+
+
+# ------------------------------------------------------------------------------------- sampling
+@numba.njit(cache=True)
+def _is_positive(indptr, indices, user, item):
+    """Binary search of `item` in the user's sorted CSR row."""
+    lo, hi = indptr[user], indptr[user + 1]
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        value = indices[mid]
+        if value < item:
+            lo = mid + 1
+        elif value > item:
+            hi = mid
+        else:
+            return True
+    return False
+
+
+@numba.njit(cache=True)
+def _draw_negative(state, user, n_items, indptr, indices, alias_prob, alias_item, exclude):
+    """(new state, item): uniform or alias-table draw, re-drawn while it is a positive of `user`."""
+    n = np.uint64(n_items)
+    while True:
+        state, x = _next(state)
+        item = np.int64(((x >> _S32) * n) >> _S32)
+        if alias_prob.size:
+            coin = np.float64(x & _LOW32) * 2.3283064365386963e-10  # 2^-32
+            if coin >= alias_prob[item]:
+                item = alias_item[item]
+        if not exclude or not _is_positive(indptr, indices, user, item):
+            return state, item
+
+
+@numba.njit(cache=True)
+def _alias_table(weights):
+    """Vose's alias method: (prob, alias) such that drawing i uniformly and keeping it with
+    probability prob[i] (else taking alias[i]) draws i with probability weights[i] / sum(weights)."""
+    n = weights.size
+    scaled = weights * (n / weights.sum())
+    prob = np.zeros(n)
+    alias = np.arange(n)
+    small = np.empty(n, np.int64)
+    large = np.empty(n, np.int64)
+    n_small = n_large = 0
+    for i in range(n):
+        if scaled[i] < 1.0:
+            small[n_small] = i
+            n_small += 1
+        else:
+            large[n_large] = i
+            n_large += 1
+    while n_small and n_large:
+        n_small -= 1
+        s = small[n_small]
+        l = large[n_large - 1]
+        prob[s] = scaled[s]
+        alias[s] = l
+        scaled[l] = (scaled[l] + scaled[s]) - 1.0
+        if scaled[l] < 1.0:
+            n_large -= 1
+            small[n_small] = l
+            n_small += 1
+    for i in range(n_large):
+        prob[large[i]] = 1.0
+    for i in range(n_small):  # left over only by rounding: their mass is 1 up to it
+        prob[small[i]] = 1.0
+    return prob, alias
+
+
+@numba.njit(cache=True, parallel=True)
+def _sample_kernel(users, k, n_items, indptr, indices, alias_prob, alias_item, exclude, key, out):
+    for b in numba.prange(users.size):
+        state = _stream(key, b)
+        for j in range(k):
+            state, out[b, j] = _draw_negative(state, users[b], n_items, indptr, indices, alias_prob, alias_item, exclude)
+
+
+def _sampling_tables(train, sampler, alpha, exclude_positives):
+    """(indptr, indices as int64, alias prob, alias item) and a check that every user can draw."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler: expected one of {SAMPLERS}, got {sampler!r}")
+    n_users, n_items = train.shape
+    indptr = train.indptr.astype(np.int64)
+    indices = train.indices.astype(np.int64)
+    if sampler == "uniform":
+        in_support = np.ones(n_items, dtype=bool)
+        prob, alias = np.zeros(0), np.zeros(0, dtype=np.int64)
+    else:
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha < 0:
+            raise ValueError(f"popularity_alpha: expected a finite number >= 0, got {alpha!r}")
+        weights = np.bincount(indices, minlength=n_items).astype(np.float64) ** float(alpha)
+        in_support = weights > 0
+        prob, alias = _alias_table(weights)
+    if exclude_positives:
+        degree = np.diff(indptr)
+        covered = np.bincount(np.repeat(np.arange(n_users), degree), weights=in_support[indices], minlength=n_users)
+        stuck = np.flatnonzero((degree > 0) & (covered >= np.count_nonzero(in_support)))
+        if stuck.size:
+            raise ValueError(
+                f"train: user(s) {stuck[:10].tolist()} have interacted with every item the sampler can draw, "
+                "so no negative exists; drop them or use exclude_positives=False"
+            )
+    return indptr, indices, prob, alias
+
+
+def sample_negatives(train_csr, users, k, sampler="uniform", popularity_alpha=0.75, exclude_positives=True, seed=0):
+    """Draw k negatives for each user with the fused sampler (module doc), in parallel.
+
+    Args:
+        train_csr: scipy sparse user x item matrix of training positives.
+        users: int array (B,). k: negatives per user.
+        sampler: "uniform" or "popularity" (q(j) proportional to count_j^popularity_alpha).
+        exclude_positives: re-draw the user's positives (True) or keep them.
+        seed: int; user b's draws come from stream b of the key hashed from (seed, 0), so the
+            result does not depend on the thread count.
+
+    Returns:
+        int64 array (B, k).
+    """
+    train = as_canonical_csr(train_csr)
+    users = np.asarray(users)
+    if users.ndim != 1 or users.dtype.kind not in "iu":
+        raise ValueError(f"users: expected a 1-D int array, got dtype {users.dtype} and shape {users.shape}")
+    users = users.astype(np.int64)
+    if users.size and (users.min() < 0 or users.max() >= train.shape[0]):
+        raise ValueError(f"users: ids must be in [0, {train.shape[0]})")
+    k = _positive_int(k, "k")
+    indptr, indices, prob, alias = _sampling_tables(train, sampler, popularity_alpha, bool(exclude_positives))
+    if exclude_positives and users.size and np.any(np.diff(indptr)[users] >= train.shape[1]):
+        raise ValueError("users: a user has every item as a positive, so no negative exists")
+    out = np.empty((users.size, k), dtype=np.int64)
+    _sample_kernel(users, k, train.shape[1], indptr, indices, prob, alias, bool(exclude_positives),
+                   _epoch_key(seed, 0), out)
+    return out
+
+
+# ------------------------------------------------------------------------- one sample's math
+@numba.njit(cache=True)
+def _softplus(x):
+    return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
+
+
+@numba.njit(cache=True)
+def _sigmoid(x):
+    if x >= 0.0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)
+
+
+@numba.njit(cache=True, fastmath={"reassoc", "nsz", "contract"})
+def _coefficients(P, Q, user, cand, k1, loss, cosine, inv_tau, log_q, w, alpha, gamma):
+    """Score one sample and write its gradient coefficients; returns (loss, beta, sum of |e|^2).
+
+    On return alpha[k] and gamma[k] (k < k1) and beta are such that (module doc)
+        dP[u] = beta P[u] + sum_k alpha[k] Q[c_k],   dQ[c_k] = alpha[k] P[u] + gamma[k] Q[c_k].
+    """
+    pu = P[user]
+    dim = pu.size
+    zero = P.dtype.type(0.0)
+    uu = zero
+    for d in range(dim):
+        uu += pu[d] * pu[d]
+    sumsq = np.float64(uu)
+    n_a = max(math.sqrt(np.float64(uu)), _NORM_EPS)
+    for k in range(k1):
+        q = Q[cand[k]]
+        s = zero
+        qq = zero
+        for d in range(dim):
+            s += pu[d] * q[d]
+            qq += q[d] * q[d]
+        sumsq += np.float64(qq)
+        score = np.float64(s)
+        if cosine:
+            n_k = max(math.sqrt(np.float64(qq)), _NORM_EPS)
+            gamma[k] = n_k
+            score = score / (n_a * n_k)
+        alpha[k] = score
+    value = 0.0
+    if loss == 0:  # BPR
+        total = 0.0
+        for k in range(1, k1):
+            diff = alpha[k] - alpha[0]
+            value += _softplus(diff)
+            g = _sigmoid(diff) * w
+            alpha[k] = g
+            total += g
+        alpha[0] = -total
+    elif loss == 1:  # BCE, label 1 for the positive
+        value = _softplus(-alpha[0])
+        alpha[0] = (_sigmoid(alpha[0]) - 1.0) * w
+        for k in range(1, k1):
+            value += _softplus(alpha[k])
+            alpha[k] = _sigmoid(alpha[k]) * w
+    else:  # InfoNCE
+        peak = -np.inf
+        for k in range(k1):
+            z = alpha[k] * inv_tau
+            if log_q.size:
+                z -= log_q[cand[k]]
+            alpha[k] = z
+            peak = max(peak, z)
+        total = 0.0
+        for k in range(k1):
+            total += math.exp(alpha[k] - peak)
+        value = peak + math.log(total) - alpha[0]
+        for k in range(k1):
+            alpha[k] = (math.exp(alpha[k] - peak) / total - (1.0 if k == 0 else 0.0)) * inv_tau * w
+    beta = 0.0
+    if cosine:
+        radial = 0.0
+        for k in range(k1):
+            n_k = gamma[k]
+            q = Q[cand[k]]  # the cosine is recomputed: alpha now holds dl/ds
+            s = zero
+            for d in range(dim):
+                s += pu[d] * q[d]
+            cos_k = np.float64(s) / (n_a * n_k)
+            g = alpha[k]
+            radial += g * cos_k
+            alpha[k] = g / (n_a * n_k)
+            gamma[k] = -g * cos_k / (n_k * n_k) if n_k > _NORM_EPS else 0.0
+        beta = -radial / (n_a * n_a) if n_a > _NORM_EPS else 0.0
+    else:
+        for k in range(k1):
+            gamma[k] = 0.0
+    return value * w, beta, sumsq
+
+
+# -------------------------------------------------------------------------- hogwild SGD epoch
+@numba.njit(cache=True, parallel=True, fastmath={"reassoc", "nsz", "contract"})
+def _hogwild_epoch(P, Q, users, items, negatives, k, n_items, indptr, indices, alias_prob, alias_item, exclude,
+                   loss, cosine, inv_tau, log_q, lr, l2, key, n_chunks, chunk_loss):
+    n = users.size
+    k1 = k + 1
+    dim = P.shape[1]
+    if loss == 0:
+        w = 1.0 / k
+    elif loss == 1:
+        w = 1.0 / k1
+    else:
+        w = 1.0
+    for t in numba.prange(n_chunks):
+        start = t * n // n_chunks
+        end = (t + 1) * n // n_chunks
+        state = _stream(key, t)
+        cand = np.empty(k1, np.int64)
+        alpha = np.empty(k1)
+        gamma = np.empty(k1)
+        grad_u = np.empty(dim, P.dtype)
+        coef = np.empty(k1, P.dtype)
+        total = 0.0
+        lr_t = P.dtype.type(lr)
+        for p in range(start, end):
+            user = users[p]
+            cand[0] = items[p]
+            for j in range(k):
+                if negatives.shape[0]:
+                    cand[j + 1] = negatives[p, j]
+                else:
+                    state, cand[j + 1] = _draw_negative(state, user, n_items, indptr, indices, alias_prob,
+                                                        alias_item, exclude)
+            value, beta, sumsq = _coefficients(P, Q, user, cand, k1, loss, cosine, inv_tau, log_q, w, alpha, gamma)
+            total += value + 0.5 * l2 * sumsq
+            pu = P[user]
+            self_u = P.dtype.type(beta + l2)
+            for d in range(dim):
+                grad_u[d] = self_u * pu[d]
+            for j in range(k1):
+                a = P.dtype.type(alpha[j])
+                coef[j] = a
+                q = Q[cand[j]]
+                for d in range(dim):
+                    grad_u[d] += a * q[d]
+            for j in range(k1):
+                a = coef[j]
+                c = P.dtype.type(gamma[j] + l2)
+                q = Q[cand[j]]
+                for d in range(dim):
+                    q[d] -= lr_t * (a * pu[d] + c * q[d])
+            for d in range(dim):
+                pu[d] -= lr_t * grad_u[d]
+        chunk_loss[t] = total
+
+
+# ---------------------------------------------------------------------- minibatch lazy Adam epoch
+@numba.njit(cache=True)
+def _group(ids, n, slot_of, rows, counts, starts, occurrences):
+    """Group the first n entries of `ids` by value: returns the number of unique ids m, with
+    rows[:m] the ids in order of first occurrence, counts[:m], and occurrences[starts[s]:starts[s+1]]
+    the positions of rows[s] in increasing order. slot_of (all -1 on entry) is restored on exit."""
+    m = 0
+    for p in range(n):
+        r = ids[p]
+        s = slot_of[r]
+        if s < 0:
+            s = m
+            slot_of[r] = m
+            rows[m] = r
+            counts[m] = 0
+            m += 1
+        counts[s] += 1
+    starts[0] = 0
+    for s in range(m):
+        starts[s + 1] = starts[s] + counts[s]
+        counts[s] = starts[s]  # now the fill cursor
+    for p in range(n):
+        s = slot_of[ids[p]]
+        occurrences[counts[s]] = p
+        counts[s] += 1
+    for s in range(m):
+        counts[s] -= starts[s]  # back to counts
+        slot_of[rows[s]] = -1
+    return m
+
+
+@numba.njit(cache=True)
+def _adam_row(theta, m, v, g, omb1, omb2, eps, decay, step_size):
+    """SparseAdam's step on one row (recgrad.optim.SparseAdam, same operation order and dtype)."""
+    for d in range(theta.size):
+        gd = g[d]
+        md = m[d] + omb1 * (gd - m[d])
+        vd = v[d] + omb2 * (gd * gd - v[d])
+        m[d] = md
+        v[d] = vd
+        theta[d] = theta[d] * decay - step_size * (md / (np.sqrt(vd) + eps))
+
+
+@numba.njit(cache=True, parallel=True, fastmath={"reassoc", "nsz", "contract"})
+def _lazy_adam_epoch(P, Q, mP, vP, mQ, vQ, steps, users, items, negatives, k, batch_size, n_items, indptr,
+                     indices, alias_prob, alias_item, exclude, loss, cosine, inv_tau, log_q, l2, lr, beta1, beta2,
+                     eps, weight_decay, key, batch_losses):
+    n = users.size
+    k1 = k + 1
+    dim = P.shape[1]
+    dtype = P.dtype.type
+    cap = min(batch_size, n)
+    cand = np.empty(cap * k1, np.int64)
+    alpha = np.empty(cap * k1)
+    gamma = np.empty(cap * k1)
+    beta = np.empty(cap)
+    sample_loss = np.empty(cap)
+    sample_sumsq = np.empty(cap)
+    user_part = np.empty((cap, dim), P.dtype)  # sum_k alpha_k Q[c_k] of each sample
+    user_old = np.empty((cap, dim), P.dtype)  # P[u] of each sample before the step
+    user_slot = np.full(P.shape[0], -1, np.int64)
+    item_slot = np.full(Q.shape[0], -1, np.int64)
+    user_rows = np.empty(cap, np.int64)
+    user_counts = np.empty(cap, np.int64)
+    user_starts = np.empty(cap + 1, np.int64)
+    user_occ = np.empty(cap, np.int64)
+    item_rows = np.empty(cap * k1, np.int64)
+    item_counts = np.empty(cap * k1, np.int64)
+    item_starts = np.empty(cap * k1 + 1, np.int64)
+    item_occ = np.empty(cap * k1, np.int64)
+    grad = np.empty((cap * (k1 + 1), dim), P.dtype)
+    omb1, omb2, eps_t = dtype(1.0 - beta1), dtype(1.0 - beta2), dtype(eps)
+    decay = dtype(1.0 - lr * weight_decay)
+    n_batches = (n + batch_size - 1) // batch_size
+    for batch in range(n_batches):
+        start = batch * batch_size
+        size = min(batch_size, n - start)
+        if loss == 0:
+            w = 1.0 / (size * k)
+        elif loss == 1:
+            w = 1.0 / (size * k1)
+        else:
+            w = 1.0 / size
+        # (1) parallel over the samples: negatives, scores, coefficients, and the two vectors that
+        # the row gradients need from the other table (so that step (3) reads only its own row)
+        for b in numba.prange(size):
+            p = start + b
+            row = cand[b * k1:(b + 1) * k1]
+            row[0] = items[p]
+            if negatives.shape[0]:
+                for j in range(k):
+                    row[j + 1] = negatives[p, j]
+            else:
+                state = _stream(key, p)
+                for j in range(k):
+                    state, row[j + 1] = _draw_negative(state, users[p], n_items, indptr, indices, alias_prob,
+                                                       alias_item, exclude)
+            a_row = alpha[b * k1:(b + 1) * k1]
+            sample_loss[b], beta[b], sample_sumsq[b] = _coefficients(
+                P, Q, users[p], row, k1, loss, cosine, inv_tau, log_q, w, a_row, gamma[b * k1:(b + 1) * k1])
+            pu = P[users[p]]
+            part = user_part[b]
+            old = user_old[b]
+            for d in range(dim):
+                old[d] = pu[d]
+            a = dtype(a_row[0])
+            q = Q[row[0]]
+            for d in range(dim):
+                part[d] = a * q[d]
+            for j in range(1, k1):
+                a = dtype(a_row[j])
+                q = Q[row[j]]
+                for d in range(dim):
+                    part[d] += a * q[d]
+        value = 0.0
+        sumsq = 0.0
+        for b in range(size):
+            value += sample_loss[b]
+            sumsq += sample_sumsq[b]
+        batch_losses[batch] = value + l2 * 0.5 * sumsq / size
+        # (2) group the occurrences by row
+        n_u = _group(users[start:start + size], size, user_slot, user_rows, user_counts, user_starts, user_occ)
+        n_i = _group(cand, size * k1, item_slot, item_rows, item_counts, item_starts, item_occ)
+        l2_scale = l2 / size
+        steps[0] += 1
+        steps[1] += 1
+        t_p, t_q = steps[0], steps[1]
+        step_p = dtype(lr * math.sqrt(1.0 - beta2 ** t_p) / (1.0 - beta1 ** t_p))
+        step_q = dtype(lr * math.sqrt(1.0 - beta2 ** t_q) / (1.0 - beta1 ** t_q))
+        # (3) parallel over the batch's unique rows (users, then items): sum the row's gradient,
+        # dP[u] = sum_b part_b + (sum_b beta_b + l2 c / B) P[u],
+        # dQ[r] = sum_(b,k) alpha_bk P_old[u_b] + (sum gamma_bk + l2 c / B) Q[r], then its Adam step
+        for s in numba.prange(n_u + n_i):
+            g = grad[s]
+            own = 0.0
+            if s < n_u:
+                for o in range(user_starts[s], user_starts[s + 1]):
+                    b = user_occ[o]
+                    own += beta[b]
+                    part = user_part[b]
+                    if o == user_starts[s]:
+                        for d in range(dim):
+                            g[d] = part[d]
+                    else:
+                        for d in range(dim):
+                            g[d] += part[d]
+                r = user_rows[s]
+                theta, m, v, step_size = P[r], mP[r], vP[r], step_p
+                c = dtype(own) + dtype(l2_scale * user_counts[s])
+            else:
+                i = s - n_u
+                for o in range(item_starts[i], item_starts[i + 1]):
+                    flat = item_occ[o]
+                    own += gamma[flat]
+                    a = dtype(alpha[flat])
+                    old = user_old[flat // k1]
+                    if o == item_starts[i]:
+                        for d in range(dim):
+                            g[d] = a * old[d]
+                    else:
+                        for d in range(dim):
+                            g[d] += a * old[d]
+                r = item_rows[i]
+                theta, m, v, step_size = Q[r], mQ[r], vQ[r], step_q
+                c = dtype(own) + dtype(l2_scale * item_counts[i])
+            for d in range(dim):
+                g[d] += c * theta[d]
+            _adam_row(theta, m, v, g, omb1, omb2, eps_t, decay, step_size)
+
+
+# ------------------------------------------------------------------------------------ trainer
+class FusedMFTrainer:
+    """Epochs of MF training with the fused kernels, on the model's own tables (updated in place).
+
+    Args:
+        model: a `recgrad.models.MF` (float32 or float64).
+        train_csr: scipy sparse user x item matrix of training interactions (shape = the model's).
+        loss: "bpr", "bce" or "infonce" (module doc; the Trainer's formulas).
+        optimizer: "sparse_adam" (minibatch lazy Adam, the Trainer's "sparse_adam" step), "sgd"
+            (hogwild SGD, one step per interaction; `batch_size` is not used), or a
+            `recgrad.optim.SparseAdam` over exactly [model.user_embedding.weight,
+            model.item_embedding.weight] whose hyper-parameters and state (m, v, step) are used and
+            updated, so that it can be saved with its `state_dict()` (e.g. the Trainer's own).
+        lr: learning rate. weight_decay: SparseAdam's decoupled decay of the batch's rows
+            (sparse_adam only). betas, eps: Adam's.
+        batch_size: interactions per Adam step. negatives: K per interaction (default 1 for BPR,
+            4 for BCE, 64 for InfoNCE, as the Trainer).
+        sampler: "uniform" or "popularity" (count^popularity_alpha, default alpha 0.75).
+        exclude_positives: re-draw negatives that are the user's positives (default True).
+        l2: LightGCN's batch L2 (module doc). temperature, similarity ("dot"/"cosine"),
+            logq_correction: InfoNCE only (defaults 0.1, "dot", False).
+        seed: int: the shuffle (the Trainer's) and the negatives' streams.
+
+    `train_epoch()` runs one epoch and returns {"loss", "samples", "seconds", "samples_per_second",
+    "batch_losses" (sparse_adam)}. Threads: `recgrad.kernels.set_num_threads`.
+
+    Example:
+        >>> from recgrad.data import synthetic
+        >>> data = synthetic(n_users=200, n_items=300, seed=0)
+        >>> model = MF(data.n_users, data.n_items, dim=16, rng=0)
+        >>> trainer = FusedMFTrainer(model, data.train, loss="bpr", optimizer="sparse_adam", lr=1e-2)
+        >>> trainer.train_epoch()["loss"] < 0.7
+        True
+    """
+
+    def __init__(self, model, train_csr, loss="bpr", optimizer="sparse_adam", lr=1e-3, batch_size=2048,
+                 negatives=None, sampler="uniform", popularity_alpha=0.75, exclude_positives=True, l2=0.0,
+                 weight_decay=0.0, betas=(0.9, 0.999), eps=1e-8, temperature=None, similarity=None,
+                 logq_correction=False, seed=0):
+        if not isinstance(model, MF):
+            raise TypeError(f"model: expected a recgrad.models.MF, got {type(model).__name__}")
+        self.model = model
+        self.train = as_canonical_csr(train_csr)
+        if self.train.shape != (model.n_users, model.n_items):
+            raise ValueError(f"train_csr: shape {self.train.shape}, the model has {model.n_users} users "
+                             f"and {model.n_items} items")
+        if self.train.nnz == 0:
+            raise ValueError("train_csr: no interactions")
+        if loss not in LOSSES:
+            raise ValueError(f"loss: expected one of {tuple(LOSSES)}, got {loss!r}")
+        self.loss = loss
+        default_k = {"bpr": 1, "bce": 4, "infonce": 64}[loss]
+        self.negatives = default_k if negatives is None else _positive_int(negatives, "negatives")
+        self.batch_size = _positive_int(batch_size, "batch_size")
+        self.l2 = _non_negative_float(l2, "l2")
+        for name, value in (("temperature", temperature), ("similarity", similarity)):
+            if loss != "infonce" and value is not None:
+                raise ValueError(f"{name}: applies only to loss='infonce' (got loss={loss!r})")
+        if loss != "infonce" and logq_correction:
+            raise ValueError("logq_correction: applies only to loss='infonce'")
+        self.temperature = _positive_float(0.1 if temperature is None else temperature, "temperature")
+        self.similarity = "dot" if similarity is None else similarity
+        if self.similarity not in ("dot", "cosine"):
+            raise ValueError(f"similarity: expected 'dot' or 'cosine', got {similarity!r}")
+        self.sampler = sampler
+        self.popularity_alpha = popularity_alpha
+        self.exclude_positives = bool(exclude_positives)
+        self._indptr, self._indices, self._alias_prob, self._alias_item = _sampling_tables(
+            self.train, sampler, popularity_alpha, self.exclude_positives)
+        self._log_q = np.zeros(0)
+        if logq_correction and sampler == "popularity":  # uniform: a constant shift, no change
+            q = self._alias_weights()
+            with np.errstate(divide="ignore"):
+                self._log_q = np.log(q / q.sum())
+        self.logq_correction = bool(logq_correction)
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
+        self.seed = int(seed)
+        self._shuffle_rng = np.random.default_rng(np.random.SeedSequence(self.seed).spawn(2)[0])
+        self.epoch = 0
+        tables = [model.user_embedding.weight, model.item_embedding.weight]
+        if isinstance(optimizer, SparseAdam):
+            held = [id(p) for group in optimizer.param_groups for p in group["params"]]
+            if len(optimizer.param_groups) != 1 or held != [id(p) for p in tables]:
+                raise ValueError("optimizer: the SparseAdam must hold exactly the model's user and item tables")
+            self.optimizer_name, self.optimizer = "sparse_adam", optimizer
+        elif optimizer == "sparse_adam":
+            self.optimizer_name = "sparse_adam"
+            self.optimizer = SparseAdam(tables, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+        elif optimizer == "sgd":
+            if weight_decay:
+                raise ValueError("weight_decay: hogwild SGD has none; use l2 (implicit's regularization)")
+            self.optimizer_name, self.optimizer = "sgd", None
+            self.lr = _positive_float(lr, "lr")
+        else:
+            raise ValueError(f"optimizer: expected one of {OPTIMIZERS} or a SparseAdam, got {optimizer!r}")
+
+    def _alias_weights(self):
+        counts = np.bincount(self._indices, minlength=self.train.shape[1]).astype(np.float64)
+        return counts ** float(self.popularity_alpha)
+
+    def _adam_state(self):
+        group = self.optimizer.param_groups[0]
+        states = []
+        for index, param in enumerate(group["params"]):
+            state = self.optimizer.state.setdefault(index, {})
+            if not state:
+                state.update(step=0, exp_avg=np.zeros_like(param.data), exp_avg_sq=np.zeros_like(param.data))
+            states.append(state)
+        return group, states
+
+    def _epoch_order(self):
+        """The Trainer's shuffle: (users, items) of every interaction in this epoch's order."""
+        order = self._shuffle_rng.permutation(self.train.nnz)
+        rows = np.repeat(np.arange(self.train.shape[0], dtype=np.int64), np.diff(self._indptr))
+        return rows[order], self._indices[order]
+
+    def train_epoch(self, negatives=None):
+        """One epoch over every training interaction (module doc); returns a dict of statistics.
+
+        negatives: optional int array (nnz, K): the negatives of the p-th interaction of this
+            epoch's shuffled order (e.g. those the reference sampler drew); None samples them.
+        """
+        users, items = self._epoch_order()
+        k = self.negatives
+        if negatives is None:
+            negatives = np.zeros((0, k), dtype=np.int64)
+        else:
+            negatives = np.ascontiguousarray(negatives, dtype=np.int64)
+            if negatives.shape != (users.size, k):
+                raise ValueError(f"negatives: expected shape ({users.size}, {k}), got {negatives.shape}")
+            if negatives.size and (negatives.min() < 0 or negatives.max() >= self.train.shape[1]):
+                raise ValueError(f"negatives: item ids must be in [0, {self.train.shape[1]})")
+        P = self.model.user_embedding.weight.data
+        Q = self.model.item_embedding.weight.data
+        key = _epoch_key(self.seed, self.epoch)
+        common = (self.train.shape[1], self._indptr, self._indices, self._alias_prob, self._alias_item,
+                  self.exclude_positives, LOSSES[self.loss], self.similarity == "cosine", 1.0 / self.temperature,
+                  self._log_q)
+        start = time.perf_counter()
+        result = {}
+        if self.optimizer_name == "sgd":
+            chunks = numba.get_num_threads()
+            chunk_loss = np.zeros(chunks)
+            _hogwild_epoch(P, Q, users, items, negatives, k, *common, self.lr, self.l2, key, chunks, chunk_loss)
+            result["loss"] = float(chunk_loss.sum() / users.size)
+        else:
+            group, (state_p, state_q) = self._adam_state()
+            beta1, beta2 = (float(b) for b in group["betas"])
+            steps = np.array([state_p["step"], state_q["step"]], dtype=np.int64)
+            n_batches = -(-users.size // self.batch_size)
+            batch_losses = np.zeros(n_batches)
+            _lazy_adam_epoch(P, Q, state_p["exp_avg"], state_p["exp_avg_sq"], state_q["exp_avg"],
+                             state_q["exp_avg_sq"], steps, users, items, negatives, k, self.batch_size, *common,
+                             self.l2, float(group["lr"]), beta1, beta2, float(group["eps"]),
+                             float(group["weight_decay"]), key, batch_losses)
+            state_p["step"], state_q["step"] = int(steps[0]), int(steps[1])
+            sizes = np.minimum(self.batch_size, users.size - self.batch_size * np.arange(n_batches))
+            result["loss"] = float(np.sum(batch_losses * sizes) / users.size)
+            result["batch_losses"] = batch_losses
+        seconds = time.perf_counter() - start
+        self.epoch += 1
+        result.update(samples=int(users.size), seconds=seconds, samples_per_second=users.size / max(seconds, 1e-12))
+        return result
+
+    def state_dict(self):
+        """{"epoch", "shuffle_rng"} (JSON-able); the Adam state is the optimizer's own state_dict()."""
+        return {"epoch": self.epoch, "shuffle_rng": self._shuffle_rng.bit_generator.state}
+
+    def load_state_dict(self, state):
+        """Continue at the start of epoch state["epoch"] with the saved shuffle state."""
+        self.epoch = int(state["epoch"])
+        self._shuffle_rng.bit_generator.state = state["shuffle_rng"]
+
+
+def fused_trainer_from_config(model, train_csr, config, optimizer=None):
+    """A FusedMFTrainer for a Trainer configuration (`Trainer.config()`'s keys), or ValueError.
+
+    Supported: loss bpr/bce/infonce with negatives_mode "per_user", sampler uniform/popularity,
+    optimizer "sparse_adam" (pass the Trainer's SparseAdam as `optimizer` to share its state) or
+    "sgd" (hogwild, per-interaction steps: not the Trainer's minibatch SGD, so lr differs).
+    """
+    if config.get("negatives_mode", "per_user") != "per_user":
+        raise ValueError(f"negatives_mode: the fused loop supports 'per_user' only, got {config['negatives_mode']!r}")
+    name = config["optimizer"]
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer: the fused loop supports {OPTIMIZERS}, got {name!r}")
+    infonce = config["loss"] == "infonce"
+    return FusedMFTrainer(
+        model, train_csr, loss=config["loss"], optimizer=optimizer if optimizer is not None else name,
+        lr=config["lr"], batch_size=config["batch_size"], negatives=config.get("negatives"),
+        sampler=config.get("sampler", "uniform"), popularity_alpha=config.get("popularity_alpha", 0.75),
+        l2=config.get("l2", 0.0), weight_decay=config.get("weight_decay", 0.0) if name == "sparse_adam" else 0.0,
+        temperature=config.get("temperature") if infonce else None,
+        similarity=config.get("similarity") if infonce else None,
+        logq_correction=bool(config.get("logq_correction")) if infonce else False, seed=config.get("seed", 0))
+
+
+def _positive_int(value, name):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name}: expected a positive int, got {value!r}")
+    return int(value)
+
+
+def _positive_float(value, name):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(float(value)) or float(value) <= 0.0:
+        raise ValueError(f"{name}: expected a positive finite number, got {value!r}")
+    return float(value)
+
+
+def _non_negative_float(value, name):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(float(value)) or float(value) < 0.0:
+        raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
+    return float(value)

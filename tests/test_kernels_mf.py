@@ -1,0 +1,264 @@
+"""The fused MF training loop against the reference Trainer: same losses and parameters, sampler
+guarantees and distributions, learning on synthetic data, seeded reproducibility."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from recgrad import kernels
+from recgrad.data import synthetic
+from recgrad.evaluation import evaluate_baseline, evaluate_recommender
+from recgrad.kernels.mf import FusedMFTrainer, fused_trainer_from_config, sample_negatives
+from recgrad.models import MF
+from recgrad.optim.sparse_adam import SparseAdam
+from recgrad.samplers import UniformSampler, epoch_batches
+from recgrad.training import Trainer
+
+
+@pytest.fixture(scope="module")
+def small():
+    return synthetic(n_users=120, n_items=90, dim=8, interactions_per_user=12, seed=1)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic(n_users=600, n_items=400, dim=8, interactions_per_user=20, seed=0)
+
+
+@pytest.fixture
+def one_thread():
+    before = kernels.get_num_threads()
+    kernels.set_num_threads(1)
+    yield
+    kernels.set_num_threads(before)
+
+
+class RecordingSampler(UniformSampler):
+    """The reference uniform sampler, keeping every block of negatives it hands out."""
+
+    def __init__(self, train, seed):
+        super().__init__(train, seed=seed)
+        self.drawn = []
+
+    def sample(self, users, k):
+        out = super().sample(users, k)
+        self.drawn.append(out.copy())
+        return out
+
+
+def reference_epoch(data, settings, batch_size, seed=3):
+    """One epoch of the NumPy Trainer, batch by batch: (model, per-batch losses, negatives drawn)."""
+    model = MF(data.n_users, data.n_items, dim=16, rng=7)
+    sampler = RecordingSampler(data.train, seed=11)
+    trainer = Trainer(model, batch_size=batch_size, sampler=sampler, seed=seed, progress=False, **settings)
+    trainer._prepare(data)
+    losses = [trainer._train_batch(users, items)
+              for users, items in epoch_batches(trainer.train, batch_size, trainer._shuffle_rng)]
+    return model, np.array(losses), np.concatenate(sampler.drawn).reshape(data.train.nnz, -1)
+
+
+def assert_close(actual, expected, rtol=1e-5):
+    """Relative to the array's scale: max |a - e| <= rtol * max |e| (float32 parity)."""
+    scale = np.max(np.abs(expected))
+    assert np.max(np.abs(actual - expected)) <= rtol * scale, np.max(np.abs(actual - expected)) / scale
+
+
+@pytest.mark.parametrize("settings", [
+    {"loss": "bpr", "l2": 1e-2},
+    {"loss": "bpr", "negatives": 3, "l2": 1e-3, "weight_decay": 0.05},
+    {"loss": "bce", "negatives": 4, "l2": 1e-3},
+    {"loss": "infonce", "negatives": 5, "temperature": 0.2},
+    {"loss": "infonce", "negatives": 4, "similarity": "cosine", "temperature": 0.5, "l2": 1e-3},
+])
+def test_lazy_adam_matches_the_reference_trainer(small, settings, one_thread):
+    settings = {"optimizer": "sparse_adam", "lr": 0.05, **settings}
+    reference, ref_losses, negatives = reference_epoch(small, settings, batch_size=64)
+    model = MF(small.n_users, small.n_items, dim=16, rng=7)
+    config = {"negatives_mode": "per_user", "batch_size": 64, "seed": 3, **settings}
+    fused = fused_trainer_from_config(model, small.train, config)
+    result = fused.train_epoch(negatives=negatives)
+    assert result["batch_losses"].shape == ref_losses.shape
+    np.testing.assert_allclose(result["batch_losses"], ref_losses, rtol=1e-5)
+    assert_close(model.user_embedding.weight.data, reference.user_embedding.weight.data)
+    assert_close(model.item_embedding.weight.data, reference.item_embedding.weight.data)
+    state = fused.optimizer.state
+    assert state[0]["step"] == state[1]["step"] == ref_losses.size
+
+
+def test_hogwild_sgd_is_the_batch_size_one_reference_step(small, one_thread):
+    """With one thread, hogwild SGD = the Trainer's SGD at batch_size=1 (LightGCN L2 at B = 1)."""
+    settings = {"loss": "bpr", "optimizer": "sgd", "lr": 0.05, "l2": 1e-2, "weight_decay": 0.0}
+    reference, ref_losses, negatives = reference_epoch(small, settings, batch_size=1)
+    model = MF(small.n_users, small.n_items, dim=16, rng=7)
+    fused = FusedMFTrainer(model, small.train, loss="bpr", optimizer="sgd", lr=0.05, l2=1e-2, seed=3)
+    result = fused.train_epoch(negatives=negatives)
+    np.testing.assert_allclose(result["loss"], ref_losses.mean(), rtol=1e-5)
+    assert_close(model.user_embedding.weight.data, reference.user_embedding.weight.data)
+    assert_close(model.item_embedding.weight.data, reference.item_embedding.weight.data)
+
+
+def test_same_shuffle_as_the_trainer(small):
+    """Epoch p-th interaction = the Trainer's: passing the Trainer's order reproduces its batches."""
+    fused = FusedMFTrainer(MF(small.n_users, small.n_items, dim=4, rng=0), small.train, seed=5)
+    users, items = fused._epoch_order()
+    trainer_rng = np.random.default_rng(np.random.SeedSequence(5).spawn(2)[0])
+    batches = list(epoch_batches(small.train, 10 ** 9, trainer_rng))
+    np.testing.assert_array_equal(users, batches[0][0])
+    np.testing.assert_array_equal(items, batches[0][1])
+
+
+# ------------------------------------------------------------------------------------ sampler
+def test_sampler_never_returns_a_positive(data):
+    users = np.repeat(np.arange(data.n_users), 50)
+    dense = data.train.toarray() != 0
+    for sampler in ("uniform", "popularity"):
+        drawn = sample_negatives(data.train, users, 3, sampler=sampler, seed=2)
+        assert drawn.shape == (users.size, 3) and drawn.dtype == np.int64
+        assert not np.any(dense[users[:, None], drawn])
+    kept = sample_negatives(data.train, users, 3, exclude_positives=False, seed=2)
+    assert np.any(dense[users[:, None], kept])  # without exclusion they occur
+
+
+def pearson(observed, expected):
+    """Pearson's statistic and its degrees of freedom, over cells with positive expectation."""
+    cells = expected > 0
+    assert observed[~cells].sum() == 0
+    return np.sum((observed[cells] - expected[cells]) ** 2 / expected[cells]), cells.sum() - 1
+
+
+def test_uniform_sampler_is_uniform_over_the_users_non_positives():
+    train = sp.csr_matrix(np.array([[1, 0, 1, 0, 0, 1, 0, 0, 0, 1, 0, 0]]))
+    drawn = sample_negatives(train, np.zeros(30000, dtype=np.int64), 2, seed=4).reshape(-1)
+    expected = np.where(train.toarray()[0] == 0, drawn.size / 8, 0.0)
+    statistic, dof = pearson(np.bincount(drawn, minlength=12), expected)
+    assert abs(statistic - dof) < 6 * np.sqrt(2 * dof), statistic
+
+
+def test_popularity_sampler_follows_count_to_the_alpha_restricted_to_non_positives(data):
+    alpha = 0.75
+    counts = np.bincount(data.train.indices, minlength=data.n_items).astype(np.float64)
+    user = 5
+    q = counts ** alpha
+    q[data.train[user].indices] = 0.0
+    drawn = sample_negatives(data.train, np.full(40000, user), 2, sampler="popularity", popularity_alpha=alpha,
+                             seed=9).reshape(-1)
+    statistic, dof = pearson(np.bincount(drawn, minlength=data.n_items), drawn.size * q / q.sum())
+    assert abs(statistic - dof) < 6 * np.sqrt(2 * dof), statistic
+
+
+def test_sampler_is_independent_of_the_thread_count(data):
+    users = np.arange(data.n_users)
+    before = kernels.get_num_threads()
+    try:
+        kernels.set_num_threads(1)
+        one = sample_negatives(data.train, users, 4, sampler="popularity", seed=1)
+        kernels.set_num_threads(kernels.numba.config.NUMBA_NUM_THREADS)
+        many = sample_negatives(data.train, users, 4, sampler="popularity", seed=1)
+    finally:
+        kernels.set_num_threads(before)
+    np.testing.assert_array_equal(one, many)
+
+
+def test_user_with_every_item_raises():
+    train = sp.csr_matrix(np.array([[1, 1, 1], [0, 1, 0]]))
+    with pytest.raises(ValueError, match=r"user\(s\) \[0\]"):
+        FusedMFTrainer(MF(2, 3, dim=2, rng=0), train)
+    FusedMFTrainer(MF(2, 3, dim=2, rng=0), train, exclude_positives=False)
+
+
+# ---------------------------------------------------------------------------------- learning
+def test_hogwild_bpr_learns_well_above_popularity(data):
+    model = MF(data.n_users, data.n_items, dim=32, rng=0)
+    fused = FusedMFTrainer(model, data.train, loss="bpr", optimizer="sgd", lr=0.05, l2=1e-3, seed=0)
+    losses = [fused.train_epoch()["loss"] for _ in range(15)]
+    assert losses[-1] < 0.6 * losses[0]
+    recall = evaluate_recommender(model, data, "test", ks=(20,))["recall@20"]
+    popularity = evaluate_baseline(data, "test", ks=(20,))["recall@20"]
+    assert recall > 1.5 * popularity, (recall, popularity)  # 0.39 vs 0.21 when written
+
+
+@pytest.mark.parametrize("optimizer, settings", [
+    ("sparse_adam", {"loss": "bce", "negatives": 4}),
+    ("sparse_adam", {"loss": "infonce", "negatives": 16, "similarity": "cosine", "sampler": "popularity",
+                     "logq_correction": True}),
+    ("sgd", {"loss": "bce", "negatives": 4, "lr": 0.5}),
+    ("sgd", {"loss": "infonce", "negatives": 16, "lr": 0.005}),
+    ("sgd", {"loss": "infonce", "negatives": 16, "similarity": "cosine", "temperature": 0.2, "lr": 0.05}),
+])
+def test_bce_and_infonce_paths_learn(data, optimizer, settings, one_thread):
+    settings = {"lr": 0.02, "l2": 1e-4, "batch_size": 256, "seed": 0, **settings}
+    model = MF(data.n_users, data.n_items, dim=16, rng=0)
+    fused = FusedMFTrainer(model, data.train, optimizer=optimizer, **settings)
+    losses = [fused.train_epoch()["loss"] for _ in range(4)]
+    assert np.all(np.isfinite(losses)) and losses[-1] < 0.9 * losses[0], losses
+    recall = evaluate_recommender(model, data, "test", ks=(20,))["recall@20"]
+    assert recall > evaluate_baseline(data, "test", ks=(20,))["recall@20"]
+
+
+# ---------------------------------------------------------------------------- reproducibility
+@pytest.mark.parametrize("optimizer", ["sgd", "sparse_adam"])
+def test_one_thread_is_bit_reproducible(data, optimizer, one_thread):
+    tables = []
+    for _ in range(2):
+        model = MF(data.n_users, data.n_items, dim=8, rng=0)
+        fused = FusedMFTrainer(model, data.train, optimizer=optimizer, lr=0.02, negatives=2, l2=1e-3, seed=4,
+                               batch_size=128)
+        fused.train_epoch()
+        fused.train_epoch()
+        tables.append((model.user_embedding.weight.data.copy(), model.item_embedding.weight.data.copy()))
+    np.testing.assert_array_equal(tables[0][0], tables[1][0])
+    np.testing.assert_array_equal(tables[0][1], tables[1][1])
+
+
+def test_lazy_adam_does_not_depend_on_the_thread_count(small):
+    results = []
+    before = kernels.get_num_threads()
+    try:
+        for threads in (1, kernels.numba.config.NUMBA_NUM_THREADS):
+            kernels.set_num_threads(threads)
+            model = MF(small.n_users, small.n_items, dim=8, rng=0)
+            FusedMFTrainer(model, small.train, lr=0.02, negatives=3, l2=1e-3, seed=4, batch_size=256).train_epoch()
+            results.append(model.item_embedding.weight.data.copy())
+    finally:
+        kernels.set_num_threads(before)
+    np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_state_lives_in_a_sparse_adam_and_resumes_exactly(small, one_thread):
+    def run(split):
+        model = MF(small.n_users, small.n_items, dim=8, rng=0)
+        tables = [model.user_embedding.weight, model.item_embedding.weight]
+        fused = FusedMFTrainer(model, small.train, optimizer=SparseAdam(tables, lr=0.03), batch_size=50, seed=2)
+        fused.train_epoch()
+        if split:
+            saved = (fused.state_dict(), fused.optimizer.state_dict(), model.state_dict())
+            model = MF(small.n_users, small.n_items, dim=8, rng=1)
+            model.load_state_dict(saved[2])
+            tables = [model.user_embedding.weight, model.item_embedding.weight]
+            optimizer = SparseAdam(tables, lr=0.03)
+            optimizer.load_state_dict(saved[1])
+            fused = FusedMFTrainer(model, small.train, optimizer=optimizer, batch_size=50, seed=2)
+            fused.load_state_dict(saved[0])
+        fused.train_epoch()
+        return model.item_embedding.weight.data
+
+    np.testing.assert_array_equal(run(False), run(True))
+
+
+def test_clear_errors(small):
+    model = MF(small.n_users, small.n_items, dim=4, rng=0)
+    with pytest.raises(ValueError, match="loss"):
+        FusedMFTrainer(model, small.train, loss="hinge")
+    with pytest.raises(ValueError, match="optimizer"):
+        FusedMFTrainer(model, small.train, optimizer="adam")
+    with pytest.raises(ValueError, match="similarity"):
+        FusedMFTrainer(model, small.train, loss="bpr", similarity="cosine")
+    with pytest.raises(ValueError, match="train_csr"):
+        FusedMFTrainer(model, small.train[:, :10])
+    with pytest.raises(ValueError, match="negatives"):
+        FusedMFTrainer(model, small.train).train_epoch(negatives=np.zeros((3, 1), dtype=np.int64))
+    with pytest.raises(ValueError, match="negatives_mode"):
+        fused_trainer_from_config(model, small.train, {"negatives_mode": "shared", "optimizer": "sparse_adam",
+                                                       "loss": "bpr", "lr": 0.1, "batch_size": 8})
+    with pytest.raises(TypeError, match="model"):
+        FusedMFTrainer(object(), small.train)
