@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 
+from recgrad.kernels import optim as fused_kernels
 from recgrad.nn.module import RowSparseGrad
 from recgrad.optim.optimizer import Optimizer, check_betas, check_non_negative
 
@@ -54,6 +55,8 @@ class Adam(Optimizer):
     Args:
         params: iterable of Parameters or of param-group dicts.
         lr (1e-3), betas ((0.9, 0.999)), eps (1e-8), weight_decay (0), amsgrad (False), maximize (False).
+        fused (None): True runs the single-pass compiled step (`recgrad.kernels.optim.adam_step`), same
+            numbers and state; float32/float64 C-contiguous parameters only (see `Optimizer`).
 
     >>> import numpy as np
     >>> from recgrad.nn import Parameter
@@ -67,9 +70,9 @@ class Adam(Optimizer):
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
-                 maximize=False):
+                 maximize=False, fused=None):
         defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay,
-                    "amsgrad": amsgrad, "maximize": maximize}
+                    "amsgrad": amsgrad, "maximize": maximize, "fused": fused}
         super().__init__(params, defaults)
 
     def _check_hyperparameters(self, hyper):
@@ -87,6 +90,15 @@ class Adam(Optimizer):
         state["step"] += 1
         t = state["step"]
         m, v = state["exp_avg"], state["exp_avg_sq"]
+        bias_correction1, bias_correction2 = bias_corrections(beta1, beta2, t)
+        if group["fused"]:
+            fused_kernels.adam_step(
+                theta, grad, m, v, state["max_exp_avg_sq"] if group["amsgrad"] else None,
+                beta1=beta1, beta2=beta2, eps=eps, step_size=lr / bias_correction1,
+                sqrt_bias_correction2=math.sqrt(bias_correction2), weight_decay=weight_decay,
+                maximize=group["maximize"],
+            )
+            return
 
         g = -grad if group["maximize"] else grad
         if weight_decay != 0.0:
@@ -98,6 +110,5 @@ class Adam(Optimizer):
             np.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
             v = state["max_exp_avg_sq"]
 
-        bias_correction1, bias_correction2 = bias_corrections(beta1, beta2, t)
         denom = np.sqrt(v) / math.sqrt(bias_correction2) + eps  # sqrt(v_hat) + eps
         theta -= (lr / bias_correction1) * (m / denom)  # eta * m_hat / (sqrt(v_hat) + eps)

@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 
+from recgrad.kernels import optim as fused_kernels
 from recgrad.optim.adam import bias_corrections, check_adam_hyperparameters, reject_row_sparse
 from recgrad.optim.optimizer import Optimizer
 
@@ -31,6 +32,8 @@ class AdamW(Optimizer):
     Args:
         params: iterable of Parameters or of param-group dicts.
         lr (1e-3), betas ((0.9, 0.999)), eps (1e-8), weight_decay (1e-2), amsgrad (False), maximize (False).
+        fused (None): True runs the single-pass compiled step (`recgrad.kernels.optim.adam_step` with
+            decay = 1 - lr * lambda), same numbers and state; float32/float64 C-contiguous parameters only.
 
     >>> import numpy as np
     >>> from recgrad.nn import Parameter
@@ -44,9 +47,9 @@ class AdamW(Optimizer):
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False,
-                 maximize=False):
+                 maximize=False, fused=None):
         defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay,
-                    "amsgrad": amsgrad, "maximize": maximize}
+                    "amsgrad": amsgrad, "maximize": maximize, "fused": fused}
         super().__init__(params, defaults)
 
     def _check_hyperparameters(self, hyper):
@@ -64,6 +67,15 @@ class AdamW(Optimizer):
         state["step"] += 1
         t = state["step"]
         m, v = state["exp_avg"], state["exp_avg_sq"]
+        bias_correction1, bias_correction2 = bias_corrections(beta1, beta2, t)
+        if group["fused"]:
+            fused_kernels.adam_step(
+                theta, grad, m, v, state["max_exp_avg_sq"] if group["amsgrad"] else None,
+                beta1=beta1, beta2=beta2, eps=eps, step_size=lr / bias_correction1,
+                sqrt_bias_correction2=math.sqrt(bias_correction2), decay=1.0 - lr * weight_decay,
+                maximize=group["maximize"],
+            )
+            return
 
         g = -grad if group["maximize"] else grad
         if weight_decay != 0.0:
@@ -75,6 +87,5 @@ class AdamW(Optimizer):
             np.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
             v = state["max_exp_avg_sq"]
 
-        bias_correction1, bias_correction2 = bias_corrections(beta1, beta2, t)
         denom = np.sqrt(v) / math.sqrt(bias_correction2) + eps  # sqrt(v_hat) + eps
         theta -= (lr / bias_correction1) * (m / denom)  # eta * m_hat / (sqrt(v_hat) + eps)

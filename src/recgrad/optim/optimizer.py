@@ -17,10 +17,20 @@ same parameters continues training bit for bit.
 A subclass validates its hyper-parameters in `_check_hyperparameters(group)` (called for the defaults
 and for every group) and updates one parameter in `_update(param, grad, state, group)`; parameters whose
 `.grad` is None are skipped, as in PyTorch.
+
+`fused` (every optimizer's last argument, PyTorch's name, default None): None or False runs the readable
+NumPy step, the reference; True runs the compiled single-pass kernel of `recgrad.kernels.optim`, which
+computes the same numbers (bit for bit in the tests) with one read and one write of each array. Like
+torch, fused=True needs float32 or float64 parameters that are C-contiguous (checked when a group is
+added and before each fused step; TypeError / ValueError otherwise). The state layout does not depend
+on `fused`, so a state dict saved from either path loads into either. Unlike torch, which takes "fused"
+from the saved param groups, `load_state_dict` keeps this optimizer's own "fused": it is a choice of
+how to compute, not a hyper-parameter, and checkpoints written before it existed load unchanged.
 """
 
 import numpy as np
 
+from recgrad.kernels.optim import check_fusable
 from recgrad.nn.module import Parameter
 
 
@@ -38,6 +48,7 @@ class Optimizer:
 
     def __init__(self, params, defaults):
         self._check_hyperparameters(defaults)
+        check_fused(defaults)
         self.defaults = dict(defaults)
         self.param_groups = []
         self.state = {}
@@ -78,6 +89,10 @@ class Optimizer:
             raise ValueError("params: some parameters appear more than once (in a group or in two groups)")
         group = {**self.defaults, **param_group, "params": params}
         self._check_hyperparameters(group)
+        check_fused(group)
+        if group["fused"]:
+            for param in params:
+                check_fusable(param.data, "params")
         self.param_groups.append(group)
         self._params.extend(params)
 
@@ -96,6 +111,8 @@ class Optimizer:
         for group in self.param_groups:
             for param in group["params"]:
                 if param.grad is not None:
+                    if group["fused"]:
+                        check_fusable(param.data, "params")
                     self._update(param, param.grad, self.state.setdefault(index, {}), group)
                 index += 1
         return loss
@@ -124,7 +141,7 @@ class Optimizer:
     def load_state_dict(self, state_dict):
         """Restore hyper-parameters and state saved by `state_dict()` from an optimizer over the same
         parameters (same groups, same sizes, same order). Arrays are copied and cast to the
-        parameter's dtype; a mismatch raises ValueError."""
+        parameter's dtype; a mismatch raises ValueError. Each group keeps this optimizer's "fused"."""
         saved_groups = state_dict["param_groups"]
         if len(saved_groups) != len(self.param_groups):
             raise ValueError(
@@ -146,9 +163,9 @@ class Optimizer:
             new_state[position] = {name: _restore(name, value, param) for name, value in entry.items()}
         new_groups = []
         for saved, group in zip(saved_groups, self.param_groups):
-            hyper = {key: value for key, value in saved.items() if key != "params"}
+            hyper = {key: value for key, value in saved.items() if key not in ("params", "fused")}
             self._check_hyperparameters(hyper)
-            new_groups.append({**hyper, "params": group["params"]})
+            new_groups.append({**hyper, "fused": group["fused"], "params": group["params"]})
         self.param_groups = new_groups
         self.state = new_state
 
@@ -166,6 +183,12 @@ def _restore(name, value, param):
             f"load_state_dict: state {name!r} has shape {array.shape}, the parameter has {param.data.shape}"
         )
     return array
+
+
+def check_fused(hyper):
+    """Raise TypeError unless hyper["fused"] is None, False or True (as torch's `fused`)."""
+    if hyper["fused"] not in (None, False, True):
+        raise TypeError(f"fused: expected None, False or True, got {hyper['fused']!r}")
 
 
 def check_non_negative(name, value, what):

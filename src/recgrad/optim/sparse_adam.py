@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 
+from recgrad.kernels import optim as fused_kernels
 from recgrad.nn.module import RowSparseGrad
 from recgrad.optim.adam import bias_corrections
 from recgrad.optim.optimizer import Optimizer, check_betas, check_non_negative
@@ -37,6 +38,10 @@ class SparseAdam(Optimizer):
     Validation as torch's SparseAdam: lr > 0 and eps > 0 (strict), betas in [0, 1); weight_decay >= 0.
     State per parameter: "step" (int), "exp_avg" (m), "exp_avg_sq" (v), both of the full table shape.
 
+    fused (default None): True runs `recgrad.kernels.optim.sparse_adam_step`, one compiled pass over
+    the given rows only, in parallel over rows (the rows of a RowSparseGrad are unique, so no two
+    threads touch one row); same numbers and state. float32/float64 C-contiguous tables only.
+
     >>> import numpy as np
     >>> from recgrad.nn import Parameter, RowSparseGrad
     >>> table = Parameter(np.zeros((4, 2)))
@@ -51,9 +56,10 @@ class SparseAdam(Optimizer):
     Reference: PyTorch documentation of `torch.optim.SparseAdam` (and `torch.optim._functional.sparse_adam`).
     """
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, maximize=False):
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, maximize=False,
+                 fused=None):
         defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay,
-                    "maximize": maximize}
+                    "maximize": maximize, "fused": fused}
         super().__init__(params, defaults)
 
     def _check_hyperparameters(self, hyper):
@@ -80,6 +86,14 @@ class SparseAdam(Optimizer):
         rows = grad.rows
         if rows.size == 0:
             return
+        bias_correction1, bias_correction2 = bias_corrections(beta1, beta2, t)
+        step_size = lr * math.sqrt(bias_correction2) / bias_correction1
+        if group["fused"]:
+            fused_kernels.sparse_adam_step(
+                theta, rows, grad.values, state["exp_avg"], state["exp_avg_sq"], beta1=beta1, beta2=beta2,
+                eps=eps, step_size=step_size, decay=1.0 - lr * weight_decay, maximize=group["maximize"],
+            )
+            return
 
         g = np.asarray(grad.values, dtype=theta.dtype)
         if group["maximize"]:
@@ -93,6 +107,4 @@ class SparseAdam(Optimizer):
 
         if weight_decay != 0.0:
             theta[rows] *= 1.0 - lr * weight_decay
-        bias_correction1, bias_correction2 = bias_corrections(beta1, beta2, t)
-        step_size = lr * math.sqrt(bias_correction2) / bias_correction1
         theta[rows] -= step_size * (m_rows / (np.sqrt(v_rows) + eps))
