@@ -1,0 +1,172 @@
+"""Pieces the experiments share: a synthetic classification task, deep MLPs, cross-entropy, figures, JSON.
+
+Everything is seeded through a numpy Generator and built from recgrad's own layers, so an experiment
+measures recgrad's core and nothing else. Figures use matplotlib's object API (`Figure`, no pyplot),
+which renders with the Agg canvas and touches no global backend state.
+"""
+
+import json
+import math
+
+import numpy as np
+from matplotlib.figure import Figure
+from threadpoolctl import threadpool_limits
+
+from recgrad import init, nn
+from recgrad.activations import log_softmax
+
+FIGURE_DPI = 100
+
+# The activations every network experiment compares, as layer factories. Swish is beta = 1 (SiLU).
+ACTIVATION_LAYERS = {
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "swish": nn.SiLU,
+}
+
+# Weight initialisations compared in depth. "xavier" is Glorot & Bengio's N(0, 2 / (fan_in + fan_out))
+# with gain 1 (the paper's rule; PyTorch would multiply by calculate_gain(nonlinearity)), "kaiming" is
+# He et al.'s N(0, 2 / fan_in) (the relu gain, fan_in mode), both with zero biases; "default" is
+# torch.nn.Linear's own reset: W ~ U[-1/sqrt(fan_in), 1/sqrt(fan_in)] (Var = 1 / (3 fan_in)), same bias.
+INIT_SCHEMES = ("xavier", "kaiming", "default")
+
+
+def init_linear(layer, scheme, rng):
+    """Re-initialise a recgrad.nn.Linear in place with one of INIT_SCHEMES, drawing from `rng`."""
+    if scheme == "default":
+        layer.reset_parameters(rng)
+        return layer
+    if scheme == "xavier":
+        init.xavier_normal_(layer.weight.data, gain=1.0, rng=rng)
+    elif scheme == "kaiming":
+        init.kaiming_normal_(layer.weight.data, mode="fan_in", nonlinearity="relu", rng=rng)
+    else:
+        raise ValueError(f"scheme must be one of {INIT_SCHEMES}, got {scheme!r}")
+    if layer.bias is not None:
+        init.zeros_(layer.bias.data)
+    return layer
+
+
+def mlp(in_features, width, out_features, depth, activation, scheme, rng):
+    """A Sequential of `depth` Linear layers (in -> width -> ... -> width -> out), `activation` after all but the last.
+
+    `activation` is a key of ACTIVATION_LAYERS, `scheme` one of INIT_SCHEMES; float64 parameters.
+    """
+    if depth < 2:
+        raise ValueError(f"depth must be at least 2 (one hidden layer), got {depth}")
+    if activation not in ACTIVATION_LAYERS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATION_LAYERS)}, got {activation!r}")
+    sizes = [in_features] + [width] * (depth - 1) + [out_features]
+    layers = []
+    for index in range(depth):
+        layers.append(init_linear(nn.Linear(sizes[index], sizes[index + 1], rng=rng), scheme, rng))
+        if index < depth - 1:
+            layers.append(ACTIVATION_LAYERS[activation]())
+    return nn.Sequential(*layers)
+
+
+def linear_layers(model):
+    """The Linear layers of a Sequential, in order."""
+    return [layer for _, layer in model.children() if isinstance(layer, nn.Linear)]
+
+
+def classification_task(n, features, classes, rng, teacher_width=32):
+    """A synthetic task: x ~ N(0, I), label = argmax of a fixed random one-hidden-layer tanh teacher.
+
+    The teacher is z = tanh(x A / sqrt(features)) B with A, B standard normal, so the labels depend
+    non-linearly on x and every class is populated. Returns (x float64 (n, features), y int64 (n,)).
+    """
+    a = rng.standard_normal((features, teacher_width))
+    b = rng.standard_normal((teacher_width, classes))
+    x = rng.standard_normal((n, features))
+    y = np.argmax(np.tanh(x @ a / math.sqrt(features)) @ b, axis=1).astype(np.int64)
+    return x, y
+
+
+def cross_entropy(logits, labels):
+    """Mean cross-entropy of integer labels under softmax(logits), and its gradient.
+
+    loss = -mean_n log_softmax(logits)[n, y_n]; dloss/dlogits = (softmax(logits) - onehot(y)) / N.
+    logits (N, C), labels (N,) ints in [0, C). Computed from logits via the max-shifted log_softmax.
+    """
+    log_p = log_softmax(logits, axis=-1)
+    rows = np.arange(labels.shape[0])
+    loss = -float(np.mean(log_p[rows, labels]))
+    grad = np.exp(log_p)
+    grad[rows, labels] -= 1.0
+    return loss, grad / labels.shape[0]
+
+
+def forward_backward(model, x, y):
+    """Zero the gradients, run forward and backward once through a Sequential, recording each layer.
+
+    Returns a dict: "loss", "accuracy", "activation_var" (per hidden layer, the variance over batch
+    and units of its output after the activation), and per Linear layer l, in order,
+    "output_grad_norm" (||dL/dz_l||, z_l the Linear's output: the back-propagated gradient) and
+    "weight_grad_norm" (||dL/dW_l||, Frobenius). Parameter gradients are left accumulated.
+    """
+    model.zero_grad()
+    children = [layer for _, layer in model.children()]
+    activation_var, h = [], x
+    for layer in children:
+        h = layer(h)
+        if not isinstance(layer, nn.Linear):
+            activation_var.append(float(np.var(h)))
+    loss, grad = cross_entropy(h, y)
+    output_grad_norm = []
+    for layer in reversed(children):
+        if isinstance(layer, nn.Linear):
+            output_grad_norm.append(float(np.linalg.norm(grad)))
+        grad = layer.backward(grad)
+    return {
+        "loss": loss,
+        "accuracy": float(np.mean(np.argmax(h, axis=1) == y)),
+        "activation_var": activation_var,
+        "output_grad_norm": output_grad_norm[::-1],
+        "weight_grad_norm": [float(np.linalg.norm(layer.weight.grad)) for layer in linear_layers(model)],
+    }
+
+
+def single_threaded_blas():
+    """A context in which BLAS uses one thread.
+
+    The experiments multiply small matrices (64 x 64) in long Python loops; a multi-threaded BLAS
+    spends more time synchronising than computing there, and on a shared machine its spinning
+    threads make a step 50 times slower. One thread also makes the runs bit-reproducible.
+    """
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def figure(nrows, ncols, panel_width=3.0, panel_height=2.5):
+    """A matplotlib Figure with an (nrows, ncols) array of axes (always 2-D), sized per panel."""
+    fig = Figure(figsize=(panel_width * ncols, panel_height * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, axes
+
+
+def save_figure(fig, out_dir, filename):
+    """Write `fig` as a PNG at FIGURE_DPI into out_dir; returns the file name."""
+    fig.savefig(out_dir / filename, dpi=FIGURE_DPI)
+    return filename
+
+
+def write_result(out_dir, result):
+    """Write the experiment's result dict to `<name>.json` in out_dir and return the result."""
+    with open(out_dir / f"{result['name']}.json", "w", encoding="utf-8") as handle:
+        json.dump(result, handle, indent=1, allow_nan=False)
+    return result
+
+
+def claim(statement, verdict, evidence):
+    """One claim entry; verdict is "holds", "holds with conditions" or "does not hold"."""
+    if verdict not in ("holds", "holds with conditions", "does not hold"):
+        raise ValueError(f"verdict must be 'holds', 'holds with conditions' or 'does not hold', got {verdict!r}")
+    return {"claim": statement, "verdict": verdict, "evidence": evidence}
+
+
+def finite_or_none(value):
+    """A float for JSON, or None where the value is NaN or infinite (JSON has no NaN)."""
+    value = float(value)
+    return value if math.isfinite(value) else None

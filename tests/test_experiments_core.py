@@ -1,0 +1,117 @@
+"""The core experiments in quick mode: each writes its files and its claims still come out as measured.
+
+Each experiment runs once per module (a fixture) into a temporary directory; the tests then assert
+the qualitative result its verdict depends on, so a regression in the core (an activation, a
+derivative, an initialiser, a layer's backward) shows up here as a failing claim.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from recgrad.experiments import activations_plot, depth
+
+VERDICTS = {"holds", "holds with conditions", "does not hold"}
+MAX_FIGURE_BYTES = 200_000
+
+
+def _run(module, tmp_path_factory):
+    out_dir = tmp_path_factory.mktemp(module.NAME)
+    result = module.run(out_dir, quick=True, seed=0)
+    return out_dir, result
+
+
+def _check_contract(module, out_dir, result):
+    assert result["name"] == module.NAME
+    assert isinstance(module.DESCRIPTION, str) and module.DESCRIPTION
+    assert set(result) == {"name", "figures", "numbers", "claims", "verdict"}
+    assert result["figures"]
+    for filename in result["figures"]:
+        path = out_dir / filename
+        assert path.suffix == ".png"
+        assert 0 < path.stat().st_size < MAX_FIGURE_BYTES
+    with open(out_dir / f"{module.NAME}.json", encoding="utf-8") as handle:
+        assert json.load(handle) == json.loads(json.dumps(result))
+    for entry in result["claims"]:
+        assert set(entry) == {"claim", "verdict", "evidence"}
+        assert entry["verdict"] in VERDICTS
+    assert isinstance(result["verdict"], str) and len(result["verdict"]) > 80
+
+
+def _verdicts(result):
+    return {entry["claim"]: entry["verdict"] for entry in result["claims"]}
+
+
+@pytest.fixture(scope="module")
+def activations_run(tmp_path_factory):
+    return _run(activations_plot, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def depth_run(tmp_path_factory):
+    return _run(depth, tmp_path_factory)
+
+
+def test_activations_contract(activations_run):
+    _check_contract(activations_plot, *activations_run)
+
+
+def test_activations_derivatives_match_finite_differences(activations_run):
+    numbers = activations_run[1]["numbers"]
+    assert numbers["max_abs_error_overall"] < 1e-6
+    for name, errors in numbers["max_abs_error"].items():
+        assert errors["closed_form_vs_fd"] < 1e-6, name
+        assert errors["layer_backward_vs_fd"] < 1e-6, name
+    expected = {"sigmoid", "tanh", "relu", "gelu", "gelu-tanh", "softmax"}
+    assert expected <= set(numbers["max_abs_error"])
+    assert all(verdict == "holds" for verdict in _verdicts(activations_run[1]).values())
+
+
+def test_activations_closed_form_facts(activations_run):
+    numbers = activations_run[1]["numbers"]
+    assert numbers["sigmoid_grad_max"] == pytest.approx(0.25, abs=1e-3)
+    assert 1e-4 < numbers["gelu_tanh_vs_exact_max_abs"] < 1e-3  # the approximation is close, not exact
+    gaps = list(numbers["swish_vs_relu_max_abs"].values())  # betas 0.5, 1, 2: gap = 0.2785 / beta
+    assert gaps == pytest.approx([0.5569, 0.2785, 0.1392], abs=1e-3)
+
+
+def test_depth_contract(depth_run):
+    _check_contract(depth, *depth_run)
+
+
+def test_depth_sigmoid_gradients_vanish(depth_run):
+    results = depth_run[1]["numbers"]["results"]
+    for scheme in ("xavier", "kaiming", "default"):
+        summary = results["sigmoid"][scheme]["summary"]["init"]
+        assert summary["weight_grad_first_over_last"] < 1e-3, scheme
+    # A sigmoid layer scales the back-propagated gradient by at most 1/4 (times ~1 from Xavier weights).
+    norms = results["sigmoid"]["xavier"]["init"]["output_grad_norm"]
+    assert norms[0] / norms[-1] < 0.3 ** (depth.DEPTH - 1)
+    assert results["sigmoid"]["xavier"]["first_layer_relative_change"] < 1e-6
+
+
+def test_depth_init_pairings(depth_run):
+    results = depth_run[1]["numbers"]["results"]
+
+    def spread(activation, scheme):
+        return results[activation][scheme]["summary"]["init"]["output_grad_spread"]
+
+    assert spread("relu", "kaiming") < 10.0
+    assert spread("relu", "xavier") > 100.0  # each ReLU layer halves the variance: 2^-14 over 29 layers
+    assert spread("tanh", "xavier") < 10.0
+    assert spread("gelu", "kaiming") < 10.0
+    for activation in ("sigmoid", "tanh", "relu", "gelu", "swish"):
+        assert spread(activation, "default") > 1e3, activation  # Var 1/(3 fan_in) shrinks every layer
+    verdicts = _verdicts(depth_run[1])
+    assert verdicts["Kaiming init suits ReLU"] == "holds"
+    assert verdicts["Xavier init suits sigmoid"] == "does not hold"
+    assert verdicts["Sigmoid causes vanishing gradients in deep networks"] == "holds"
+
+
+def test_depth_relu_weight_gradients_are_scale_balanced(depth_run):
+    # Positive homogeneity: without biases, rescaling a ReLU net's weights moves every layer's weight
+    # gradient together, so even Xavier keeps ||dL/dW_l|| balanced while ||dL/dz_l|| vanishes.
+    results = depth_run[1]["numbers"]["results"]
+    assert results["relu"]["xavier"]["summary"]["init"]["weight_grad_spread"] < 10.0
+    assert np.isfinite(results["relu"]["kaiming"]["summary"]["trained"]["loss"])
