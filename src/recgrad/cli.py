@@ -1,4 +1,4 @@
-"""The `recgrad` command line: train, evaluate, recommend, info, check.
+"""The `recgrad` command line: train, evaluate, recommend, info, check, experiment.
 
 This is the only place that turns strings into hyper-parameters. A run is described by one flat
 config dict (CONFIG_DEFAULTS); a `--config recipe.toml` file sets keys and command-line flags
@@ -454,6 +454,15 @@ def _train_flags(parser):
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
 
 
+def _delegate(parser, module_name):
+    """A sub-command whose arguments and body live in `module_name` (add_arguments, run)."""
+    import importlib
+
+    module = importlib.import_module(module_name)
+    module.add_arguments(parser)
+    parser.set_defaults(run_command=module.run)
+
+
 def make_parser():
     parser = _Parser(prog="recgrad", description="Neural-network fundamentals in NumPy, training embedding recommenders.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -484,6 +493,9 @@ def make_parser():
     info.add_argument("data", help="a data folder or file, or 'synthetic'")
     _data_format_flags(info)
     info.set_defaults(run_command=cmd_info)
+
+    experiment = commands.add_parser("experiment", help="run the experiments that test the textbook claims")
+    _delegate(experiment, "recgrad.experiments.runner")
 
     check = commands.add_parser("check", help="finite-difference check of every gradient")
     check.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
