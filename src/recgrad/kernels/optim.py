@@ -60,8 +60,8 @@ def _adam_element(theta, g, m, v, v_max, sign, l2, decay, one_minus_beta1, beta2
 
 
 @_parallel_jit
-def _adam_parallel(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, sign, l2, decay, one_minus_beta1,
-                   beta2, one_minus_beta2, sqrt_bias_correction2, step_size, eps, use_l2, amsgrad):
+def _adam_parallel(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, hyper, use_l2, amsgrad):
+    sign, l2, decay, one_minus_beta1, beta2, one_minus_beta2, sqrt_bias_correction2, step_size, eps = hyper
     for i in numba.prange(param.size):
         v_max = max_exp_avg_sq[i] if amsgrad else exp_avg_sq[i]
         param[i], exp_avg[i], exp_avg_sq[i], v_max = _adam_element(
@@ -72,8 +72,8 @@ def _adam_parallel(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, sign, l2, d
 
 
 @_serial_jit
-def _adam_serial(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, sign, l2, decay, one_minus_beta1,
-                 beta2, one_minus_beta2, sqrt_bias_correction2, step_size, eps, use_l2, amsgrad):
+def _adam_serial(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, hyper, use_l2, amsgrad):
+    sign, l2, decay, one_minus_beta1, beta2, one_minus_beta2, sqrt_bias_correction2, step_size, eps = hyper
     for i in range(param.size):
         v_max = max_exp_avg_sq[i] if amsgrad else exp_avg_sq[i]
         param[i], exp_avg[i], exp_avg_sq[i], v_max = _adam_element(
@@ -102,8 +102,8 @@ def _sgd_element(theta, g, buf, sign, l2, lr, momentum, one_minus_dampening, use
 
 
 @_parallel_jit
-def _sgd_parallel(param, grad, momentum_buffer, sign, l2, lr, momentum, one_minus_dampening, use_l2,
-                  buffer_mode, nesterov):
+def _sgd_parallel(param, grad, momentum_buffer, hyper, use_l2, buffer_mode, nesterov):
+    sign, l2, lr, momentum, one_minus_dampening = hyper
     for i in numba.prange(param.size):
         buf = momentum_buffer[i] if buffer_mode == 2 else grad[i]
         param[i], buf = _sgd_element(param[i], grad[i], buf, sign, l2, lr, momentum, one_minus_dampening,
@@ -113,8 +113,8 @@ def _sgd_parallel(param, grad, momentum_buffer, sign, l2, lr, momentum, one_minu
 
 
 @_serial_jit
-def _sgd_serial(param, grad, momentum_buffer, sign, l2, lr, momentum, one_minus_dampening, use_l2,
-                buffer_mode, nesterov):
+def _sgd_serial(param, grad, momentum_buffer, hyper, use_l2, buffer_mode, nesterov):
+    sign, l2, lr, momentum, one_minus_dampening = hyper
     for i in range(param.size):
         buf = momentum_buffer[i] if buffer_mode == 2 else grad[i]
         param[i], buf = _sgd_element(param[i], grad[i], buf, sign, l2, lr, momentum, one_minus_dampening,
@@ -133,8 +133,8 @@ def _sparse_adam_element(theta, g, m, v, sign, decay, one_minus_beta1, one_minus
 
 
 @_parallel_jit
-def _sparse_adam_parallel(table, rows, values, exp_avg, exp_avg_sq, sign, decay, one_minus_beta1,
-                          one_minus_beta2, step_size, eps):
+def _sparse_adam_parallel(table, rows, values, exp_avg, exp_avg_sq, hyper):
+    sign, decay, one_minus_beta1, one_minus_beta2, step_size, eps = hyper
     for k in numba.prange(rows.size):
         r = rows[k]
         for j in range(table.shape[1]):
@@ -144,8 +144,8 @@ def _sparse_adam_parallel(table, rows, values, exp_avg, exp_avg_sq, sign, decay,
 
 
 @_serial_jit
-def _sparse_adam_serial(table, rows, values, exp_avg, exp_avg_sq, sign, decay, one_minus_beta1,
-                        one_minus_beta2, step_size, eps):
+def _sparse_adam_serial(table, rows, values, exp_avg, exp_avg_sq, hyper):
+    sign, decay, one_minus_beta1, one_minus_beta2, step_size, eps = hyper
     for k in range(rows.size):
         r = rows[k]
         for j in range(table.shape[1]):
@@ -155,7 +155,8 @@ def _sparse_adam_serial(table, rows, values, exp_avg, exp_avg_sq, sign, decay, o
 
 
 @_parallel_jit
-def _sparse_sgd_parallel(table, rows, values, sign, lr):
+def _sparse_sgd_parallel(table, rows, values, hyper):
+    sign, lr = hyper
     for k in numba.prange(rows.size):
         r = rows[k]
         for j in range(table.shape[1]):
@@ -163,7 +164,8 @@ def _sparse_sgd_parallel(table, rows, values, sign, lr):
 
 
 @_serial_jit
-def _sparse_sgd_serial(table, rows, values, sign, lr):
+def _sparse_sgd_serial(table, rows, values, hyper):
+    sign, lr = hyper
     for k in range(rows.size):
         r = rows[k]
         for j in range(table.shape[1]):
@@ -229,8 +231,10 @@ def _rows_and_values(rows, values, param):
     return rows, values, width
 
 
-def _cast(dtype, *scalars):
-    return tuple(dtype.type(scalar) for scalar in scalars)
+def _hyper(dtype, *scalars):
+    """The kernel's scalars as one array of the parameter's dtype: each Python float is rounded to the
+    dtype once, as NumPy 2 rounds a Python float that meets a float32 array (NEP 50)."""
+    return np.array(scalars, dtype=dtype)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -261,10 +265,9 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, beta1, beta2,
     v = _flat_state(exp_avg_sq, param, "exp_avg_sq")
     amsgrad = max_exp_avg_sq is not None
     v_max = _flat_state(max_exp_avg_sq, param, "max_exp_avg_sq") if amsgrad else np.empty(0, param.dtype)
-    scalars = _cast(param.dtype, -1.0 if maximize else 1.0, weight_decay, decay, 1.0 - beta1, beta2,
-                    1.0 - beta2, sqrt_bias_correction2, step_size, eps)
-    _launch(_adam_serial, _adam_parallel, flat.size, flat, g, m, v, v_max, *scalars,
-            weight_decay != 0.0, amsgrad)
+    hyper = _hyper(param.dtype, -1.0 if maximize else 1.0, weight_decay, decay, 1.0 - beta1, beta2,
+                   1.0 - beta2, sqrt_bias_correction2, step_size, eps)
+    _launch(_adam_serial, _adam_parallel, flat.size, flat, g, m, v, v_max, hyper, weight_decay != 0.0, amsgrad)
 
 
 def sgd_step(param, grad, momentum_buffer, *, lr, momentum=0.0, dampening=0.0, weight_decay=0.0,
@@ -289,9 +292,9 @@ def sgd_step(param, grad, momentum_buffer, *, lr, momentum=0.0, dampening=0.0, w
         buf, buffer_mode = np.empty(0, param.dtype), 0
     else:
         buf, buffer_mode = _flat_state(momentum_buffer, param, "momentum_buffer"), 1 if first_step else 2
-    scalars = _cast(param.dtype, -1.0 if maximize else 1.0, weight_decay, lr, momentum, 1.0 - dampening)
-    _launch(_sgd_serial, _sgd_parallel, flat.size, flat, g, buf, *scalars, weight_decay != 0.0,
-            buffer_mode, bool(nesterov))
+    hyper = _hyper(param.dtype, -1.0 if maximize else 1.0, weight_decay, lr, momentum, 1.0 - dampening)
+    _launch(_sgd_serial, _sgd_parallel, flat.size, flat, g, buf, hyper, weight_decay != 0.0, buffer_mode,
+            bool(nesterov))
 
 
 def sparse_adam_step(param, rows, values, exp_avg, exp_avg_sq, *, beta1, beta2, eps, step_size, decay=1.0,
@@ -316,9 +319,8 @@ def sparse_adam_step(param, rows, values, exp_avg, exp_avg_sq, *, beta1, beta2, 
     table = param.reshape(param.shape[0], width)
     m = _flat_state(exp_avg, param, "exp_avg").reshape(table.shape)
     v = _flat_state(exp_avg_sq, param, "exp_avg_sq").reshape(table.shape)
-    scalars = _cast(param.dtype, -1.0 if maximize else 1.0, decay, 1.0 - beta1, 1.0 - beta2, step_size, eps)
-    _launch(_sparse_adam_serial, _sparse_adam_parallel, values.size, table, rows, values, m, v,
-            *scalars)
+    hyper = _hyper(param.dtype, -1.0 if maximize else 1.0, decay, 1.0 - beta1, 1.0 - beta2, step_size, eps)
+    _launch(_sparse_adam_serial, _sparse_adam_parallel, values.size, table, rows, values, m, v, hyper)
 
 
 def sparse_sgd_step(param, rows, values, *, lr, maximize=False):
@@ -331,4 +333,4 @@ def sparse_sgd_step(param, rows, values, *, lr, maximize=False):
         return
     table = param.reshape(param.shape[0], width)
     _launch(_sparse_sgd_serial, _sparse_sgd_parallel, values.size, table, rows, values,
-            *_cast(param.dtype, -1.0 if maximize else 1.0, lr))
+            _hyper(param.dtype, -1.0 if maximize else 1.0, lr))
