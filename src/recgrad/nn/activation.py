@@ -5,27 +5,16 @@ the output y for Sigmoid (y (1 - y)), Tanh (1 - y^2), Softmax and LogSoftmax (th
 vector-Jacobian products need only y); the input x for ReLU, GELU and Swish/SiLU (their
 derivatives are not functions of y alone). No layer has parameters. backward(grad_output)
 returns dL/dx, of the input's shape; calling it before forward raises RuntimeError.
-Formulas and derivations: recgrad.activations and docs/formulas.md.
+Formulas and derivations: recgrad.activations and docs/formulas.md. The arithmetic runs in the
+fused, multi-threaded kernels of recgrad.kernels.activations (one pass forward, one backward),
+which evaluate the same expressions as the NumPy reference functions; see docs/kernels.md.
 """
 
 import operator
 
 from recgrad._arrays import as_float_array, check_same_shape
-from recgrad.activations import (
-    _check_approximate,
-    gelu,
-    gelu_grad,
-    log_softmax,
-    log_softmax_backward,
-    relu,
-    relu_grad,
-    sigmoid,
-    softmax,
-    softmax_backward,
-    swish,
-    swish_grad,
-    tanh,
-)
+from recgrad.activations import _check_approximate
+from recgrad.kernels.activations import backward, forward
 from recgrad.nn.module import Module
 
 
@@ -44,24 +33,24 @@ class Sigmoid(_Activation):
     """y = sigmoid(x); caches y; dL/dx = g * y * (1 - y). Shape: any. Reference: torch.nn.Sigmoid."""
 
     def forward(self, x):
-        self.cache = sigmoid(x)
+        self.cache = forward("sigmoid", x)
         return self.cache
 
     def backward(self, grad_output):
         y, g = self._cached_and_grad(grad_output)
-        return g * y * (1.0 - y)
+        return backward("sigmoid", g, y)
 
 
 class Tanh(_Activation):
     """y = tanh(x); caches y; dL/dx = g * (1 - y^2). Shape: any. Reference: torch.nn.Tanh."""
 
     def forward(self, x):
-        self.cache = tanh(x)
+        self.cache = forward("tanh", x)
         return self.cache
 
     def backward(self, grad_output):
         y, g = self._cached_and_grad(grad_output)
-        return g * (1.0 - y * y)
+        return backward("tanh", g, y)
 
 
 class ReLU(_Activation):
@@ -69,11 +58,11 @@ class ReLU(_Activation):
 
     def forward(self, x):
         self.cache = as_float_array(x)
-        return relu(self.cache)
+        return forward("relu", self.cache)
 
     def backward(self, grad_output):
         x, g = self._cached_and_grad(grad_output)
-        return g * relu_grad(x)
+        return backward("relu", g, x)
 
 
 class GELU(_Activation):
@@ -88,11 +77,11 @@ class GELU(_Activation):
 
     def forward(self, x):
         self.cache = as_float_array(x)
-        return gelu(self.cache, self.approximate)
+        return forward("gelu", self.cache, approximate=self.approximate)
 
     def backward(self, grad_output):
         x, g = self._cached_and_grad(grad_output)
-        return g * gelu_grad(x, self.approximate)
+        return backward("gelu", g, x, approximate=self.approximate)
 
 
 class Swish(_Activation):
@@ -107,11 +96,11 @@ class Swish(_Activation):
 
     def forward(self, x):
         self.cache = as_float_array(x)
-        return swish(self.cache, self.beta)
+        return forward("swish", self.cache, beta=self.beta)
 
     def backward(self, grad_output):
         x, g = self._cached_and_grad(grad_output)
-        return g * swish_grad(x, self.beta)
+        return backward("swish", g, x, beta=self.beta)
 
 
 class SiLU(Swish):
@@ -132,12 +121,12 @@ class Softmax(_Activation):
         self.axis = operator.index(axis)
 
     def forward(self, x):
-        self.cache = softmax(x, axis=self.axis)
+        self.cache = forward("softmax", x, axis=self.axis)
         return self.cache
 
     def backward(self, grad_output):
         y, g = self._cached_and_grad(grad_output)
-        return softmax_backward(g, y, axis=self.axis)
+        return backward("softmax", g, y, axis=self.axis)
 
 
 class LogSoftmax(_Activation):
@@ -150,9 +139,9 @@ class LogSoftmax(_Activation):
         self.axis = operator.index(axis)
 
     def forward(self, x):
-        self.cache = log_softmax(x, axis=self.axis)
+        self.cache = forward("log_softmax", x, axis=self.axis)
         return self.cache
 
     def backward(self, grad_output):
         y, g = self._cached_and_grad(grad_output)
-        return log_softmax_backward(g, y, axis=self.axis)
+        return backward("log_softmax", g, y, axis=self.axis)

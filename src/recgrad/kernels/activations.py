@@ -1,0 +1,693 @@
+"""Fused activation kernels: one compiled, multi-threaded pass per forward and per backward.
+
+The NumPy functions in recgrad.activations are the reference and the test oracle; these kernels
+evaluate the same expressions in the same order (the same float32 or float64 roundings of x/sqrt 2,
+beta x, 2z = sqrt(8/pi) (x + 0.044715 x^3), 1 - y^2 ...) and replace only the transcendental
+functions by approximations that the compiler vectorises (numba's np.exp in a loop is a scalar
+libm call):
+
+- exp(a): a = k ln2 + r, |r| <= ln2/2 (Cody-Waite: ln2 split in a short and a long part), then
+  e^r = 1 + r + r^2 q(r) with q a Chebyshev interpolant (degree 6 in float32, 10 in float64) and
+  2^k built from its exponent bits, in two halves so that subnormal results are exact too.
+- expm1(a) = 2^k (r + r^2 q(r)) + (2^k - 1): no cancellation for small |a| (used by tanh).
+- erfc(z) = t exp(-z^2) F(t) for z >= 0, t = 2/(2 + z), F a Chebyshev series in t (degree 11 in
+  float32, 24 in float64, Clenshaw's recurrence); erfc(-z) = 2 - erfc(z). z^2 is split exactly
+  (z = zh + zl, zh with half the mantissa) so exp(-z^2) keeps full relative precision.
+Coefficients: scripts/kernels/fit_activation_approximations.py. Accuracy measured against the
+reference and derivation of each piece: docs/kernels.md. float32 stays float32 throughout
+(float32 constants; the one exception is the row sum of softmax, accumulated in float64).
+
+Public API (what recgrad.nn's activation modules call):
+    y = forward(name, x, **params)
+    grad_input = backward(name, grad_output, cached, **params)
+name: "sigmoid", "tanh", "relu", "gelu" (params: approximate="none" | "tanh"),
+"swish" (beta=1.0), "silu", "softmax", "log_softmax" (axis=-1). `cached` is what CACHED[name]
+says: the forward's output y (sigmoid, tanh, softmax, log_softmax) or its input x (the others).
+Input handling: anything recgrad._arrays.as_float_array accepts (ints become float64, float16
+becomes float32, exactly as the reference; then the kernel runs); non-contiguous input is copied
+to a C-contiguous array first; size 0 returns an empty array. grad_output and cached are brought
+to their common dtype (NumPy's promotion, as the reference's arithmetic would). Softmax rows lie
+along `axis`: another axis is moved last (a copy), the result is a view with the axis moved back.
+Threads: recgrad.kernels.set_num_threads. Every output element is computed by the same
+instructions whatever the thread count (rows are never split), so results are bit-identical for
+1 and for N threads.
+"""
+
+import math
+from collections import namedtuple
+from decimal import Decimal, localcontext
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic, overload
+
+from recgrad._arrays import as_float_array, check_same_shape
+from recgrad.activations import _check_approximate
+
+CACHED = {
+    "sigmoid": "output",
+    "tanh": "output",
+    "relu": "input",
+    "gelu": "input",
+    "swish": "input",
+    "silu": "input",
+    "softmax": "output",
+    "log_softmax": "output",
+}
+_PARAMS = {"gelu": ("approximate",), "swish": ("beta",), "softmax": ("axis",), "log_softmax": ("axis",)}
+_SIGMOID, _TANH, _RELU, _GELU_ERF, _GELU_TANH, _SWISH = range(6)
+_CHUNK = 16384  # elements per parallel task: 64 KiB of float32, a few L2-resident blocks per thread
+
+# ---------------------------------------------------------------- coefficients (fit script output)
+# q(r) = (e^r - 1 - r) / r^2 on |r| <= ln(2)/2, monomial, lowest degree first.
+_EXP_Q_32 = (0.5, 0.16666666718997508, 0.041666666718980845, 0.008333298483754886, 0.001388885404961482,
+             0.0001989927395864936, 2.4859578222625295e-05)
+_EXP_Q_64 = (0.5, 0.1666666666666667, 0.04166666666666667, 0.008333333333326141, 0.0013888888888883752,
+             0.00019841269874800493, 2.4801587325533363e-05, 2.7557255425746435e-06, 2.7557273661348637e-07,
+             2.510520637395701e-08, 2.0914679376583935e-09)
+# F(t) = e^(z^2) erfc(z) / t, t = 2/(2+z) in [t_min, 1]: Chebyshev coefficients in w = (2t-1-t_min)/(1-t_min).
+_ERFC_T_MIN_32 = 0.1652892561983471
+_ERFC_F_32 = (0.6204918012272823, 0.3305610407223426, 0.04832898605189124, 0.0013152557970153684,
+              -0.0006742479044051697, -3.786652173831818e-05, 1.50935497610502e-05, 3.2300494877580533e-07,
+              -4.1978446932191035e-07, 2.5740071103892572e-08, 1.0155213357772363e-08, -2.106851386061153e-09)
+_ERFC_T_MIN_64 = 0.06825938566552901
+_ERFC_F_64 = (0.5940236372274196, 0.3462672601328991, 0.05816389360626139, 0.002547539215140598,
+              -0.0009327745060669114, -9.632167677381754e-05, 2.5372593548041724e-05, 2.3571944930054963e-06,
+              -9.839464719867954e-07, -1.5381593882697373e-08, 4.032381653595148e-08, -3.8449650332071494e-09,
+              -1.2904507170767267e-09, 3.633762039642207e-10, 5.086263836551933e-12, -1.9136830393407862e-11,
+              3.2448939509448775e-12, 3.9700687865121865e-13, -2.617780490478077e-13, 3.397845122389617e-14,
+              7.651508252352179e-15, -3.8416534516634976e-15, 4.680478129312488e-16, 1.2406231920916563e-16,
+              -6.385990316185039e-17)
+
+# Every constant a kernel uses, in the kernel's dtype (so float32 arithmetic stays float32).
+_Constants = namedtuple(
+    "_Constants",
+    "zero half one two log2e ln2_hi ln2_lo exp_lo exp_hi q bias mantissa_bits sign_shift low_mask "
+    "split_mask erfc_z_cap erfc_w_scale erfc_w_shift erfc_f neg_sqrt_half inv_sqrt_2pi neg_half "
+    "gelu_tail sqrt_2_over_pi two_sqrt_2_over_pi cubic three_cubic logistic_tail",
+)
+
+
+def _constants(float_type, int_type, mantissa_bits, ln2_hi_bits, exp_lo, exp_hi, q, split_bits, z_cap, t_min, f):
+    with localcontext() as context:
+        context.prec = 40
+        ln2_exact = Decimal(2).ln()
+    ln2 = float(ln2_exact)
+    ln2_hi = math.ldexp(round(math.ldexp(ln2, ln2_hi_bits)), -ln2_hi_bits)  # k * ln2_hi is exact for |k| < 2^11
+    c = float_type
+    bits = 8 * np.dtype(float_type).itemsize
+    return _Constants(
+        zero=c(0.0), half=c(0.5), one=c(1.0), two=c(2.0),
+        log2e=c(1.0 / ln2), ln2_hi=c(ln2_hi), ln2_lo=c(float(ln2_exact - Decimal(ln2_hi))), exp_lo=c(exp_lo), exp_hi=c(exp_hi),
+        q=tuple(c(v) for v in reversed(q)),  # highest degree first, for Horner
+        bias=int_type((1 << (bits - mantissa_bits - 2)) - 1), mantissa_bits=int_type(mantissa_bits),
+        sign_shift=int_type(bits - 1), low_mask=int_type((1 << (bits - 1)) - 1),
+        split_mask=int_type(-(1 << split_bits)), erfc_z_cap=c(z_cap),
+        erfc_w_scale=c(2.0 / (1.0 - t_min)), erfc_w_shift=c(-(1.0 + t_min) / (1.0 - t_min)),
+        erfc_f=tuple(c(v) for v in reversed(f)),  # highest degree first, for Clenshaw
+        neg_sqrt_half=c(-math.sqrt(0.5)), inv_sqrt_2pi=c(1.0 / math.sqrt(2.0 * math.pi)), neg_half=c(-0.5),
+        gelu_tail=c(100.0), sqrt_2_over_pi=c(math.sqrt(2.0 / math.pi)),
+        two_sqrt_2_over_pi=c(2.0 * math.sqrt(2.0 / math.pi)), cubic=c(0.044715), three_cubic=c(3.0 * 0.044715),
+        logistic_tail=c(800.0),
+    )
+
+
+# exp_lo/exp_hi: below, e^a rounds to 0 (float32: e^-110 < 2^-150; float64: e^-760 < 2^-1075); above, it
+# overflows to inf. z_cap: erfc(z) is 0 beyond it; capping keeps z^2 finite. split: zh keeps 12 / 26 bits.
+_CONSTANTS = {
+    np.dtype(np.float32): _constants(np.float32, np.int32, 23, 12, -110.0, 89.0, _EXP_Q_32, 12, 11.0,
+                                     _ERFC_T_MIN_32, _ERFC_F_32),
+    np.dtype(np.float64): _constants(np.float64, np.int64, 52, 40, -760.0, 710.0, _EXP_Q_64, 27, 28.0,
+                                     _ERFC_T_MIN_64, _ERFC_F_64),
+}
+
+
+# ---------------------------------------------------------------- bit casts and constants
+
+
+def _int_of_width(float_type):
+    return types.int32 if float_type == types.float32 else types.int64
+
+
+@intrinsic
+def _float_bits(typingctx, value):
+    """The IEEE-754 bits of a float32 (as int32) or float64 (as int64)."""
+    int_type = _int_of_width(value)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(int_type))
+
+    return int_type(value), codegen
+
+
+@intrinsic
+def _bits_float(typingctx, like, bits):
+    """The float of `like`'s type whose IEEE bits are `bits` (truncated/extended to that width)."""
+    int_type = _int_of_width(like)
+
+    def codegen(context, builder, signature, args):
+        value = context.cast(builder, args[1], signature.args[1], int_type)
+        return builder.bitcast(value, context.get_value_type(like))
+
+    return like(like, bits), codegen
+
+
+@intrinsic
+def _to_int(typingctx, value):
+    """Truncate a float to the signed integer of its width (the caller guarantees it is finite)."""
+    int_type = _int_of_width(value)
+
+    def codegen(context, builder, signature, args):
+        return builder.fptosi(args[0], context.get_value_type(int_type))
+
+    return int_type(value), codegen
+
+
+@intrinsic
+def _cast_like(typingctx, like, value):
+    """`value` converted to `like`'s float type."""
+
+    def codegen(context, builder, signature, args):
+        return context.cast(builder, args[1], signature.args[1], like)
+
+    return like(like, value), codegen
+
+
+def _k(value):
+    """The _Constants of value's dtype; inside compiled code, a compile-time constant."""
+    return _CONSTANTS[np.asarray(value).dtype]
+
+
+@overload(_k, inline="always")
+def _k_compiled(value):
+    constants = _CONSTANTS[np.dtype(str(value))]
+    return lambda value: constants
+
+
+# ---------------------------------------------------------------- unrolled polynomials
+# A loop over a tuple of coefficients is not unrolled by the compiler once it is long (the erfc series has
+# 25 terms), and a loop inside the element loop stops vectorisation; so each polynomial is generated as
+# straight-line source with its coefficients as constants of the dtype.
+
+
+def _horner_source(count):
+    """p(r) = (((c0 r + c1) r + c2) ...) + c_{count-1}, c0 the highest degree."""
+    body = "c0"
+    for i in range(1, count):
+        body = f"({body}) * r + c{i}"
+    return f"def polynomial(r):\n    return {body}\n"
+
+
+def _clenshaw_source(count):
+    """sum_j a_j T_j(w) by Clenshaw (b_j = 2 w b_{j+1} - b_{j+2} + a_j), c0 = a_{count-1} first."""
+    lines = ["def polynomial(w):", "    w2 = w + w", "    b1 = c0", "    b2 = zero"]
+    lines += [f"    b1, b2 = w2 * b1 - b2 + c{i}, b1" for i in range(1, count - 1)]
+    lines.append(f"    return w * b1 - b2 + c{count - 1}")
+    return "\n".join(lines) + "\n"
+
+
+def _compile_polynomial(source, coefficients, zero):
+    namespace = {f"c{i}": c for i, c in enumerate(coefficients)}
+    namespace["zero"] = zero
+    exec(source, namespace)  # noqa: S102 - generated from the fixed templates above
+    return njit(inline="always")(namespace["polynomial"])
+
+
+_POLYNOMIALS = {
+    dtype: (
+        _compile_polynomial(_horner_source(len(K.q)), K.q, K.zero),
+        _compile_polynomial(_clenshaw_source(len(K.erfc_f)), K.erfc_f, K.zero),
+    )
+    for dtype, K in _CONSTANTS.items()
+}
+
+
+def _exp_q(r):
+    """q(r) = (e^r - 1 - r) / r^2 on |r| <= ln2/2 (compiled code only)."""
+    raise NotImplementedError("compiled code only")
+
+
+def _erfc_f(w):
+    """F(t) = e^(z^2) erfc(z) / t as its Chebyshev series in w (compiled code only)."""
+    raise NotImplementedError("compiled code only")
+
+
+@overload(_exp_q, inline="always")
+def _exp_q_compiled(r):
+    polynomial = _POLYNOMIALS[np.dtype(str(r))][0]
+    return lambda r: polynomial(r)
+
+
+@overload(_erfc_f, inline="always")
+def _erfc_f_compiled(w):
+    polynomial = _POLYNOMIALS[np.dtype(str(w))][1]
+    return lambda w: polynomial(w)
+
+
+# ---------------------------------------------------------------- scalar building blocks
+
+
+@njit(inline="always")
+def _reduce(a):
+    """a = kf ln2 + r with kf = round(a / ln2), |r| <= ln2/2; a is first clamped to [exp_lo, exp_hi] (NaN kept)."""
+    K = _k(a)
+    a = K.exp_lo if a < K.exp_lo else a
+    a = K.exp_hi if a > K.exp_hi else a
+    kf = np.floor(a * K.log2e + K.half)
+    r = (a - kf * K.ln2_hi) - kf * K.ln2_lo
+    return kf, r
+
+
+@njit(inline="always")
+def _expm1_reduced(r):
+    """e^r - 1 = r + r^2 q(r)."""
+    return r + r * r * _exp_q(r)
+
+
+@njit(inline="always")
+def _pow2_halves(kf):
+    """(2^k1, 2^k2) with k1 + k2 = kf, each a normal number, built from exponent bits (NaN kf gives 1, 1)."""
+    K = _k(kf)
+    kf = kf if kf == kf else K.zero
+    k = _to_int(kf)
+    k1 = k >> 1
+    return _bits_float(kf, (k1 + K.bias) << K.mantissa_bits), _bits_float(kf, (k - k1 + K.bias) << K.mantissa_bits)
+
+
+@njit(inline="always")
+def _exp_mul(a, b, m):
+    """m e^(a + b) for a small correction b (|b| << 1); m is applied before the power of two (one rounding)."""
+    kf, r = _reduce(a)
+    s1, s2 = _pow2_halves(kf)
+    return (m + m * _expm1_reduced(r + b)) * s1 * s2
+
+
+@njit(inline="always")
+def _exp(a):
+    K = _k(a)
+    return _exp_mul(a, K.zero, K.one)
+
+
+@njit(inline="always")
+def _expm1(a):
+    """e^a - 1 = 2^k (e^r - 1) + (2^k - 1), exact to a few ulp for every a (no cancellation near 0)."""
+    kf, r = _reduce(a)
+    s1, s2 = _pow2_halves(kf)
+    s = s1 * s2
+    return s * _expm1_reduced(r) + (s - _k(a).one)
+
+
+@njit(inline="always")
+def _sigmoid(a):
+    """The reference's sign-split sigmoid: 1 / (1 + e) for a >= 0, e / (1 + e) otherwise, e = exp(-|a|)."""
+    K = _k(a)
+    e = _exp(-abs(a))
+    return (K.one if a >= K.zero else e) / (K.one + e)
+
+
+@njit(inline="always")
+def _sigmoid_pair(a):
+    """(sigmoid(a), sigmoid(-a)) from one exp."""
+    K = _k(a)
+    e = _exp(-abs(a))
+    d = K.one + e
+    return (K.one if a >= K.zero else e) / d, (K.one if -a >= K.zero else e) / d
+
+
+@njit(inline="always")
+def _erfc(z):
+    """erfc(z) = t e^(-z^2) F(t), t = 2/(2 + |z|); 2 - erfc(|z|) for z < 0. NaN propagates."""
+    K = _k(z)
+    az = abs(z)
+    az = K.erfc_z_cap if az > K.erfc_z_cap else az
+    t = K.two / (K.two + az)
+    w = t * K.erfc_w_scale + K.erfc_w_shift
+    f = _erfc_f(w)
+    zh = _bits_float(az, _float_bits(az) & K.split_mask)  # zh^2 is exact; z^2 = zh^2 + (z - zh)(z + zh)
+    tail = _exp_mul(-(zh * zh), -((az - zh) * (az + zh)), t * f)
+    return tail if z >= K.zero else K.two - tail
+
+
+@njit(inline="always")
+def _clip(x, bound):
+    """x limited to [-bound, bound]; NaN stays NaN (as np.clip)."""
+    x = -bound if x < -bound else x
+    return bound if x > bound else x
+
+
+# ---------------------------------------------------------------- each activation: value and derivative
+# forward: y = f(x). backward: dx = g * f'(.) from the cached y (sigmoid, tanh) or x (the others),
+# written exactly as the reference (recgrad.nn.activation / recgrad.activations) writes it.
+
+
+@njit(inline="always")
+def _relu(x):
+    K = _k(x)
+    return K.zero if x <= K.zero else x  # NaN stays NaN
+
+
+@njit(inline="always")
+def _relu_backward(g, x):
+    K = _k(x)
+    d = K.one if x > K.zero else K.zero
+    return g * (x if x != x else d)  # NaN input: NaN gradient, as relu_grad
+
+
+@njit(inline="always")
+def _sigmoid_backward(g, y):
+    return g * y * (_k(y).one - y)
+
+
+@njit(inline="always")
+def _tanh(x):
+    """tanh|x| = -expm1(-2|x|) / (2 + expm1(-2|x|)), sign restored."""
+    K = _k(x)
+    t = _expm1(-(abs(x) + abs(x)))
+    y = abs(t / (K.two + t))
+    return -y if x < K.zero else y
+
+
+@njit(inline="always")
+def _tanh_backward(g, y):
+    return g * (_k(y).one - y * y)
+
+
+@njit(inline="always")
+def _gelu_erf(x):
+    """x Phi(x) = max(x, -100) erfc(-x / sqrt 2) / 2."""
+    K = _k(x)
+    gate = K.half * _erfc(K.neg_sqrt_half * x)
+    return (-K.gelu_tail if x < -K.gelu_tail else x) * gate
+
+
+@njit(inline="always")
+def _gelu_erf_backward(g, x):
+    """g (Phi(x) + xc phi(xc)), xc = clip(x, +-100)."""
+    K = _k(x)
+    xc = _clip(x, K.gelu_tail)
+    gate = K.half * _erfc(K.neg_sqrt_half * x)
+    return g * (gate + xc * (K.inv_sqrt_2pi * _exp(K.neg_half * xc * xc)))
+
+
+@njit(inline="always")
+def _gelu_tanh_two_z(xc):
+    """2z = 2 sqrt(2/pi) (x + 0.044715 x^3), the reference's order of operations."""
+    K = _k(xc)
+    return K.two_sqrt_2_over_pi * (xc + K.cubic * (xc * xc * xc))
+
+
+@njit(inline="always")
+def _gelu_tanh(x):
+    """max(x, -100) sigmoid(2z(clip(x, +-100)))."""
+    K = _k(x)
+    gate = _sigmoid(_gelu_tanh_two_z(_clip(x, K.gelu_tail)))
+    return (-K.gelu_tail if x < -K.gelu_tail else x) * gate
+
+
+@njit(inline="always")
+def _gelu_tanh_backward(g, x):
+    """g (s + xc 2 s (1 - s) z'), s = sigmoid(2z), 1 - s = sigmoid(-2z), z' = sqrt(2/pi) (1 + 3 0.044715 xc^2)."""
+    K = _k(x)
+    xc = _clip(x, K.gelu_tail)
+    s, s_neg = _sigmoid_pair(_gelu_tanh_two_z(xc))
+    dz = K.sqrt_2_over_pi * (K.one + K.three_cubic * xc * xc)
+    return g * (s + xc * K.two * s * s_neg * dz)
+
+
+@njit(inline="always")
+def _swish(x, beta):
+    """x sigmoid(beta x), 0 where the sigmoid is exactly 0 (no -inf * 0)."""
+    K = _k(x)
+    s = _sigmoid(beta * x)
+    return x * s if s != K.zero else K.zero
+
+
+@njit(inline="always")
+def _swish_backward(g, x, beta):
+    """g (s + bx s (1 - s)), bx = clip(beta x, +-800), s = sigmoid(bx)."""
+    bx = _clip(beta * x, _k(x).logistic_tail)
+    s, s_neg = _sigmoid_pair(bx)
+    return g * (s + bx * s * s_neg)
+
+
+# ---------------------------------------------------------------- parallel drivers
+# Each op's loop is its own compiled function (one vectorised loop per unit of LLVM optimisation: one large
+# function holding every loop vectorised some of them badly); the parallel drivers call them per chunk.
+# error_model="numpy": x / 0 gives inf or NaN as in NumPy, with no per-division check to stop vectorisation.
+
+
+def _map_x(f):
+    @njit(error_model="numpy")
+    def loop(x, y, beta):
+        for i in range(x.size):
+            y[i] = f(x[i])
+
+    return loop
+
+
+def _map_x_beta(f):
+    @njit(error_model="numpy")
+    def loop(x, y, beta):
+        for i in range(x.size):
+            y[i] = f(x[i], beta)
+
+    return loop
+
+
+def _map_g_c(f):
+    @njit(error_model="numpy")
+    def loop(g, c, dx, beta):
+        for i in range(g.size):
+            dx[i] = f(g[i], c[i])
+
+    return loop
+
+
+def _map_g_c_beta(f):
+    @njit(error_model="numpy")
+    def loop(g, c, dx, beta):
+        for i in range(g.size):
+            dx[i] = f(g[i], c[i], beta)
+
+    return loop
+
+
+_sigmoid_loop, _sigmoid_backward_loop = _map_x(_sigmoid), _map_g_c(_sigmoid_backward)
+_tanh_loop, _tanh_backward_loop = _map_x(_tanh), _map_g_c(_tanh_backward)
+_relu_loop, _relu_backward_loop = _map_x(_relu), _map_g_c(_relu_backward)
+_gelu_erf_loop, _gelu_erf_backward_loop = _map_x(_gelu_erf), _map_g_c(_gelu_erf_backward)
+_gelu_tanh_loop, _gelu_tanh_backward_loop = _map_x(_gelu_tanh), _map_g_c(_gelu_tanh_backward)
+_swish_loop, _swish_backward_loop = _map_x_beta(_swish), _map_g_c_beta(_swish_backward)
+
+
+@njit(parallel=True, cache=True)
+def _forward_kernel(op, x, y, beta):
+    """y = f(x) over 1-D contiguous arrays, in parallel chunks; op selects f."""
+    n = x.size
+    for chunk in prange((n + _CHUNK - 1) // _CHUNK):
+        lo = chunk * _CHUNK
+        hi = min(lo + _CHUNK, n)
+        if op == _SIGMOID:
+            _sigmoid_loop(x[lo:hi], y[lo:hi], beta)
+        elif op == _TANH:
+            _tanh_loop(x[lo:hi], y[lo:hi], beta)
+        elif op == _RELU:
+            _relu_loop(x[lo:hi], y[lo:hi], beta)
+        elif op == _GELU_ERF:
+            _gelu_erf_loop(x[lo:hi], y[lo:hi], beta)
+        elif op == _GELU_TANH:
+            _gelu_tanh_loop(x[lo:hi], y[lo:hi], beta)
+        else:
+            _swish_loop(x[lo:hi], y[lo:hi], beta)
+
+
+@njit(parallel=True, cache=True)
+def _backward_kernel(op, g, c, dx, beta):
+    """dx = g * f'(.) from the cached c, in parallel chunks."""
+    n = g.size
+    for chunk in prange((n + _CHUNK - 1) // _CHUNK):
+        lo = chunk * _CHUNK
+        hi = min(lo + _CHUNK, n)
+        if op == _SIGMOID:
+            _sigmoid_backward_loop(g[lo:hi], c[lo:hi], dx[lo:hi], beta)
+        elif op == _TANH:
+            _tanh_backward_loop(g[lo:hi], c[lo:hi], dx[lo:hi], beta)
+        elif op == _RELU:
+            _relu_backward_loop(g[lo:hi], c[lo:hi], dx[lo:hi], beta)
+        elif op == _GELU_ERF:
+            _gelu_erf_backward_loop(g[lo:hi], c[lo:hi], dx[lo:hi], beta)
+        elif op == _GELU_TANH:
+            _gelu_tanh_backward_loop(g[lo:hi], c[lo:hi], dx[lo:hi], beta)
+        else:
+            _swish_backward_loop(g[lo:hi], c[lo:hi], dx[lo:hi], beta)
+
+
+# ---------------------------------------------------------------- softmax rows
+
+
+@njit(inline="always")
+def _order_key(value):
+    """An integer that orders like the float (negative floats' bits reversed); an involution."""
+    K = _k(value)
+    b = _float_bits(value)
+    return b ^ ((b >> K.sign_shift) & K.low_mask)
+
+
+@njit(inline="always")
+def _row_max(row):
+    """max(row) through the integer keys: vectorises without fast-math (a positive NaN wins; any other NaN
+    still makes the whole row NaN through the row sum, as in the reference)."""
+    best = _order_key(row[0])
+    for j in range(1, row.size):
+        key = _order_key(row[j])
+        best = key if key > best else best
+    K = _k(row[0])
+    return _bits_float(row[0], best ^ ((best >> K.sign_shift) & K.low_mask))
+
+
+@njit(fastmath={"reassoc"})
+def _row_sum(row):
+    """sum(row) in float64 (reassociation lets the loop vectorise; it never changes a NaN or inf result)."""
+    total = 0.0
+    for j in range(row.size):
+        total += row[j]
+    return total
+
+
+@njit(fastmath={"reassoc"})
+def _row_dot(a, b):
+    """sum(a * b) in float64, as _row_sum."""
+    total = 0.0
+    for j in range(a.size):
+        total += a[j] * b[j]
+    return total
+
+
+@njit(parallel=True, cache=True)
+def _softmax_forward_kernel(log, x, y):
+    """Rows of x (rows, k): softmax = e / sum(e), or log_softmax = (x - m) - log sum(e); e = exp(x - m)."""
+    for r in prange(x.shape[0]):
+        xr = x[r]
+        yr = y[r]
+        m = _row_max(xr)
+        for j in range(xr.size):
+            yr[j] = _exp(xr[j] - m)
+        total = _row_sum(yr)
+        if log:
+            lse = _cast_like(m, math.log(total))
+            for j in range(xr.size):
+                yr[j] = (xr[j] - m) - lse
+        else:
+            denominator = _cast_like(m, total)
+            for j in range(xr.size):
+                yr[j] = yr[j] / denominator
+
+
+@njit(parallel=True, cache=True)
+def _softmax_backward_kernel(log, g, y, dx):
+    """Rows: softmax dx = y (g - sum(g y)); log_softmax dx = g - exp(y) sum(g)."""
+    for r in prange(g.shape[0]):
+        gr = g[r]
+        yr = y[r]
+        dr = dx[r]
+        if log:
+            total = _cast_like(gr[0], _row_sum(gr))
+            for j in range(gr.size):
+                dr[j] = gr[j] - _exp(yr[j]) * total
+        else:
+            dot = _cast_like(gr[0], _row_dot(gr, yr))
+            for j in range(gr.size):
+                dr[j] = yr[j] * (gr[j] - dot)
+
+
+# ---------------------------------------------------------------- Python entry points
+
+
+def _parse(name, params):
+    """Validate the name and its keyword parameters; return (op code or None for softmax rows, beta, axis)."""
+    if name not in CACHED:
+        raise ValueError(f"name must be one of {sorted(CACHED)}, got {name!r}")
+    allowed = _PARAMS.get(name, ())
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise TypeError(f"{name} takes no parameter {unknown[0]!r} (its parameters: {list(allowed) or 'none'})")
+    if name in ("softmax", "log_softmax"):
+        return None, 1.0, params.get("axis", -1)
+    if name == "gelu":
+        approximate = _check_approximate(params.get("approximate", "none"))
+        return (_GELU_ERF if approximate == "none" else _GELU_TANH), 1.0, None
+    if name in ("swish", "silu"):
+        return _SWISH, float(params.get("beta", 1.0)), None
+    return {"sigmoid": _SIGMOID, "tanh": _TANH, "relu": _RELU}[name], 1.0, None
+
+
+def _as_rows(array, axis):
+    """(rows, k) C-contiguous view/copy of `array` with `axis` last, and the moved shape."""
+    moved = np.moveaxis(array, axis, -1) if array.ndim else array.reshape(1)
+    return np.ascontiguousarray(moved).reshape(-1, moved.shape[-1]), moved.shape
+
+
+def _from_rows(rows, moved_shape, ndim, axis):
+    out = rows.reshape(moved_shape)
+    return np.moveaxis(out, -1, axis) if ndim else out.reshape(())
+
+
+def _check_axis(axis, ndim):
+    axis = int(axis)
+    if not -max(ndim, 1) <= axis < max(ndim, 1):
+        raise ValueError(f"axis {axis} is out of bounds for an array of dimension {ndim}")
+    return axis
+
+
+def forward(name, x, **params):
+    """y = name(x): the activation's value, same shape and dtype as x (see the module docstring).
+
+    Example: forward("gelu", x, approximate="tanh"), forward("softmax", x, axis=1).
+    """
+    op, beta, axis = _parse(name, params)
+    x = as_float_array(x)
+    if op is None:
+        axis = _check_axis(axis, x.ndim)
+        if x.size == 0:
+            return np.empty_like(x)
+        rows, moved_shape = _as_rows(x, axis)
+        out = np.empty_like(rows)
+        _softmax_forward_kernel(name == "log_softmax", rows, out)
+        return _from_rows(out, moved_shape, x.ndim, axis)
+    y = np.empty(x.shape, x.dtype)
+    if x.size:
+        _forward_kernel(op, np.ascontiguousarray(x).reshape(-1), y.reshape(-1), x.dtype.type(beta))
+    return y
+
+
+def backward(name, grad_output, cached, **params):
+    """dL/dx of name's forward, from dL/dy = grad_output and the forward's cached array (CACHED[name]).
+
+    Same shape as grad_output; dtype: the common dtype of grad_output and cached.
+    """
+    op, beta, axis = _parse(name, params)
+    g = as_float_array(grad_output, "grad_output")
+    c = as_float_array(cached, "cached")
+    check_same_shape(g, c, "grad_output", "cached")
+    dtype = np.result_type(g, c)
+    g, c = g.astype(dtype, copy=False), c.astype(dtype, copy=False)
+    if op is None:
+        axis = _check_axis(axis, g.ndim)
+        if g.size == 0:
+            return np.empty_like(g)
+        g_rows, moved_shape = _as_rows(g, axis)
+        c_rows, _ = _as_rows(c, axis)
+        out = np.empty_like(g_rows)
+        _softmax_backward_kernel(name == "log_softmax", g_rows, c_rows, out)
+        return _from_rows(out, moved_shape, g.ndim, axis)
+    dx = np.empty(g.shape, dtype)
+    if g.size:
+        _backward_kernel(
+            op,
+            np.ascontiguousarray(g).reshape(-1),
+            np.ascontiguousarray(c).reshape(-1),
+            dx.reshape(-1),
+            dtype.type(beta),
+        )
+    return dx
