@@ -12,7 +12,6 @@ import pytest
 import scipy.sparse as sp
 
 from recgrad import bench
-from recgrad.evaluation import full_ranking
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 HAS_IMPLICIT = importlib.util.find_spec("implicit") is not None
@@ -125,16 +124,6 @@ def test_synthetic_set_has_gowallas_shape_scaled():
     expected = round(0.01 * (bench.GOWALLA_SHAPE["train"] + bench.GOWALLA_SHAPE["test"]))
     assert total == expected
     assert dataset.train.multiply(dataset.test).nnz == 0
-
-
-def test_recall_helper_equals_full_ranking():
-    dataset = bench.synthetic_like_gowalla(scale=0.01)
-    rng = np.random.default_rng(0)
-    users = rng.standard_normal((dataset.train.shape[0], 8)).astype(np.float32)
-    items = rng.standard_normal((dataset.train.shape[1], 8)).astype(np.float32)
-    expected = full_ranking(lambda rows: users[rows] @ items.T, dataset.train, dataset.test, ks=(20,),
-                            metrics=("recall",))["recall@20"]
-    assert bench.recall_at_k(users, items, dataset.train, dataset.test) == pytest.approx(expected, rel=1e-12)
 
 
 def test_time_to_quality_records_the_first_evaluation_reaching_each_target():

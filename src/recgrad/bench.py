@@ -24,7 +24,8 @@ Cases (groups selectable with --cases):
                  Adam and with SparseAdam. Slow implementations run on a fixed number of
                  batches and are extrapolated to an epoch (the row says so).
     eval         full-ranking top-20 of every test user over every item, training items masked:
-                 recgrad's fused kernel, the NumPy reference (evaluation.full_ranking) and torch
+                 full_ranking with the numba engine (fused mask + top-K), with the numpy engine
+                 (the reference) and torch
                  (block matmul + masked topk), on the same factors.
     quality      time-to-quality (not with --quick): wall time until MF-BPR reaches Recall@20
                  0.1291 (NGCF's MF-BPR) and 0.1627 (reczoo's tuned MF-BPR) on Gowalla, and
@@ -42,6 +43,7 @@ probe's slices; the BLAS libraries found are listed in the output.
 
 import argparse
 import datetime
+import inspect
 import json
 import math
 import os
@@ -384,8 +386,6 @@ OPTIMIZERS = (
 
 
 def _has_fused(cls):
-    import inspect
-
     return "fused" in inspect.signature(cls.__init__).parameters
 
 
@@ -405,7 +405,6 @@ def bench_optim(results, sizes):
         for label, class_name, hyper, bytes_per_param in OPTIMIZERS:
             cls = getattr(optim, class_name)
             implementations = {}
-            keep = []  # optimizers and parameters stay alive for the whole case
             variants = [("recgrad fused", {"fused": True}, "kernel")] if _has_fused(cls) else []
             variants.append(("recgrad reference", {}, "reference"))
             kinds = {}
@@ -413,9 +412,7 @@ def bench_optim(results, sizes):
                 params = [Parameter(array.copy()) for array in data]
                 for param, grad in zip(params, grads):
                     param.grad = grad
-                optimizer = cls(params, **hyper, **extra)
-                keep.append(optimizer)
-                implementations[name] = optimizer.step
+                implementations[name] = cls(params, **hyper, **extra).step
                 kinds[name] = kind
             if torch is not None:
                 torch_class = getattr(torch.optim, class_name)
@@ -429,7 +426,6 @@ def bench_optim(results, sizes):
                     except (RuntimeError, ValueError) as error:
                         results.notes.append(f"{label}, {layout}: {name} unavailable ({error})")
                         continue
-                    keep.append(optimizer)
                     implementations[name] = optimizer.step
                     kinds[name] = "peer"
             times = compare(implementations, sizes.repeats)
@@ -439,7 +435,6 @@ def bench_optim(results, sizes):
                 results.add("optim", f"{label} step, {layout}", name, kinds[name], measured,
                             bytes_per_param * total, "GB/s", baseline,
                             note if name == "recgrad reference" else "")
-            del keep
 
 
 # --------------------------------------------------------------------------------------- data
@@ -646,6 +641,11 @@ def bench_mf(results, dataset, data_label, sizes, threads):
 
 
 # --------------------------------------------------------------------------------------- evaluation
+EVAL_KERNEL = "recgrad full_ranking (numba engine)"
+EVAL_REFERENCE = "recgrad full_ranking (numpy engine, reference)"
+EVAL_TORCH = "torch (matmul + masked topk)"
+
+
 def bench_eval(results, dataset, sizes):
     """Top-20 of every test user over every item with the training items masked, on random factors."""
     torch = _optional("torch")
@@ -658,16 +658,17 @@ def bench_eval(results, dataset, sizes):
     if sizes.eval_users is not None:
         users = users[: sizes.eval_users]
     block = default_block_size(n_items)
+
+    def evaluate(**engine):
+        return full_ranking(lambda rows: user_vectors[rows] @ item_vectors.T, train, test, ks=(TOP_K,),
+                            users=users, block_size=block, **engine)
+
     implementations = {}
-    topk = _kernel_module("topk")
-    if topk is not None:
-        def kernel():
-            for start in range(0, users.size, block):
-                rows = users[start : start + block]
-                topk.top_k_masked(user_vectors[rows] @ item_vectors.T, TOP_K, mask=train[rows], relevant=test[rows])
-        implementations["recgrad kernel (GEMM + fused mask/top-K)"] = kernel
-    implementations["recgrad reference (evaluation.full_ranking)"] = lambda: full_ranking(
-        lambda rows: user_vectors[rows] @ item_vectors.T, train, test, ks=(TOP_K,), users=users, block_size=block)
+    if "engine" in inspect.signature(full_ranking).parameters:
+        implementations[EVAL_KERNEL] = lambda: evaluate(engine="numba")
+        implementations[EVAL_REFERENCE] = lambda: evaluate(engine="numpy")
+    else:
+        implementations[EVAL_REFERENCE] = evaluate
     if torch is not None:
         user_tensor, item_tensor = torch.from_numpy(user_vectors), torch.from_numpy(item_vectors)
 
@@ -679,37 +680,22 @@ def bench_eval(results, dataset, sizes):
                 seen_rows = np.repeat(np.arange(rows.size), np.diff(seen.indptr))
                 scores[torch.from_numpy(seen_rows), torch.from_numpy(seen.indices.astype(np.int64))] = -math.inf
                 torch.topk(scores, TOP_K, dim=1)
-        implementations["torch (matmul + masked topk)"] = torch_topk
+        implementations[EVAL_TORCH] = torch_topk
     times = compare(implementations, max(1, sizes.repeats // 2))
-    baseline = "torch (matmul + masked topk)" if torch is not None else "recgrad reference (evaluation.full_ranking)"
+    baseline = EVAL_TORCH if torch is not None else EVAL_REFERENCE
     case = f"full ranking top-{TOP_K}, {users.size:,} users x {n_items:,} items"
     for name, measured in times.items():
-        kind = "peer" if name.startswith("torch") else ("kernel" if "kernel" in name else "reference")
+        kind = {EVAL_KERNEL: "kernel", EVAL_REFERENCE: "reference", EVAL_TORCH: "peer"}[name]
         results.add("eval", case, name, kind, measured, users.size, "users/s", baseline)
     results.notes.append(f"full ranking: random N(0, 0.01) factors of dim {DIM}, blocks of {block} users; the "
-                         "recgrad rows also compute the hits / metrics, torch only the top-K ids")
+                         "recgrad rows also compute Recall/NDCG@20 from the top-K, torch only the top-K ids")
 
 
 # --------------------------------------------------------------------------------------- quality
 def recall_at_k(user_vectors, item_vectors, train, test, k=TOP_K):
-    """Mean Recall@k over the users with a test item (training items masked), scores U V^T.
-
-    With the top-K kernel: hits from `top_k_masked` per block, Recall = hits / R (LightGCN's
-    definition, as recgrad.metrics); without it: `evaluation.full_ranking`.
-    """
-    users = np.flatnonzero(np.diff(test.indptr) > 0)
-    topk = _kernel_module("topk")
-    if topk is None:
-        return full_ranking(lambda rows: user_vectors[rows] @ item_vectors.T, train, test, ks=(k,),
-                            metrics=("recall",))[f"recall@{k}"]
-    block = default_block_size(train.shape[1])
-    total = 0.0
-    counts = np.diff(test.indptr)
-    for start in range(0, users.size, block):
-        rows = users[start : start + block]
-        _, _, hits = topk.top_k_masked(user_vectors[rows] @ item_vectors.T, k, mask=train[rows], relevant=test[rows])
-        total += float((hits.sum(axis=1) / counts[rows]).sum())
-    return total / users.size
+    """Mean Recall@k over the users with a test item, training items masked (evaluation.full_ranking)."""
+    return full_ranking(lambda rows: user_vectors[rows] @ item_vectors.T, train, test, ks=(k,),
+                        metrics=("recall",))[f"recall@{k}"]
 
 
 def time_to_quality(implementation, kind, train_epoch, factors, dataset, budget_seconds, targets=QUALITY_TARGETS,
@@ -854,7 +840,7 @@ def evaluate_targets(results):
     eval_cases = sorted({row["case"] for row in results.rows if row["group"] == "eval"})
     for case in eval_cases:
         mine = _best_recgrad(results, case)
-        torch_row = results.find(case, "torch (matmul + masked topk)")
+        torch_row = results.find(case, EVAL_TORCH)
         if mine is not None and torch_row is not None:
             fraction = mine["seconds"] / torch_row["seconds"]
             targets.append(_target(f"{case}: {mine['implementation']} time / torch time", "<= 0.6",
