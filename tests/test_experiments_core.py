@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from recgrad.experiments import activations_plot, depth
+from recgrad.experiments import activations_plot, cost, depth, dying_relu, init_distributions
 
 VERDICTS = {"holds", "holds with conditions", "does not hold"}
 MAX_FIGURE_BYTES = 200_000
@@ -51,6 +51,21 @@ def activations_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def depth_run(tmp_path_factory):
     return _run(depth, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def dying_run(tmp_path_factory):
+    return _run(dying_relu, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def cost_run(tmp_path_factory):
+    return _run(cost, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def init_run(tmp_path_factory):
+    return _run(init_distributions, tmp_path_factory)
 
 
 def test_activations_contract(activations_run):
@@ -115,3 +130,66 @@ def test_depth_relu_weight_gradients_are_scale_balanced(depth_run):
     results = depth_run[1]["numbers"]["results"]
     assert results["relu"]["xavier"]["summary"]["init"]["weight_grad_spread"] < 10.0
     assert np.isfinite(results["relu"]["kaiming"]["summary"]["trained"]["loss"])
+
+
+def test_dying_relu_contract(dying_run):
+    _check_contract(dying_relu, *dying_run)
+
+
+def test_relu_dies_at_a_large_learning_rate_only(dying_run):
+    results = dying_run[1]["numbers"]["results"]
+    assert results["relu"]["1"]["final_dead_fraction"] > 0.3
+    assert results["relu"]["0.01"]["final_dead_fraction"] == 0.0
+    assert results["relu"]["1"]["revived_fraction_of_ever_dead"] == 0.0
+    # A dead ReLU unit has exactly no gradient left; GELU and Swish keep a (tiny) one.
+    assert results["relu"]["1"]["revival_gradient_median"] == 0.0
+    for activation in ("gelu", "swish"):
+        assert results[activation]["0.01"]["final_dead_fraction"] == 0.0
+        assert results[activation]["1"]["revival_gradient_median"] > 0.0
+    assert _verdicts(dying_run[1])["ReLU can die"] == "holds with conditions"
+
+
+def test_cost_contract(cost_run):
+    _check_contract(cost, *cost_run)
+
+
+def test_cost_ratios(cost_run):
+    numbers = cost_run[1]["numbers"]
+    implementations = ["reference", "kernels"] if numbers["kernels_available"] else ["reference"]
+    assert sorted(numbers["ratio_to_relu"]) == sorted(implementations)
+    for impl in implementations:
+        assert numbers["ratio_to_relu"][impl]["relu"] == 1.0
+        assert all(value > 0.0 for value in numbers["ns_per_element"][impl].values())
+    # In NumPy, exact GELU (erfc, several passes) and Swish cost several times ReLU: a wide margin,
+    # robust to a loaded machine since the fastest of the repeats is kept.
+    assert numbers["ratio_to_relu"]["reference"]["gelu"] > 2.0
+    assert numbers["ratio_to_relu"]["reference"]["swish"] > 2.0
+    swish = next(c for c in cost_run[1]["claims"] if c["claim"].startswith("Swish is as cheap"))
+    assert swish["verdict"] != "holds"  # never cheap in the reference, so at most "with conditions"
+
+
+def test_init_contract(init_run):
+    _check_contract(init_distributions, *init_run)
+
+
+def test_init_distributions_match_formulas(init_run):
+    distributions = init_run[1]["numbers"]["distributions"]
+    for label, entry in distributions.items():
+        assert entry["std_rel_error"] < 0.02, label
+        assert entry["ks_pvalue"] > 1e-3, label
+        if entry["kind"] == "uniform":
+            assert entry["bound_rel_error"] < 0.02, label
+            assert entry["empirical_max_abs"] <= entry["formula_scale"], label
+    fan_out, fan_in = init_run[1]["numbers"]["weight_shape"]
+    assert distributions["xavier_uniform"]["formula_scale"] == pytest.approx(np.sqrt(6.0 / (fan_in + fan_out)))
+    assert distributions["kaiming_normal"]["formula_std"] == pytest.approx(np.sqrt(2.0 / fan_in))
+    assert distributions["linear_default"]["formula_scale"] == pytest.approx(1.0 / np.sqrt(fan_in))
+
+
+def test_init_signal_through_depth(init_run):
+    results = init_run[1]["numbers"]["signal"]["results"]
+    assert 0.5 <= results["relu"]["kaiming"]["last_over_first"] <= 2.0
+    assert results["relu"]["xavier"]["per_layer_factor"] == pytest.approx(0.5, abs=0.05)
+    assert results["tanh"]["xavier"]["last_over_first"] < 0.1  # gain 1 lets tanh's signal decay
+    assert results["tanh"]["xavier-gain-5/3"]["last_over_first"] > 0.1
+    assert results["sigmoid"]["xavier"]["signal_last_over_first"] < 1e-6

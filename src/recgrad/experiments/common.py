@@ -5,6 +5,7 @@ measures recgrad's core and nothing else. Figures use matplotlib's object API (`
 which renders with the Agg canvas and touches no global backend state.
 """
 
+import contextlib
 import json
 import math
 
@@ -12,7 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from threadpoolctl import threadpool_limits
 
-from recgrad import init, nn
+from recgrad import init, kernels, nn
 from recgrad.activations import log_softmax
 
 FIGURE_DPI = 100
@@ -129,14 +130,23 @@ def forward_backward(model, x, y):
     }
 
 
-def single_threaded_blas():
-    """A context in which BLAS uses one thread.
+@contextlib.contextmanager
+def single_threaded():
+    """A context in which BLAS and recgrad's compiled kernels use one thread each.
 
-    The experiments multiply small matrices (64 x 64) in long Python loops; a multi-threaded BLAS
-    spends more time synchronising than computing there, and on a shared machine its spinning
-    threads make a step 50 times slower. One thread also makes the runs bit-reproducible.
+    The experiments push small arrays (64 x 64) through long Python loops. A parallel region costs
+    more to start and synchronise than such an array costs to compute, and on a shared machine a
+    2-thread region waits milliseconds for its second thread: measured here, one 30-layer step took
+    50 times longer. One thread also makes every run bit-reproducible. The previous thread counts
+    are restored on exit.
     """
-    return threadpool_limits(limits=1, user_api="blas")
+    threads = kernels.get_num_threads()
+    kernels.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            yield
+    finally:
+        kernels.set_num_threads(threads)
 
 
 def figure(nrows, ncols, panel_width=3.0, panel_height=2.5):

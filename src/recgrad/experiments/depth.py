@@ -33,7 +33,7 @@ from recgrad.experiments.common import (
     linear_layers,
     mlp,
     save_figure,
-    single_threaded_blas,
+    single_threaded,
     write_result,
 )
 from recgrad.optim import SGD
@@ -264,7 +264,7 @@ def run(out_dir, quick=False, seed=0):
     """Train every activation x init configuration, draw the figures, and judge the claims."""
     s = _settings(quick)
     x, y = classification_task(s["samples"], s["width"], CLASSES, np.random.default_rng(seed))
-    with single_threaded_blas():
+    with single_threaded():
         results = {activation: {scheme: _train(activation, scheme, x, y, s, seed) for scheme in INIT_SCHEMES}
                    for activation in ACTIVATION_LAYERS}
     figures = [
