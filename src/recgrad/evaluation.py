@@ -1,9 +1,11 @@
 """Evaluation protocols: full ranking over the catalogue, the NCF sampled protocol, popularity.
 
-- ``top_k``: per-row top-K by ``np.argpartition`` (linear time) then a sort of the K only.
+- ``top_k``: per-row top-K in NumPy (a sampled threshold, then a stable sort of the few
+  candidates): the readable reference of the tie rule and the test oracle of the kernel.
 - ``full_ranking``: the LightGCN/NGCF protocol (score every item, mask the user's training
   items, take the top K, average Recall/NDCG/... over the users with a test item), in blocks
-  of users so memory stays bounded whatever the number of users.
+  of users so memory stays bounded whatever the number of users; the mask and the top K run
+  in the compiled kernel ``recgrad.kernels.topk`` (``engine="numba"``) or in NumPy.
 - ``sampled_ranking``: the NCF protocol (rank the held-out item among 99 given negatives).
 - ``popularity_scores`` / ``evaluate_popularity`` / ``evaluate_popularity_sampled``: the
   most-popular baseline under the same protocols, to print beside every model.
@@ -124,26 +126,29 @@ def full_ranking(
 
     For each block of test users (users with >= 1 test item, optionally restricted to
     ``users``): ``scores = score_fn(block)``, shape (len(block), n_items), e.g.
-    ``lambda u: U[u] @ V.T``; the user's training items are set to -inf; the top K = max(ks)
-    items are taken with ``top_k`` (ties: lower item id first); masked items are never counted
-    (an id whose score is -inf becomes the padding -1). Per-user metric values from
-    ``recgrad.metrics`` are averaged over all evaluated users.
+    ``lambda u: U[u] @ V.T``; the user's training items are excluded; the top K = max(ks)
+    items are taken (higher score first, ties by lower item id: the ``top_k`` rule); an item
+    scoring -inf is never listed (a short list ends with the padding -1). Per-user metric
+    values from ``recgrad.metrics`` are averaged over all evaluated users.
 
-    Memory: one block of scores plus top_k's temporaries (a bool array of the block's size and
-    the candidates, about k * n_items / max(2048, 8k) per user). ``block_size=None``
-    picks ``default_block_size(n_items)``: 64 MiB of float32 scores (409 users on Gowalla's
-    40,981 items); a float64 score_fn doubles that.
+    engine: "numba" (default) runs the masking and the top K in one compiled pass per block,
+    parallel over the users (``recgrad.kernels.topk.top_k_masked``: each row is scanned once,
+    its training items skipped, a sorted buffer of K kept; nothing is written into the scores).
+    "numpy" is the reference: write -inf into the training items, ``top_k``, then turn ids
+    scoring -inf into -1. Both give the same ids, hence the same metrics, on float32 and
+    float64 scores (tested), and both raise ValueError when a score outside the mask is NaN.
 
-    In-place contract: the masking writes -inf into the array ``score_fn`` returns when that
-    array is writeable and owns its memory, which saves a copy of every block. A fresh
-    ``U[u] @ V.T`` is such an array; a view or a read-only array (e.g. ``np.broadcast_to``) is
-    copied first. Do not return an array you keep and reuse.
+    Memory: one block of scores (plus, with engine="numpy", top_k's temporaries: a bool array
+    of the block's size and the candidates, about k * n_items / max(2048, 8k) per user).
+    ``block_size=None`` picks ``default_block_size(n_items)``: 64 MiB of float32 scores (409
+    users on Gowalla's 40,981 items); a float64 score_fn doubles that. Timings by block size
+    and BLAS threads: docs/kernels.md.
 
-    engine: "numba" (default) runs the masking and the top K in one compiled pass per block
-    (``recgrad.kernels.topk.top_k_masked``: the training items are skipped, nothing is written
-    into the scores, no temporaries); "numpy" runs the reference above (write -inf, ``top_k``).
-    Both give the same ids, hence the same metrics, on float32 and float64 scores; both raise
-    ValueError when a score outside the mask is NaN.
+    In-place contract (engine="numpy" only): the masking writes -inf into the array
+    ``score_fn`` returns when that array is writeable and owns its memory, which saves a copy
+    of every block. A fresh ``U[u] @ V.T`` is such an array; a view or a read-only array (e.g.
+    ``np.broadcast_to``) is copied first. Do not return an array you keep and reuse. The
+    "numba" engine only reads the scores (a non-contiguous array is copied).
 
     Returns ``{"recall@20": float, ..., "users": int}``. Results do not depend on the block
     size when ``score_fn`` is row-wise exact (BLAS may round a GEMM differently per shape).
