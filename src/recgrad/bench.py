@@ -43,14 +43,12 @@ probe's slices; the BLAS libraries found are listed in the output.
 
 import argparse
 import datetime
-import inspect
 import json
 import math
 import os
 import platform
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -64,6 +62,8 @@ from recgrad.data import Dataset, load_lightgcn
 from recgrad.data.dataset import interactions_to_csr
 from recgrad.data.splits import random_holdout
 from recgrad.evaluation import default_block_size, full_ranking
+from recgrad.kernels import activations as activation_kernels
+from recgrad.kernels.mf import FusedMFTrainer
 from recgrad.models import MF
 from recgrad.nn.module import Parameter
 from recgrad.training import Trainer
@@ -209,14 +209,6 @@ def _optional(name):
         return None
 
 
-def _kernel_module(name):
-    """recgrad.kernels.<name> once that kernel has landed, else None (the rows then say "reference")."""
-    try:
-        return __import__(f"recgrad.kernels.{name}", fromlist=[name])
-    except ImportError:
-        return None
-
-
 def machine_info(threads):
     """CPU model, cores, library versions and the BLAS thread pools, for the report."""
     model = platform.processor() or "unknown"
@@ -316,10 +308,8 @@ def reference_activation(name):
 
 
 def kernel_activation(name):
-    """recgrad's compiled forward + backward, (x, dy) -> (y, dx), or None before the kernel lands."""
-    module = _kernel_module("activations")
-    if module is None:
-        return None
+    """recgrad's compiled forward + backward (recgrad.kernels.activations): (x, dy) -> (y, dx)."""
+    module = activation_kernels
     kernel_name, params = {"gelu_tanh": ("gelu", {"approximate": "tanh"})}.get(name, (name, {}))
     keeps_output = module.CACHED[kernel_name] == "output"
 
@@ -358,11 +348,10 @@ def bench_activations(results, sizes):
         xt = torch.from_numpy(x.copy()).requires_grad_(True)
         dyt = torch.from_numpy(dy)
     for name in ACTIVATIONS:
-        implementations = {}
-        kernel = kernel_activation(name)
-        if kernel is not None:
-            implementations["recgrad kernel"] = lambda kernel=kernel: kernel(x, dy)
-        implementations["recgrad reference (NumPy)"] = lambda f=reference_activation(name): f(x, dy)
+        implementations = {
+            "recgrad kernel": lambda f=kernel_activation(name): f(x, dy),
+            "recgrad reference (NumPy)": lambda f=reference_activation(name): f(x, dy),
+        }
         if torch is not None:
             implementations["torch autograd"] = lambda f=torch_activation(torch, name): f(xt, dyt)
         times = compare(implementations, sizes.repeats)
@@ -370,8 +359,7 @@ def bench_activations(results, sizes):
         case = f"{ACTIVATION_LABELS[name]} fwd+bwd"
         for impl, measured in times.items():
             kind = "peer" if impl.startswith("torch") else ("kernel" if impl == "recgrad kernel" else "reference")
-            note = "" if kernel is not None or impl != "recgrad reference (NumPy)" else "no kernel yet"
-            results.add("activations", case, impl, kind, measured, ACTIVATION_BYTES * n, "GB/s", baseline, note)
+            results.add("activations", case, impl, kind, measured, ACTIVATION_BYTES * n, "GB/s", baseline)
 
 
 # --------------------------------------------------------------------------------------- optim
@@ -383,10 +371,6 @@ OPTIMIZERS = (
     ("Adam AMSGrad", "Adam", {"lr": 1e-3, "amsgrad": True}, 36),
     ("AdamW", "AdamW", {"lr": 1e-3, "weight_decay": 1e-2}, 28),
 )
-
-
-def _has_fused(cls):
-    return "fused" in inspect.signature(cls.__init__).parameters
 
 
 def bench_optim(results, sizes):
@@ -405,10 +389,9 @@ def bench_optim(results, sizes):
         for label, class_name, hyper, bytes_per_param in OPTIMIZERS:
             cls = getattr(optim, class_name)
             implementations = {}
-            variants = [("recgrad fused", {"fused": True}, "kernel")] if _has_fused(cls) else []
-            variants.append(("recgrad reference", {}, "reference"))
             kinds = {}
-            for name, extra, kind in variants:
+            for name, extra, kind in (("recgrad fused", {"fused": True}, "kernel"),
+                                      ("recgrad reference", {}, "reference")):
                 params = [Parameter(array.copy()) for array in data]
                 for param, grad in zip(params, grads):
                     param.grad = grad
@@ -430,11 +413,9 @@ def bench_optim(results, sizes):
                     kinds[name] = "peer"
             times = compare(implementations, sizes.repeats)
             baseline = "torch fused=True" if "torch fused=True" in times else "recgrad reference"
-            note = "" if "recgrad fused" in times else "no fused kernel yet"
             for name, measured in times.items():
                 results.add("optim", f"{label} step, {layout}", name, kinds[name], measured,
-                            bytes_per_param * total, "GB/s", baseline,
-                            note if name == "recgrad reference" else "")
+                            bytes_per_param * total, "GB/s", baseline)
 
 
 # --------------------------------------------------------------------------------------- data
@@ -585,12 +566,9 @@ FUSED_LABELS = {"sgd": "recgrad fused hogwild SGD", "sparse_adam": "recgrad fuse
 
 
 def fused_trainer(dataset, optimizer, seed=0):
-    """(model, FusedMFTrainer) with FUSED_RECIPES[optimizer], or (None, None) before the MF kernel lands."""
-    module = _kernel_module("mf")
-    if module is None:
-        return None, None
+    """(model, FusedMFTrainer) for a fresh MF with FUSED_RECIPES[optimizer]."""
     model = MF(dataset.train.shape[0], dataset.train.shape[1], DIM, rng=seed)
-    return model, module.FusedMFTrainer(model, dataset.train, loss="bpr", seed=seed, **FUSED_RECIPES[optimizer])
+    return model, FusedMFTrainer(model, dataset.train, loss="bpr", seed=seed, **FUSED_RECIPES[optimizer])
 
 
 def bench_mf(results, dataset, data_label, sizes, threads):
@@ -608,9 +586,6 @@ def bench_mf(results, dataset, data_label, sizes, threads):
         rows.append(("sgd", name, "peer", measured, f"{model.factors} factors + an item bias"))
     for optimizer, path in (("sgd", "sgd"), ("sparse_adam", "adam")):
         _, trainer = fused_trainer(dataset, optimizer)
-        if trainer is None:
-            results.notes.append(f"{FUSED_LABELS[optimizer]}: no MF kernel yet")
-            continue
         kernel_seconds = []
         measured = compare({"fused": lambda: kernel_seconds.append(trainer.train_epoch()["seconds"])},
                            sizes.epoch_repeats)["fused"]
@@ -663,12 +638,7 @@ def bench_eval(results, dataset, sizes):
         return full_ranking(lambda rows: user_vectors[rows] @ item_vectors.T, train, test, ks=(TOP_K,),
                             users=users, block_size=block, **engine)
 
-    implementations = {}
-    if "engine" in inspect.signature(full_ranking).parameters:
-        implementations[EVAL_KERNEL] = lambda: evaluate(engine="numba")
-        implementations[EVAL_REFERENCE] = lambda: evaluate(engine="numpy")
-    else:
-        implementations[EVAL_REFERENCE] = evaluate
+    implementations = {EVAL_KERNEL: lambda: evaluate(engine="numba"), EVAL_REFERENCE: lambda: evaluate(engine="numpy")}
     if torch is not None:
         user_tensor, item_tensor = torch.from_numpy(user_vectors), torch.from_numpy(item_vectors)
 
@@ -756,9 +726,8 @@ def bench_quality(results, dataset, data_label, budget_seconds, threads):
     runs = []
     for optimizer in ("sgd", "sparse_adam"):
         model, trainer = fused_trainer(dataset, optimizer)
-        if trainer is not None:
-            runs.append((FUSED_LABELS[optimizer], "kernel", trainer.train_epoch,
-                         lambda model=model: (model.user_factors(), model.item_factors())))
+        runs.append((FUSED_LABELS[optimizer], "kernel", trainer.train_epoch,
+                     lambda model=model: (model.user_factors(), model.item_factors())))
     if implicit is not None:
         model = implicit_model(implicit, threads)
         runs.append(("implicit BPR (hogwild SGD)", "peer", lambda: model.fit(dataset.train, show_progress=False),
@@ -779,26 +748,19 @@ def _speedup(results, case, implementation, peer):
     return theirs["seconds"] / mine["seconds"]
 
 
-def _best_recgrad(results, case):
-    """The kernel row of a case, else its reference row (the target is then judged on the reference)."""
-    rows = [row for row in results.case_rows(case) if row["kind"] in ("kernel", "reference")]
-    rows.sort(key=lambda row: row["kind"] != "kernel")
-    return rows[0] if rows else None
-
-
 def evaluate_targets(results):
     """Issue 4's targets, each met / missed / None (not measured), with the numbers."""
     targets = []
     copy = copy_bandwidth(results)
     for name in ACTIVATIONS:
         case = f"{ACTIVATION_LABELS[name]} fwd+bwd"
-        mine = _best_recgrad(results, case)
+        mine = results.find(case, "recgrad kernel")
         torch_row = results.find(case, "torch autograd")
         if mine is None:
             continue
         if torch_row is not None:
             ratio = torch_row["seconds"] / mine["seconds"]
-            targets.append(_target(f"{case}: {mine['implementation']} vs torch autograd", ">= 3x",
+            targets.append(_target(f"{case}: recgrad kernel vs torch autograd", ">= 3x",
                                    f"{ratio:.2f}x ({mine['throughput']:.1f} vs {torch_row['throughput']:.1f} GB/s)",
                                    ratio >= 3.0))
         if copy is not None:
@@ -813,14 +775,12 @@ def evaluate_targets(results):
         if goal is None:
             continue
         ratio = _speedup(results, case, "recgrad fused", "torch fused=True")
-        mine = results.find(case, "recgrad fused") or results.find(case, "recgrad reference")
         if ratio is None:
-            fallback = _speedup(results, case, "recgrad reference", "torch fused=True")
-            measured = "no fused kernel" + (f"; reference {fallback:.2f}x" if fallback is not None else "")
-            targets.append(_target(f"{case}: recgrad vs torch fused=True", f">= {goal:g}x", measured, False))
             continue
+        mine, theirs = results.find(case, "recgrad fused"), results.find(case, "torch fused=True")
         targets.append(_target(f"{case}: recgrad fused vs torch fused=True", f">= {goal:g}x",
-                               f"{ratio:.2f}x ({mine['throughput']:.1f} GB/s)", ratio >= goal))
+                               f"{ratio:.2f}x ({mine['throughput']:.1f} vs {theirs['throughput']:.1f} GB/s)",
+                               ratio >= goal))
     sgd_case, adam_case = "MF-BPR epoch, SGD path", "MF-BPR epoch, Adam path"
     for case, mine, peer, goal in (
         (sgd_case, "recgrad fused hogwild SGD", "implicit BPR (hogwild SGD)", 1.3),
@@ -829,21 +789,18 @@ def evaluate_targets(results):
         (adam_case, "recgrad fused minibatch Adam", "torch SparseAdam", 5.0),
     ):
         ratio = _speedup(results, case, mine, peer)
-        if results.find(case, peer) is None:
-            continue
         if ratio is None:
-            targets.append(_target(f"MF-BPR samples/s: {mine} vs {peer}", f">= {goal:g}x", "no fused kernel", False))
-        else:
-            a, b = results.find(case, mine)["throughput"], results.find(case, peer)["throughput"]
-            targets.append(_target(f"MF-BPR samples/s: {mine} vs {peer}", f">= {goal:g}x",
-                                   f"{ratio:.2f}x ({a:.2f} vs {b:.3f} M/s)", ratio >= goal))
+            continue
+        a, b = results.find(case, mine)["throughput"], results.find(case, peer)["throughput"]
+        targets.append(_target(f"MF-BPR samples/s: {mine} vs {peer}", f">= {goal:g}x",
+                               f"{ratio:.2f}x ({a:.2f} vs {b:.3f} M/s)", ratio >= goal))
     eval_cases = sorted({row["case"] for row in results.rows if row["group"] == "eval"})
     for case in eval_cases:
-        mine = _best_recgrad(results, case)
+        mine = results.find(case, EVAL_KERNEL)
         torch_row = results.find(case, EVAL_TORCH)
         if mine is not None and torch_row is not None:
             fraction = mine["seconds"] / torch_row["seconds"]
-            targets.append(_target(f"{case}: {mine['implementation']} time / torch time", "<= 0.6",
+            targets.append(_target(f"{case}: recgrad numba engine time / torch time", "<= 0.6",
                                    f"{fraction:.2f} ({mine['seconds']:.2f} s vs {torch_row['seconds']:.2f} s)",
                                    fraction <= 0.6))
     best = {record["implementation"]: record["best_recall"] for record in results.quality}
