@@ -19,7 +19,7 @@ import scipy.sparse
 
 from recgrad._arrays import as_float_array
 from recgrad.kernels.topk import top_k_masked
-from recgrad.metrics import METRIC_NAMES, _check_ks, _check_metric_names, per_user_metrics
+from recgrad.metrics import _FROM_HITS, METRIC_NAMES, _check_ks, _check_metric_names, per_user_metrics
 
 # Default memory budget for one block of full-ranking scores: 64 MiB of float32.
 SCORE_BLOCK_BYTES = 64 * 2**20
@@ -177,8 +177,11 @@ def full_ranking(
     for start in range(0, eval_users.size, block_size):
         block = eval_users[start : start + block_size]
         scores = _block_scores(score_fn, block, n_items, in_place=engine == "numpy")
-        if engine == "numba":
-            ids, _, _ = top_k_masked(scores, k, mask=train[block] if exclude_train else None)
+        relevant = test[block]
+        if engine == "numba":  # the kernel also marks the hits, so no hit_matrix lookup
+            _, _, hits = top_k_masked(scores, k, mask=train[block] if exclude_train else None, relevant=relevant)
+            n_relevant = np.diff(relevant.indptr)
+            values = {f"{name}@{kk}": _FROM_HITS[name](hits, n_relevant, kk) for name in names for kk in ks}
         else:
             if exclude_train:
                 sub = train[block]
@@ -186,8 +189,9 @@ def full_ranking(
                 scores[rows, sub.indices] = -np.inf
             ids, vals = top_k(scores, k)
             ids[np.isneginf(vals)] = -1
-        for key, values in per_user_metrics(ids, test[block], ks, names).items():
-            collected[key].append(values)
+            values = per_user_metrics(ids, relevant, ks, names)
+        for key, value in values.items():
+            collected[key].append(value)
     result = {
         key: float(np.concatenate(parts).mean()) if eval_users.size else float("nan")
         for key, parts in collected.items()
