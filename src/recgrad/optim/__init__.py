@@ -3,6 +3,9 @@
 Dense: `SGD`, `Adam`, `AdamW` update every parameter entry. Lazy: `SparseAdam` updates only the rows
 of an embedding table present in its `RowSparseGrad` (and `SGD` accepts a RowSparseGrad without
 momentum or weight decay). Schedulers: `StepLR`, `ExponentialLR`, `CosineAnnealingLR`, `LinearLR`.
+
+Every optimizer takes `fused=None` (PyTorch's name): True runs a single-pass compiled step from
+`recgrad.kernels.optim` with the same numbers and the same state; see `Optimizer` and docs/kernels.md.
 """
 
 from recgrad.optim.adam import Adam
