@@ -319,3 +319,27 @@ def test_kernel_wrappers_validate_their_arrays():
     with pytest.raises(ValueError, match="writeable"):
         kernels.sgd_step(read_only, np.zeros(3), None, lr=0.1)
     np.testing.assert_array_equal(p, 0.0)  # nothing was written by a refused call
+
+
+@pytest.mark.parametrize("cls,kwargs", [(Adam, {"lr": 0.1, "amsgrad": True, "weight_decay": 0.1}),
+                                        (AdamW, {"lr": 0.1, "amsgrad": True}),
+                                        (SGD, {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.1})],
+                         ids=["Adam", "AdamW", "SGD"])
+def test_non_finite_gradients_propagate_as_in_the_reference(cls, kwargs):
+    """NaN and inf in a gradient (and the NaN they leave in v and v_max) give the reference's values
+    at every position, including np.maximum's NaN propagation in AMSGrad."""
+    grads = [np.array([1.0, np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-30, 2.0]),
+             np.array([0.5, 1.0, 1.0, 1.0, -0.0, 0.0, 1e30, np.nan])]
+    results = []
+    for fused in (False, True):
+        w = Parameter(np.linspace(-1.0, 1.0, 8))
+        opt = cls([w], **kwargs, fused=fused)
+        with np.errstate(invalid="ignore", over="ignore"):
+            for grad in grads:
+                w.grad = grad
+                opt.step()
+        results.append((w.data, opt.state[0]))
+    (reference, reference_state), (fused, fused_state) = results
+    assert np.isnan(fused).any()
+    np.testing.assert_array_equal(fused, reference)
+    assert_same_state({0: fused_state}, {0: reference_state})
