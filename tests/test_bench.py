@@ -142,4 +142,23 @@ def test_time_to_quality_records_the_first_evaluation_reaching_each_target():
     never = bench.time_to_quality("fake", "kernel", lambda: None, lambda: perfect, dataset,
                                   budget_seconds=1e-9, targets=(1.5,))
     assert never[0]["wall_seconds"] is None and never[0]["epochs_run"] == 1
-    assert "not reached" in bench._quality_line(never[0])
+    assert "not reached: best 1.0000 after 1 epochs" in bench._quality_line(never[0])
+
+
+def test_cosine_epochs_anneal_the_lr_to_zero_over_the_schedule():
+    class Hogwild:  # FusedMFTrainer's hogwild mode keeps lr on the trainer and has no optimizer
+        optimizer = None
+        lr = None
+
+        def __init__(self):
+            self.seen = []
+
+        def train_epoch(self):
+            self.seen.append(self.lr)
+            return {}
+
+    trainer = Hogwild()
+    step = bench.cosine_epochs(trainer, 0.4, epochs=4)
+    for _ in range(4):
+        step()
+    assert trainer.seen == pytest.approx([0.4, 0.2 * (1 + np.cos(np.pi / 4)), 0.2, 0.2 * (1 + np.cos(3 * np.pi / 4))])

@@ -556,19 +556,41 @@ def implicit_model(implicit, threads, seed=0):
     return BayesianPersonalizedRanking(factors=DIM, iterations=1, num_threads=threads, random_state=seed)
 
 
-# The fused trainers' settings, for the epoch timings and the time-to-quality runs (MF-BPR, dim 64,
-# one uniform negative per positive, positives re-drawn).
+# The fused trainers' settings for the epoch timings (MF-BPR, dim 64, one uniform negative per positive,
+# positives re-drawn); the SGD one is also the hogwild time-to-quality recipe.
 FUSED_RECIPES = {
     "sgd": {"optimizer": "sgd", "lr": 0.05, "l2": 0.01},
     "sparse_adam": {"optimizer": "sparse_adam", "lr": 0.01, "l2": 1e-4, "batch_size": BATCH_SIZE},
 }
 FUSED_LABELS = {"sgd": "recgrad fused hogwild SGD", "sparse_adam": "recgrad fused minibatch Adam"}
+# Time-to-quality: (label, FusedMFTrainer settings, epochs of a cosine lr schedule down to 0, or None for
+# a constant lr and no epoch limit). The Adam recipe is recipes/gowalla-mf-bpr-tuned.toml's.
+QUALITY_RECIPES = (
+    (FUSED_LABELS["sgd"], FUSED_RECIPES["sgd"], None),
+    ("recgrad fused minibatch Adam, 8 negatives, l2 1e-3, cosine lr 5e-3 -> 0 over 25 epochs",
+     {"optimizer": "sparse_adam", "lr": 5e-3, "l2": 1e-3, "negatives": 8, "batch_size": BATCH_SIZE}, 25),
+)
 
 
-def fused_trainer(dataset, optimizer, seed=0):
-    """(model, FusedMFTrainer) for a fresh MF with FUSED_RECIPES[optimizer]."""
+def fused_trainer(dataset, settings, seed=0):
+    """(model, FusedMFTrainer) for a fresh MF (dim 64, N(0, 0.1) tables) trained with BPR and `settings`."""
     model = MF(dataset.train.shape[0], dataset.train.shape[1], DIM, rng=seed)
-    return model, FusedMFTrainer(model, dataset.train, loss="bpr", seed=seed, **FUSED_RECIPES[optimizer])
+    return model, FusedMFTrainer(model, dataset.train, loss="bpr", seed=seed, **settings)
+
+
+def cosine_epochs(trainer, lr, epochs):
+    """trainer.train_epoch preceded by the cosine lr of the epoch: epoch e (1-based) of `epochs` trains at
+    lr (1 + cos(pi (e - 1) / epochs)) / 2 (the Trainer's lr_schedule="cosine" with lr_min 0)."""
+    done = []
+
+    def train_epoch():
+        value = 0.5 * lr * (1.0 + math.cos(math.pi * len(done) / epochs))
+        if trainer.optimizer is None:  # hogwild SGD keeps its lr on the trainer
+            trainer.lr = value
+        else:
+            trainer.optimizer.param_groups[0]["lr"] = value
+        done.append(trainer.train_epoch())
+    return train_epoch
 
 
 def bench_mf(results, dataset, data_label, sizes, threads):
@@ -585,7 +607,7 @@ def bench_mf(results, dataset, data_label, sizes, threads):
     for name, measured in peers.items():
         rows.append(("sgd", name, "peer", measured, f"{model.factors} factors + an item bias"))
     for optimizer, path in (("sgd", "sgd"), ("sparse_adam", "adam")):
-        _, trainer = fused_trainer(dataset, optimizer)
+        _, trainer = fused_trainer(dataset, FUSED_RECIPES[optimizer])
         kernel_seconds = []
         measured = compare({"fused": lambda: kernel_seconds.append(trainer.train_epoch()["seconds"])},
                            sizes.epoch_repeats)["fused"]
@@ -669,9 +691,9 @@ def recall_at_k(user_vectors, item_vectors, train, test, k=TOP_K):
 
 
 def time_to_quality(implementation, kind, train_epoch, factors, dataset, budget_seconds, targets=QUALITY_TARGETS,
-                    min_eval_seconds=2.0):
-    """Train epoch by epoch, evaluating Recall@20 on the test set, until every target is reached or
-    `budget_seconds` of training time are spent.
+                    min_eval_seconds=2.0, max_epochs=None):
+    """Train epoch by epoch, evaluating Recall@20 on the test set, until every target is reached,
+    `budget_seconds` of training time are spent or `max_epochs` (None: no limit) have run.
 
     Evaluations run whenever the training time since the last one reaches max(min_eval_seconds,
     10% of the training time so far), so a target's time is known to within about 10% and the evaluations
@@ -683,14 +705,14 @@ def time_to_quality(implementation, kind, train_epoch, factors, dataset, budget_
     trained = since_eval = 0.0
     epoch = 0
     wall_start = time.perf_counter()
-    while trained < budget_seconds and len(reached) < len(targets):
+    while trained < budget_seconds and len(reached) < len(targets) and epoch != max_epochs:
         start = time.perf_counter()
         train_epoch()
         seconds = time.perf_counter() - start
         trained += seconds
         since_eval += seconds
         epoch += 1
-        if since_eval >= max(min_eval_seconds, 0.1 * trained) or trained >= budget_seconds:
+        if since_eval >= max(min_eval_seconds, 0.1 * trained) or trained >= budget_seconds or epoch == max_epochs:
             since_eval = 0.0
             user_vectors, item_vectors = factors()
             recall = recall_at_k(user_vectors, item_vectors, dataset.train, dataset.test)
@@ -705,15 +727,15 @@ def time_to_quality(implementation, kind, train_epoch, factors, dataset, budget_
         records.append({"implementation": implementation, "kind": kind, "recall_target": target, "epochs": epoch_at,
                         "train_seconds": train_at, "wall_seconds": wall_at, "budget_seconds": budget_seconds,
                         "best_recall": max(point[3] for point in curve) if curve else None,
-                        "epochs_run": epoch, "curve": curve})
+                        "epochs_run": epoch, "trained_seconds": trained, "curve": curve})
     return records
 
 
 def _quality_line(record):
     head = f"time to Recall@20 {record['recall_target']}: {record['implementation']}: "
     if record["wall_seconds"] is None:
-        return head + (f"not reached in {record['budget_seconds']:.0f} s of training ({record['epochs_run']} epochs, "
-                       f"best {record['best_recall']:.4f})")
+        return head + (f"not reached: best {record['best_recall']:.4f} after {record['epochs_run']} epochs, "
+                       f"{record['trained_seconds']:.0f} s of training (budget {record['budget_seconds']:.0f} s)")
     return head + (f"{record['wall_seconds']:.1f} s wall ({record['train_seconds']:.1f} s training, "
                    f"epoch {record['epochs']}; best {record['best_recall']:.4f} in {record['epochs_run']} epochs)")
 
@@ -724,16 +746,19 @@ def bench_quality(results, dataset, data_label, budget_seconds, threads):
         return
     implicit = _optional("implicit")
     runs = []
-    for optimizer in ("sgd", "sparse_adam"):
-        model, trainer = fused_trainer(dataset, optimizer)
-        runs.append((FUSED_LABELS[optimizer], "kernel", trainer.train_epoch,
-                     lambda model=model: (model.user_factors(), model.item_factors())))
+    for label, settings, epochs in QUALITY_RECIPES:
+        model, trainer = fused_trainer(dataset, settings)
+        train_epoch = trainer.train_epoch if epochs is None else cosine_epochs(trainer, settings["lr"], epochs)
+        runs.append((label, "kernel", train_epoch, lambda model=model: (model.user_factors(), model.item_factors()),
+                     epochs))
     if implicit is not None:
         model = implicit_model(implicit, threads)
         runs.append(("implicit BPR (hogwild SGD)", "peer", lambda: model.fit(dataset.train, show_progress=False),
-                     lambda: (model.user_factors, model.item_factors)))
-    for implementation, kind, train_epoch, factors in runs:
-        results.quality.extend(time_to_quality(implementation, kind, train_epoch, factors, dataset, budget_seconds))
+                     lambda: (model.user_factors, model.item_factors), None))
+    for implementation, kind, train_epoch, factors, epochs in runs:
+        print(f"recgrad bench: time to quality, {implementation} ...", file=sys.stderr, flush=True)
+        results.quality.extend(time_to_quality(implementation, kind, train_epoch, factors, dataset, budget_seconds,
+                                               max_epochs=epochs))
 
 
 # --------------------------------------------------------------------------------------- targets
