@@ -40,9 +40,12 @@ PY
 
 declare -A COMMANDS=(
     [gowalla-mf-bpr]="recgrad train --config recipes/gowalla-mf-bpr.toml"
-    [ml1m-gmf]="recgrad train --config recipes/ml1m-gmf.toml"
+    [ml1m-gmf]="train_with_schedule --config recipes/ml1m-gmf.toml"
+    [gowalla-mf-bpr-tuned]="train_with_schedule --config recipes/gowalla-mf-bpr-tuned.toml"
+    [gowalla-mf-infonce]="train_with_schedule --config recipes/gowalla-mf-infonce.toml"
+    [ml1m-neumf]="recgrad train --config recipes/ml1m-neumf.toml"
 )
-ORDER=(gowalla-mf-bpr ml1m-gmf)
+ORDER=(gowalla-mf-bpr ml1m-gmf gowalla-mf-bpr-tuned gowalla-mf-infonce ml1m-neumf)
 
 for name in "${@:-${ORDER[@]}}"; do
     if [[ -z "${COMMANDS[$name]:-}" ]]; then
