@@ -12,10 +12,11 @@ Two implementations are timed on the same float32 input (standard normal, 4M ele
 Both run on one thread (the reference is single-threaded NumPy; the kernels are pinned to one
 thread for the timing), so a ratio measures the work per element, not the thread pool: on a shared
 machine a 2-thread parallel region can wait milliseconds for its second thread. Multi-threaded
-throughput against PyTorch is `recgrad bench`'s job. Softmax runs over rows of 64. Each repeat times every activation once, round-robin, so load on a
-shared machine hits all of them alike. The fastest repeat is reported (load only ever adds time,
-so the minimum is the least noisy estimate of the cost itself), with ns per element and the ratio
-to ReLU of the same implementation (ratios are what compare across machines).
+throughput against PyTorch is `recgrad bench`'s job. Softmax runs over rows of 64. Each repeat
+times every activation once, round-robin, so load on a shared machine hits all of them alike.
+The fastest repeat is reported (load only ever adds time, so the minimum is the least noisy
+estimate of the cost itself), with ns per element and the ratio to ReLU of the same
+implementation (ratios are what compare across machines).
 """
 
 import importlib

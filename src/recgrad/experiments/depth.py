@@ -220,7 +220,8 @@ def _claims(results):
     final = math.inf if final is None else final  # a diverged probe counts as not learning
     stuck = moved is not None and moved < 1e-6 and final >= 0.95 * math.log(CLASSES)
     claims.append(claim(
-        f"A {DEPTH}-layer sigmoid MLP does not learn with SGD: its first layer does not move and its loss stays at chance",
+        f"A {DEPTH}-layer sigmoid MLP does not learn with SGD: its first layer does not move and its loss "
+        "stays at chance",
         "holds" if stuck else "does not hold",
         f"after training, sigmoid + Xavier's first-layer weights moved by a relative {_fmt(moved)} "
         f"(ReLU + Kaiming: {_fmt(relu_run['first_layer_relative_change'])}) and its probe loss is {final:.3f} "
