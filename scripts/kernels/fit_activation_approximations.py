@@ -8,8 +8,9 @@ computed in 50-digit arithmetic (mpmath) and printed as Python source:
   the interval is small enough for the monomial basis to be well conditioned.
 - F(t) = erfcx(z) / t with t = 2 / (2 + z), z >= 0 and erfcx(z) = e^(z^2) erfc(z), so that
   erfc(z) = t e^(-z^2) F(t). Fitted on t in [t_min, 1], t_min = 2 / (2 + z_max), z_max being
-  where erfc(z) underflows in the dtype. Printed as Chebyshev coefficients in
-  w = (2 t - 1 - t_min) / (1 - t_min) in [-1, 1], for Clenshaw's recurrence.
+  where erfc(z) underflows in the dtype. Interpolated in w = (2 t - 1 - t_min) / (1 - t_min) in
+  [-1, 1] and printed as monomial coefficients in w (Horner): the sum of their magnitudes is 1.01-1.02
+  for F in [0.28, 1], so the monomial form loses nothing to cancellation.
 
 The degree is the smallest one whose interpolation error (measured on 4000 points, relative)
 is below the target: 2e-9 (float32) and 2e-17 (float64) for q; 5e-9 and 5e-17 for F. The
@@ -44,13 +45,6 @@ def chebyshev_fit(f, a, b, degree):
         coefficients.append(2 * total / n)
     coefficients[0] /= 2
     return coefficients
-
-
-def clenshaw(coefficients, w):
-    b1 = b2 = mp.mpf(0)
-    for c in reversed(coefficients[1:]):
-        b1, b2 = 2 * w * b1 - b2 + c, b1
-    return w * b1 - b2 + coefficients[0]
 
 
 def chebyshev_to_monomial(coefficients, a, b):
@@ -92,12 +86,12 @@ def fit_f(dtype):
         return mp.erfc(z) * mp.exp(z * z) / t
 
     for degree in range(4, 60):
-        coefficients = chebyshev_fit(f, t_min, 1, degree)
+        monomial = chebyshev_to_monomial(chebyshev_fit(f, t_min, 1, degree), -1, 1)  # in w, not t
         error = max_relative_error(
-            f, lambda t: clenshaw(coefficients, (2 * t - 1 - t_min) / (1 - t_min)), t_min, 1, 400
+            f, lambda t: mp.polyval(monomial[::-1], (2 * t - 1 - t_min) / (1 - t_min)), t_min, 1, 400
         )
         if error < TARGET_F[dtype]:
-            return coefficients, error, t_min
+            return monomial, error, t_min
 
 
 def main():

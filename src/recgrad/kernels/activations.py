@@ -10,8 +10,8 @@ libm call):
   e^r = 1 + r + r^2 q(r) with q a Chebyshev interpolant (degree 6 in float32, 10 in float64) and
   2^k built from its exponent bits, in two halves so that subnormal results are exact too.
 - expm1(a) = 2^k (r + r^2 q(r)) + (2^k - 1): no cancellation for small |a| (used by tanh).
-- erfc(z) = t exp(-z^2) F(t) for z >= 0, t = 2/(2 + z), F a Chebyshev series in t (degree 11 in
-  float32, 24 in float64, Clenshaw's recurrence); erfc(-z) = 2 - erfc(z). z^2 is split exactly
+- erfc(z) = t exp(-z^2) F(t) for z >= 0, t = 2/(2 + z), F a Chebyshev interpolant in t (degree 11
+  in float32, 24 in float64, evaluated by Horner in monomial form); erfc(-z) = 2 - erfc(z). z^2 is split exactly
   (z = zh + zl, zh with half the mantissa) so exp(-z^2) keeps full relative precision.
 Coefficients: scripts/kernels/fit_activation_approximations.py. Accuracy measured against the
 reference and derivation of each piece: docs/kernels.md. float32 stays float32 throughout
@@ -66,19 +66,19 @@ _EXP_Q_32 = (0.5, 0.16666666718997508, 0.041666666718980845, 0.00833329848375488
 _EXP_Q_64 = (0.5, 0.1666666666666667, 0.04166666666666667, 0.008333333333326141, 0.0013888888888883752,
              0.00019841269874800493, 2.4801587325533363e-05, 2.7557255425746435e-06, 2.7557273661348637e-07,
              2.510520637395701e-08, 2.0914679376583935e-09)
-# F(t) = e^(z^2) erfc(z) / t, t = 2/(2+z) in [t_min, 1]: Chebyshev coefficients in w = (2t-1-t_min)/(1-t_min).
+# F(t) = e^(z^2) erfc(z) / t, t = 2/(2+z) in [t_min, 1]: monomial in w = (2t-1-t_min)/(1-t_min), lowest first.
 _ERFC_T_MIN_32 = 0.1652892561983471
-_ERFC_F_32 = (0.6204918012272823, 0.3305610407223426, 0.04832898605189124, 0.0013152557970153684,
-              -0.0006742479044051697, -3.786652173831818e-05, 1.50935497610502e-05, 3.2300494877580533e-07,
-              -4.1978446932191035e-07, 2.5740071103892572e-08, 1.0155213357772363e-08, -2.106851386061153e-09)
+_ERFC_F_32 = (0.5714730437815422, 0.3264239345239687, 0.10233758009840893, 0.0060328895841218816,
+              -0.0061897012242063815, -0.0006283255504514722, 0.0006018322554607205, -8.685773733878632e-08,
+              -6.673108517115315e-05, 1.2522351705744706e-05, 5.19946923917945e-06, -2.1574158193266208e-06)
 _ERFC_T_MIN_64 = 0.06825938566552901
-_ERFC_F_64 = (0.5940236372274196, 0.3462672601328991, 0.05816389360626139, 0.002547539215140598,
-              -0.0009327745060669114, -9.632167677381754e-05, 2.5372593548041724e-05, 2.3571944930054963e-06,
-              -9.839464719867954e-07, -1.5381593882697373e-08, 4.032381653595148e-08, -3.8449650332071494e-09,
-              -1.2904507170767267e-09, 3.633762039642207e-10, 5.086263836551933e-12, -1.9136830393407862e-11,
-              3.2448939509448775e-12, 3.9700687865121865e-13, -2.617780490478077e-13, 3.397845122389617e-14,
-              7.651508252352179e-15, -3.8416534516634976e-15, 4.680478129312488e-16, 1.2406231920916563e-16,
-              -6.385990316185039e-17)
+_ERFC_F_64 = (0.5349005709592315, 0.33812644261939073, 0.12428028537460556, 0.012249449921987477,
+              -0.008854723556588907, -0.0018058828528324268, 0.0011135668438908754, 0.00014469202509989772,
+              -0.00018627863017771378, 1.4347526760302373e-05, 2.8005389726390554e-05, -1.0633008352906469e-05,
+              -1.7800811131801553e-06, 2.713289166611866e-06, -7.012745996197704e-07, -2.700389295183185e-07,
+              2.7398059175488476e-07, -7.45342171513111e-08, -2.8825245238717013e-08, 3.753574586828396e-08,
+              -9.824233968852844e-09, -7.020307329554115e-09, 4.195741574240735e-09, 5.203550817082802e-10,
+              -5.356956945427235e-10)
 
 # Every constant a kernel uses, in the kernel's dtype (so float32 arithmetic stays float32).
 _Constants = namedtuple(
@@ -105,7 +105,7 @@ def _constants(float_type, int_type, mantissa_bits, ln2_hi_bits, exp_lo, exp_hi,
         sign_shift=int_type(bits - 1), low_mask=int_type((1 << (bits - 1)) - 1),
         split_mask=int_type(-(1 << split_bits)), erfc_z_cap=c(z_cap),
         erfc_w_scale=c(2.0 / (1.0 - t_min)), erfc_w_shift=c(-(1.0 + t_min) / (1.0 - t_min)),
-        erfc_f=tuple(c(v) for v in reversed(f)),  # highest degree first, for Clenshaw
+        erfc_f=tuple(c(v) for v in reversed(f)),  # highest degree first, for Horner
         neg_sqrt_half=c(-math.sqrt(0.5)), inv_sqrt_2pi=c(1.0 / math.sqrt(2.0 * math.pi)), neg_half=c(-0.5),
         gelu_tail=c(100.0), sqrt_2_over_pi=c(math.sqrt(2.0 / math.pi)),
         two_sqrt_2_over_pi=c(2.0 * math.sqrt(2.0 / math.pi)), cubic=c(0.044715), three_cubic=c(3.0 * 0.044715),
@@ -191,33 +191,20 @@ def _k_compiled(value):
 # straight-line source with its coefficients as constants of the dtype.
 
 
-def _horner_source(count):
-    """p(r) = (((c0 r + c1) r + c2) ...) + c_{count-1}, c0 the highest degree."""
+def _horner(coefficients):
+    """An inline compiled p(r) = (((c0 r + c1) r + c2) ...) + c_last, c0 the highest degree, as straight-line source."""
     body = "c0"
-    for i in range(1, count):
+    for i in range(1, len(coefficients)):
         body = f"({body}) * r + c{i}"
-    return f"def polynomial(r):\n    return {body}\n"
-
-
-def _clenshaw_source(count):
-    """sum_j a_j T_j(w) by Clenshaw (b_j = 2 w b_{j+1} - b_{j+2} + a_j), c0 = a_{count-1} first."""
-    lines = ["def polynomial(w):", "    w2 = w + w", "    b1 = c0", "    b2 = zero"]
-    lines += [f"    b1, b2 = w2 * b1 - b2 + c{i}, b1" for i in range(1, count - 1)]
-    lines.append(f"    return w * b1 - b2 + c{count - 1}")
-    return "\n".join(lines) + "\n"
-
-
-def _compile_polynomial(source, coefficients, zero):
     namespace = {f"c{i}": c for i, c in enumerate(coefficients)}
-    namespace["zero"] = zero
-    exec(source, namespace)  # noqa: S102 - generated from the fixed templates above
+    exec(f"def polynomial(r):\n    return {body}\n", namespace)  # noqa: S102 - generated from the template above
     return njit(inline="always")(namespace["polynomial"])
 
 
 _POLYNOMIALS = {
     dtype: (
-        _compile_polynomial(_horner_source(len(K.q)), K.q, K.zero),
-        _compile_polynomial(_clenshaw_source(len(K.erfc_f)), K.erfc_f, K.zero),
+        _horner(K.q),
+        _horner(K.erfc_f),
     )
     for dtype, K in _CONSTANTS.items()
 }
@@ -229,7 +216,7 @@ def _exp_q(r):
 
 
 def _erfc_f(w):
-    """F(t) = e^(z^2) erfc(z) / t as its Chebyshev series in w (compiled code only)."""
+    """F(t) = e^(z^2) erfc(z) / t as a polynomial in w (compiled code only)."""
     raise NotImplementedError("compiled code only")
 
 
@@ -316,17 +303,33 @@ def _sigmoid_pair(a):
 
 
 @njit(inline="always")
-def _erfc(z):
-    """erfc(z) = t e^(-z^2) F(t), t = 2/(2 + |z|); 2 - erfc(|z|) for z < 0. NaN propagates."""
+def _erfc_factor(z):
+    """t F(t), t = 2/(2 + |z|) (|z| capped): the polynomial factor of erfc(|z|) = e^(-z^2) t F(t)."""
     K = _k(z)
     az = abs(z)
     az = K.erfc_z_cap if az > K.erfc_z_cap else az
     t = K.two / (K.two + az)
-    w = t * K.erfc_w_scale + K.erfc_w_shift
-    f = _erfc_f(w)
-    zh = _bits_float(az, _float_bits(az) & K.split_mask)  # zh^2 is exact; z^2 = zh^2 + (z - zh)(z + zh)
-    tail = _exp_mul(-(zh * zh), -((az - zh) * (az + zh)), t * f)
+    return t * _erfc_f(t * K.erfc_w_scale + K.erfc_w_shift)
+
+
+@njit(inline="always")
+def _erfc_from_factor(z, factor):
+    """erfc(z) = factor e^(-z^2) for z >= 0, 2 - erfc(-z) for z < 0; NaN propagates.
+
+    z^2 is split exactly: zh keeps the top half of the mantissa, so zh^2 is exact and
+    z^2 = zh^2 + (z - zh)(z + zh) enters exp as a head and a small tail.
+    """
+    K = _k(z)
+    az = abs(z)
+    az = K.erfc_z_cap if az > K.erfc_z_cap else az
+    zh = _bits_float(az, _float_bits(az) & K.split_mask)
+    tail = _exp_mul(-(zh * zh), -((az - zh) * (az + zh)), factor)
     return tail if z >= K.zero else K.two - tail
+
+
+@njit(inline="always")
+def _erfc(z):
+    return _erfc_from_factor(z, _erfc_factor(z))
 
 
 @njit(inline="always")
@@ -476,8 +479,8 @@ def _map_g_c_beta(f):
 _sigmoid_loop, _sigmoid_backward_loop = _map_x(_sigmoid), _map_g_c(_sigmoid_backward)
 _tanh_loop, _tanh_backward_loop = _map_x(_tanh), _map_g_c(_tanh_backward)
 _relu_loop, _relu_backward_loop = _map_x(_relu), _map_g_c(_relu_backward)
-_gelu_erf_loop, _gelu_erf_backward_loop = _map_x(_gelu_erf), _map_g_c(_gelu_erf_backward)
 _gelu_tanh_loop, _gelu_tanh_backward_loop = _map_x(_gelu_tanh), _map_g_c(_gelu_tanh_backward)
+_gelu_erf_loop, _gelu_erf_backward_loop = _map_x(_gelu_erf), _map_g_c(_gelu_erf_backward)
 _swish_loop, _swish_backward_loop = _map_x_beta(_swish), _map_g_c_beta(_swish_backward)
 
 
