@@ -101,7 +101,7 @@ def test_check_exits_zero_and_prints_the_table(capsys):
 
 
 def test_help_does_not_raise(capsys):
-    for command in ("train", "evaluate", "recommend", "info", "check", "experiment"):
+    for command in ("train", "evaluate", "recommend", "info", "check", "experiment", "bench"):
         with pytest.raises(SystemExit) as exit_info:
             main([command, "--help"])
         assert exit_info.value.code == 0

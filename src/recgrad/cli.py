@@ -1,4 +1,4 @@
-"""The `recgrad` command line: train, evaluate, recommend, info, check, experiment.
+"""The `recgrad` command line: train, evaluate, recommend, info, check, bench, experiment.
 
 This is the only place that turns strings into hyper-parameters. A run is described by one flat
 config dict (CONFIG_DEFAULTS); a `--config recipe.toml` file sets keys and command-line flags
@@ -454,13 +454,22 @@ def _train_flags(parser):
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
 
 
-def _delegate(parser, module_name):
-    """A sub-command whose arguments and body live in `module_name` (add_arguments, run)."""
-    import importlib
+def _delegate(commands, name, help_text, module_name):
+    """A sub-command whose arguments and body live in `module_name` (add_arguments, run).
 
-    module = importlib.import_module(module_name)
-    module.add_arguments(parser)
-    parser.set_defaults(run_command=module.run)
+    The module is imported only when the sub-command runs (the benchmarks and experiments pull
+    in numba, torch and matplotlib): its own parser reads the arguments the main parser left.
+    """
+
+    def run(args, arguments):
+        import importlib
+
+        module = importlib.import_module(module_name)
+        parser = _Parser(prog=f"recgrad {name}", description=help_text)
+        module.add_arguments(parser)
+        return module.run(parser.parse_args(arguments))
+
+    commands.add_parser(name, help=help_text, add_help=False).set_defaults(delegated=run)
 
 
 def make_parser():
@@ -470,7 +479,7 @@ def make_parser():
 
     train = commands.add_parser("train", help="train a recommender (no arguments: the synthetic data set)")
     _train_flags(train)
-    train.set_defaults(run=cmd_train)
+    train.set_defaults(run_command=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="evaluate a run's model on its data (or --data)")
     evaluate.add_argument("--run", required=True, help="a run directory written by recgrad train")
@@ -494,8 +503,9 @@ def make_parser():
     _data_format_flags(info)
     info.set_defaults(run_command=cmd_info)
 
-    experiment = commands.add_parser("experiment", help="run the experiments that test the textbook claims")
-    _delegate(experiment, "recgrad.experiments.runner")
+    _delegate(commands, "bench", "time recgrad beside PyTorch and implicit, in one process", "recgrad.bench")
+    _delegate(commands, "experiment", "run the experiments that test the textbook claims",
+              "recgrad.experiments.runner")
 
     check = commands.add_parser("check", help="finite-difference check of every gradient")
     check.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
@@ -505,10 +515,14 @@ def make_parser():
 
 def main(argv=None):
     parser = make_parser()
-    args = parser.parse_args(argv)
-    command = getattr(args, "run_command", None) or args.run
+    args, unparsed = parser.parse_known_args(argv)
+    delegated = getattr(args, "delegated", None)
+    if delegated is None and unparsed:
+        parser.error(f"unrecognized arguments: {' '.join(unparsed)}")
     try:
-        return command(args)
+        if delegated is not None:
+            return delegated(args, unparsed)
+        return args.run_command(args)
     except UsageError as error:
         print(f"recgrad: error: {error}", file=sys.stderr)
         return 2
