@@ -58,6 +58,9 @@ CACHED = {
 _PARAMS = {"gelu": ("approximate",), "swish": ("beta",), "softmax": ("axis",), "log_softmax": ("axis",)}
 _SIGMOID, _TANH, _RELU, _GELU_ERF, _GELU_TANH, _SWISH = range(6)
 _CHUNK = 16384  # elements per parallel task: 64 KiB of float32, a few L2-resident blocks per thread
+# Below this many elements one thread does the work: waking the thread pool costs more than it saves
+# (tens of microseconds idle, up to a millisecond on a loaded machine).
+_PARALLEL_FROM = 2 * _CHUNK
 
 # ---------------------------------------------------------------- coefficients (fit script output)
 # q(r) = (e^r - 1 - r) / r^2 on |r| <= ln(2)/2, monomial, lowest degree first.
@@ -484,46 +487,58 @@ _gelu_erf_loop, _gelu_erf_backward_loop = _map_x(_gelu_erf), _map_g_c(_gelu_erf_
 _swish_loop, _swish_backward_loop = _map_x_beta(_swish), _map_g_c_beta(_swish_backward)
 
 
+@njit(cache=True)
+def _forward_span(op, x, y, beta):
+    """y = f(x) on one contiguous span; op selects f."""
+    if op == _SIGMOID:
+        _sigmoid_loop(x, y, beta)
+    elif op == _TANH:
+        _tanh_loop(x, y, beta)
+    elif op == _RELU:
+        _relu_loop(x, y, beta)
+    elif op == _GELU_ERF:
+        _gelu_erf_loop(x, y, beta)
+    elif op == _GELU_TANH:
+        _gelu_tanh_loop(x, y, beta)
+    else:
+        _swish_loop(x, y, beta)
+
+
+@njit(cache=True)
+def _backward_span(op, g, c, dx, beta):
+    """dx = g * f'(.) on one contiguous span, from the cached c."""
+    if op == _SIGMOID:
+        _sigmoid_backward_loop(g, c, dx, beta)
+    elif op == _TANH:
+        _tanh_backward_loop(g, c, dx, beta)
+    elif op == _RELU:
+        _relu_backward_loop(g, c, dx, beta)
+    elif op == _GELU_ERF:
+        _gelu_erf_backward_loop(g, c, dx, beta)
+    elif op == _GELU_TANH:
+        _gelu_tanh_backward_loop(g, c, dx, beta)
+    else:
+        _swish_backward_loop(g, c, dx, beta)
+
+
 @njit(parallel=True, cache=True)
 def _forward_kernel(op, x, y, beta):
-    """y = f(x) over 1-D contiguous arrays, in parallel chunks; op selects f."""
+    """_forward_span over parallel chunks of _CHUNK elements."""
     n = x.size
     for chunk in prange((n + _CHUNK - 1) // _CHUNK):
         lo = chunk * _CHUNK
         hi = min(lo + _CHUNK, n)
-        if op == _SIGMOID:
-            _sigmoid_loop(x[lo:hi], y[lo:hi], beta)
-        elif op == _TANH:
-            _tanh_loop(x[lo:hi], y[lo:hi], beta)
-        elif op == _RELU:
-            _relu_loop(x[lo:hi], y[lo:hi], beta)
-        elif op == _GELU_ERF:
-            _gelu_erf_loop(x[lo:hi], y[lo:hi], beta)
-        elif op == _GELU_TANH:
-            _gelu_tanh_loop(x[lo:hi], y[lo:hi], beta)
-        else:
-            _swish_loop(x[lo:hi], y[lo:hi], beta)
+        _forward_span(op, x[lo:hi], y[lo:hi], beta)
 
 
 @njit(parallel=True, cache=True)
 def _backward_kernel(op, g, c, dx, beta):
-    """dx = g * f'(.) from the cached c, in parallel chunks."""
+    """_backward_span over parallel chunks of _CHUNK elements."""
     n = g.size
     for chunk in prange((n + _CHUNK - 1) // _CHUNK):
         lo = chunk * _CHUNK
         hi = min(lo + _CHUNK, n)
-        if op == _SIGMOID:
-            _sigmoid_backward_loop(g[lo:hi], c[lo:hi], dx[lo:hi], beta)
-        elif op == _TANH:
-            _tanh_backward_loop(g[lo:hi], c[lo:hi], dx[lo:hi], beta)
-        elif op == _RELU:
-            _relu_backward_loop(g[lo:hi], c[lo:hi], dx[lo:hi], beta)
-        elif op == _GELU_ERF:
-            _gelu_erf_backward_loop(g[lo:hi], c[lo:hi], dx[lo:hi], beta)
-        elif op == _GELU_TANH:
-            _gelu_tanh_backward_loop(g[lo:hi], c[lo:hi], dx[lo:hi], beta)
-        else:
-            _swish_backward_loop(g[lo:hi], c[lo:hi], dx[lo:hi], beta)
+        _backward_span(op, g[lo:hi], c[lo:hi], dx[lo:hi], beta)
 
 
 # ---------------------------------------------------------------- softmax rows
@@ -567,10 +582,11 @@ def _row_dot(a, b):
     return total
 
 
-@njit(parallel=True, cache=True)
-def _softmax_forward_kernel(log, x, y):
-    """Rows of x (rows, k): softmax = e / sum(e), or log_softmax = (x - m) - log sum(e); e = exp(x - m)."""
-    for r in prange(x.shape[0]):
+@njit(cache=True, error_model="numpy")
+def _softmax_forward_rows(log, x, y, first, last):
+    """Rows first..last-1 of x (rows, k): softmax = e / sum(e), or log_softmax = (x - m) - log sum(e),
+    with m the row maximum and e = exp(x - m)."""
+    for r in range(first, last):
         xr = x[r]
         yr = y[r]
         m = _row_max(xr)
@@ -587,10 +603,10 @@ def _softmax_forward_kernel(log, x, y):
                 yr[j] = yr[j] / denominator
 
 
-@njit(parallel=True, cache=True)
-def _softmax_backward_kernel(log, g, y, dx):
-    """Rows: softmax dx = y (g - sum(g y)); log_softmax dx = g - exp(y) sum(g)."""
-    for r in prange(g.shape[0]):
+@njit(cache=True, error_model="numpy")
+def _softmax_backward_rows(log, g, y, dx, first, last):
+    """Rows first..last-1: softmax dx = y (g - sum(g y)); log_softmax dx = g - exp(y) sum(g)."""
+    for r in range(first, last):
         gr = g[r]
         yr = y[r]
         dr = dx[r]
@@ -602,6 +618,24 @@ def _softmax_backward_kernel(log, g, y, dx):
             dot = _cast_like(gr[0], _row_dot(gr, yr))
             for j in range(gr.size):
                 dr[j] = yr[j] * (gr[j] - dot)
+
+
+@njit(parallel=True, cache=True)
+def _softmax_forward_kernel(log, x, y):
+    """_softmax_forward_rows over parallel blocks of rows (about _CHUNK elements each; a row is never split)."""
+    rows = x.shape[0]
+    step = max(1, _CHUNK // max(1, x.shape[1]))
+    for block in prange((rows + step - 1) // step):
+        _softmax_forward_rows(log, x, y, block * step, min(rows, (block + 1) * step))
+
+
+@njit(parallel=True, cache=True)
+def _softmax_backward_kernel(log, g, y, dx):
+    """_softmax_backward_rows over parallel blocks of rows."""
+    rows = g.shape[0]
+    step = max(1, _CHUNK // max(1, g.shape[1]))
+    for block in prange((rows + step - 1) // step):
+        _softmax_backward_rows(log, g, y, dx, block * step, min(rows, (block + 1) * step))
 
 
 # ---------------------------------------------------------------- Python entry points
@@ -656,11 +690,15 @@ def forward(name, x, **params):
             return np.empty_like(x)
         rows, moved_shape = _as_rows(x, axis)
         out = np.empty_like(rows)
-        _softmax_forward_kernel(name == "log_softmax", rows, out)
+        if rows.size < _PARALLEL_FROM:
+            _softmax_forward_rows(name == "log_softmax", rows, out, 0, rows.shape[0])
+        else:
+            _softmax_forward_kernel(name == "log_softmax", rows, out)
         return _from_rows(out, moved_shape, x.ndim, axis)
     y = np.empty(x.shape, x.dtype)
     if x.size:
-        _forward_kernel(op, np.ascontiguousarray(x).reshape(-1), y.reshape(-1), x.dtype.type(beta))
+        run = _forward_kernel if x.size >= _PARALLEL_FROM else _forward_span
+        run(op, np.ascontiguousarray(x).reshape(-1), y.reshape(-1), x.dtype.type(beta))
     return y
 
 
@@ -682,11 +720,15 @@ def backward(name, grad_output, cached, **params):
         g_rows, moved_shape = _as_rows(g, axis)
         c_rows, _ = _as_rows(c, axis)
         out = np.empty_like(g_rows)
-        _softmax_backward_kernel(name == "log_softmax", g_rows, c_rows, out)
+        if g_rows.size < _PARALLEL_FROM:
+            _softmax_backward_rows(name == "log_softmax", g_rows, c_rows, out, 0, g_rows.shape[0])
+        else:
+            _softmax_backward_kernel(name == "log_softmax", g_rows, c_rows, out)
         return _from_rows(out, moved_shape, g.ndim, axis)
     dx = np.empty(g.shape, dtype)
     if g.size:
-        _backward_kernel(
+        run = _backward_kernel if g.size >= _PARALLEL_FROM else _backward_span
+        run(
             op,
             np.ascontiguousarray(g).reshape(-1),
             np.ascontiguousarray(c).reshape(-1),
