@@ -102,7 +102,7 @@ _S27, _S30, _S31, _S32 = np.uint64(27), np.uint64(30), np.uint64(31), np.uint64(
 
 
 # --------------------------------------------------------------------------------- random numbers
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _mix64(z):
     """splitmix64's finaliser: a bijective hash of a uint64."""
     z = (z ^ (z >> _S30)) * _MIX1
@@ -110,14 +110,14 @@ def _mix64(z):
     return z ^ (z >> _S31)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _next(state):
     """splitmix64: (new state, 64 random bits)."""
     state = state + _GOLDEN
     return state, _mix64(state)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _stream(key, index):
     """The starting state of stream `index` under `key` (a hashed, well-spread state)."""
     return _mix64(key ^ _mix64(np.uint64(index) + _GOLDEN))
@@ -150,7 +150,7 @@ def _prefetch(typingctx, array, row, col):
     return types.void(array, row, col), codegen
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _prefetch_row(table, row):
     """Prefetch every cache line of table[row] (64-byte lines)."""
     step = max(64 // table.itemsize, 1)
@@ -164,7 +164,7 @@ _AHEAD = 8
 
 
 # ------------------------------------------------------------------------------------- sampling
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _is_positive(indptr, indices, user, item):
     """Is `item` in the user's sorted CSR row? A branch-free binary search (the halving step
     compiles to a conditional move, so a random item costs no branch mispredictions)."""
@@ -180,7 +180,7 @@ def _is_positive(indptr, indices, user, item):
     return indices[lo] == item
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _draw_item(state, n_items, alias_prob, alias_item):
     """(new state, item) drawn from q: uniform, or from the alias table when it is not empty."""
     state, x = _next(state)
@@ -192,7 +192,7 @@ def _draw_item(state, n_items, alias_prob, alias_item):
     return state, item
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _draw_raw(state, n_items, alias_prob, alias_item, out):
     """Fill `out` with unconditional draws from q; returns the new state."""
     for j in range(out.size):
@@ -200,7 +200,7 @@ def _draw_raw(state, n_items, alias_prob, alias_item, out):
     return state
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _verify(state, user, n_items, indptr, indices, alias_prob, alias_item, out):
     """Re-draw, in order, every entry of `out` that is a positive of `user` until it is not."""
     for j in range(out.size):
@@ -209,7 +209,7 @@ def _verify(state, user, n_items, indptr, indices, alias_prob, alias_item, out):
     return state
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _draw_negatives(state, user, n_items, indptr, indices, alias_prob, alias_item, exclude, out):
     """A user's negatives: len(out) raw draws, then the collisions re-drawn (exclude=True)."""
     state = _draw_raw(state, n_items, alias_prob, alias_item, out)
@@ -218,7 +218,7 @@ def _draw_negatives(state, user, n_items, indptr, indices, alias_prob, alias_ite
     return state
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _alias_table(weights):
     """Vose's alias method: (prob, alias) such that drawing i uniformly and keeping it with
     probability prob[i] (else taking alias[i]) draws i with probability weights[i] / sum(weights)."""
@@ -254,7 +254,7 @@ def _alias_table(weights):
     return prob, alias
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, error_model="numpy", parallel=True)
 def _sample_kernel(users, k, n_items, indptr, indices, alias_prob, alias_item, exclude, key, out):
     for b in numba.prange(users.size):
         _draw_negatives(_stream(key, b), users[b], n_items, indptr, indices, alias_prob, alias_item, exclude, out[b])
@@ -325,20 +325,17 @@ def sample_negatives(train_csr, users, k, sampler="uniform", popularity_alpha=0.
 
 
 # ------------------------------------------------------------------------- one sample's math
-@numba.njit(cache=True)
-def _softplus(x):
-    return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
-
-
-@numba.njit(cache=True)
-def _sigmoid(x):
+@numba.njit(cache=True, error_model="numpy")
+def _softplus_sigmoid(x):
+    """(softplus(x), sigmoid(x)) from one exp(-|x|): max(x, 0) + log1p(e) and 1/(1+e) or e/(1+e)."""
+    e = math.exp(-abs(x))
+    value = max(x, 0.0) + math.log1p(e)
     if x >= 0.0:
-        return 1.0 / (1.0 + math.exp(-x))
-    e = math.exp(x)
-    return e / (1.0 + e)
+        return value, 1.0 / (1.0 + e)
+    return value, e / (1.0 + e)
 
 
-@numba.njit(cache=True, fastmath={"reassoc", "nsz", "contract"})
+@numba.njit(cache=True, error_model="numpy", fastmath={"reassoc", "nsz", "contract"})
 def _coefficients(P, Q, user, cand, k1, loss, cosine, inv_tau, log_q, w, alpha, gamma):
     """Score one sample and write its gradient coefficients; returns (loss, beta, sum of |e|^2).
 
@@ -349,40 +346,47 @@ def _coefficients(P, Q, user, cand, k1, loss, cosine, inv_tau, log_q, w, alpha, 
     dim = pu.size
     zero = P.dtype.type(0.0)
     uu = zero
-    for d in range(dim):
-        uu += pu[d] * pu[d]
-    sumsq = np.float64(uu)
-    n_a = max(math.sqrt(np.float64(uu)), _NORM_EPS)
-    for k in range(k1):
+    sumsq = 0.0
+    for k in range(k1):  # raw dot products in alpha, squared norms in gamma (|P[u]|^2 in the first pass)
         q = Q[cand[k]]
         s = zero
         qq = zero
-        for d in range(dim):
-            s += pu[d] * q[d]
-            qq += q[d] * q[d]
+        if k == 0:
+            for d in range(dim):
+                s += pu[d] * q[d]
+                qq += q[d] * q[d]
+                uu += pu[d] * pu[d]
+        else:
+            for d in range(dim):
+                s += pu[d] * q[d]
+                qq += q[d] * q[d]
         sumsq += np.float64(qq)
-        score = np.float64(s)
-        if cosine:
-            n_k = max(math.sqrt(np.float64(qq)), _NORM_EPS)
+        alpha[k] = s
+        gamma[k] = qq
+    sumsq += np.float64(uu)
+    n_a = max(math.sqrt(np.float64(uu)), _NORM_EPS)
+    if cosine:
+        for k in range(k1):
+            n_k = max(math.sqrt(gamma[k]), _NORM_EPS)
             gamma[k] = n_k
-            score = score / (n_a * n_k)
-        alpha[k] = score
+            alpha[k] = alpha[k] / (n_a * n_k)
     value = 0.0
     if loss == 0:  # BPR
         total = 0.0
         for k in range(1, k1):
-            diff = alpha[k] - alpha[0]
-            value += _softplus(diff)
-            g = _sigmoid(diff) * w
+            term, g = _softplus_sigmoid(alpha[k] - alpha[0])
+            value += term
+            g *= w
             alpha[k] = g
             total += g
         alpha[0] = -total
-    elif loss == 1:  # BCE, label 1 for the positive
-        value = _softplus(-alpha[0])
-        alpha[0] = (_sigmoid(alpha[0]) - 1.0) * w
+    elif loss == 1:  # BCE, label 1 for the positive: softplus(-s) and sigmoid(s) = 1 - sigmoid(-s)
+        value, g = _softplus_sigmoid(-alpha[0])
+        alpha[0] = -g * w
         for k in range(1, k1):
-            value += _softplus(alpha[k])
-            alpha[k] = _sigmoid(alpha[k]) * w
+            term, g = _softplus_sigmoid(alpha[k])
+            value += term
+            alpha[k] = g * w
     else:  # InfoNCE
         peak = -np.inf
         for k in range(k1):
@@ -419,7 +423,7 @@ def _coefficients(P, Q, user, cand, k1, loss, cosine, inv_tau, log_q, w, alpha, 
 
 
 # -------------------------------------------------------------------------- hogwild SGD epoch
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _prefetch_sample(P, Q, user, items, indptr, indices, exclude):
     """Prefetch what a sample will read: its user row, its candidates' rows and the user's CSR row."""
     _prefetch_row(P, user)
@@ -434,7 +438,7 @@ def _prefetch_sample(P, Q, user, items, indptr, indices, exclude):
         _prefetch(indices, (mid + hi) >> 1, 0)
 
 
-@numba.njit(cache=True, parallel=True, fastmath={"reassoc", "nsz", "contract"})
+@numba.njit(cache=True, error_model="numpy", parallel=True, fastmath={"reassoc", "nsz", "contract"})
 def _hogwild_epoch(P, Q, users, items, negatives, k, n_items, indptr, indices, alias_prob, alias_item, exclude,
                    loss, cosine, inv_tau, log_q, lr, l2, key, n_chunks, chunk_loss):
     n = users.size
@@ -506,7 +510,7 @@ def _hogwild_epoch(P, Q, users, items, negatives, k, n_items, indptr, indices, a
 
 
 # ---------------------------------------------------------------------- minibatch lazy Adam epoch
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _group(ids, n, slot_of, rows, counts, starts, occurrences):
     """Group the first n entries of `ids` by value: returns the number of unique ids m, with
     rows[:m] the ids in order of first occurrence, counts[:m], and occurrences[starts[s]:starts[s+1]]
@@ -536,7 +540,7 @@ def _group(ids, n, slot_of, rows, counts, starts, occurrences):
     return m
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _adam_row(theta, m, v, g, omb1, omb2, eps, decay, step_size):
     """SparseAdam's step on one row (recgrad.optim.SparseAdam, same operation order and dtype)."""
     for d in range(theta.size):
@@ -548,7 +552,7 @@ def _adam_row(theta, m, v, g, omb1, omb2, eps, decay, step_size):
         theta[d] = theta[d] * decay - step_size * (md / (np.sqrt(vd) + eps))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _first_draw(b, start, users, items, negatives, cand, states, k1, key, n_items, alias_prob, alias_item, P, Q,
                 indptr, indices, exclude):
     """Batch sample b: its candidates [positive, raw negatives], its stream state, and prefetches."""
@@ -562,7 +566,7 @@ def _first_draw(b, start, users, items, negatives, cand, states, k1, key, n_item
     _prefetch_sample(P, Q, users[p], row, indptr, indices, exclude and negatives.shape[0] == 0)
 
 
-@numba.njit(cache=True, parallel=True, fastmath={"reassoc", "nsz", "contract"})
+@numba.njit(cache=True, error_model="numpy", parallel=True, fastmath={"reassoc", "nsz", "contract"})
 def _lazy_adam_epoch(P, Q, mP, vP, mQ, vQ, steps, users, items, negatives, k, batch_size, n_items, indptr,
                      indices, alias_prob, alias_item, exclude, loss, cosine, inv_tau, log_q, l2, lr, beta1, beta2,
                      eps, weight_decay, key, n_chunks, batch_losses):
