@@ -8,16 +8,21 @@ optimizer, learning rate, batches):
    layers) and deep (16 Linear layers), trained by SGD with momentum 0.9, lr 0.05, batch 128.
    Each activation gets its textbook initialisation: Xavier (gain 1) for sigmoid and tanh,
    Kaiming (ReLU gain) for ReLU, GELU and Swish; biases zero. The full training loss and the test
-   accuracy are recorded every few steps, with the cumulative wall time of the training steps, and
-   averaged over several seeds (the seed draws the weights and the batch order; the task is fixed).
+   accuracy are recorded every 25 steps (500 steps in all), with the cumulative wall time of the
+   training steps, and averaged over 2 seeds (each draws the weights and the batch order; the task
+   is fixed). --quick: 600 points, 8 layers deep, 120 steps, one seed.
 2. Recommendation: a TwoTower model (embedding 32, one hidden layer of 64 per tower, the model's
-   Kaiming init with PyTorch's gain per activation) trained with BPR and dense Adam (lr 1e-2) on
-   `recgrad.data.synthetic`; Recall@20 on its test split after every epoch.
+   Kaiming init with PyTorch's gain per activation, L2-normalised outputs) trained on
+   `recgrad.data.synthetic` with the usual two-tower loss, InfoNCE over cosine scores
+   (temperature 0.1, 256 uniform negatives shared by the batch; 64 in --quick), and dense Adam
+   (lr 1e-2); Recall@20 on its test split after every epoch. (Trained with BPR and Adam at lr 1e-2
+   or 1e-3 instead, these towers stayed at the popularity baseline for 8 epochs with ReLU and with
+   tanh when this experiment was built, so BPR would not tell the activations apart in this budget.)
 
 The claims read off the numbers:
 - "tanh converges faster than sigmoid" (LeCun et al., "Efficient BackProp", 1998: zero-centred
   outputs): the steps each needs to bring the training loss to half its initial value (ln 4 / 2),
-  and for the two-tower model the Recall@20 after the first epochs.
+  and for the two-tower model the Recall@20 averaged over the epochs (the area under the curve).
 - "Swish/GELU are better than ReLU in deep models" (Ramachandran et al. 2017; Hendrycks & Gimpel
   2016): the deep MLP's final test accuracy, against the spread between seeds.
 """
@@ -52,16 +57,20 @@ FEATURES, CLASSES, WIDTH = 20, 4, 64
 LR, MOMENTUM, BATCH = 0.05, 0.9, 128
 # Gaps below this (in test accuracy) count as a tie: about the seed-to-seed spread measured here.
 ACCURACY_TIE = 0.01
+# Recall@20 gaps below this fraction of the larger value count as a tie.
+RELATIVE_TIE = 0.05
 
 
 def _settings(quick):
     if quick:
-        return {"n_train": 1000, "n_test": 500, "depths": {"shallow": 3, "deep": 10}, "steps": 150,
+        return {"n_train": 600, "n_test": 400, "depths": {"shallow": 3, "deep": 8}, "steps": 120,
                 "record_every": 10, "seeds": 1,
-                "synthetic": {"n_users": 400, "n_items": 600, "interactions_per_user": 20}, "tower_epochs": 3}
-    return {"n_train": 3000, "n_test": 1000, "depths": {"shallow": 3, "deep": 16}, "steps": 600,
-            "record_every": 20, "seeds": 3,
-            "synthetic": {"n_users": 2000, "n_items": 3000, "interactions_per_user": 30}, "tower_epochs": 10}
+                "synthetic": {"n_users": 300, "n_items": 500, "interactions_per_user": 20}, "tower_epochs": 3,
+                "tower_batch": 256, "tower_negatives": 64}
+    return {"n_train": 3000, "n_test": 1000, "depths": {"shallow": 3, "deep": 16}, "steps": 500,
+            "record_every": 25, "seeds": 2,
+            "synthetic": {"n_users": 2000, "n_items": 3000, "interactions_per_user": 30}, "tower_epochs": 12,
+            "tower_batch": 1024, "tower_negatives": 256}
 
 
 def _train_mlp(x, y, x_test, y_test, depth, activation, steps, record_every, seed):
@@ -139,9 +148,11 @@ def _run_two_tower(settings, seed):
     data = synthetic(seed=seed, **settings["synthetic"])
     numbers = {"data": settings["synthetic"], "epochs": settings["tower_epochs"]}
     for activation in ACTIVATIONS:
-        model = TwoTower(data.n_users, data.n_items, dim=32, hidden=(64,), activation=activation, rng=seed)
-        trainer = Trainer(model, loss="bpr", optimizer="adam", lr=1e-2, batch_size=1024,
-                          epochs=settings["tower_epochs"], seed=seed, progress=False)
+        model = TwoTower(data.n_users, data.n_items, dim=32, hidden=(64,), activation=activation, normalize=True,
+                         rng=seed)
+        trainer = Trainer(model, loss="infonce", optimizer="adam", lr=1e-2, batch_size=settings["tower_batch"],
+                          negatives=settings["tower_negatives"], negatives_mode="shared", similarity="cosine",
+                          temperature=0.1, epochs=settings["tower_epochs"], seed=seed, progress=False)
         result = trainer.fit(data)
         history = result["history"]
         numbers[activation] = {
@@ -183,7 +194,7 @@ def _plot_two_tower(numbers, out_dir):
         axes[0, 2].plot(entry["seconds"], entry["recall@20"], **style)
     for axis in axes[0, 1:]:
         axis.axhline(numbers["popularity_recall@20"], color="gray", linestyle="--", linewidth=0.8)
-    axes[0, 0].set(xlabel="epoch", ylabel="BPR loss", title="two-tower on synthetic data")
+    axes[0, 0].set(xlabel="epoch", ylabel="InfoNCE loss", title="two-tower on synthetic data")
     axes[0, 1].set(xlabel="epoch", ylabel="Recall@20", title="Recall@20 (dashed: popularity)")
     axes[0, 2].set(xlabel="training seconds", ylabel="Recall@20", title="Recall@20 vs wall time")
     axes[0, 0].legend(fontsize=7)
@@ -200,10 +211,12 @@ def _tanh_vs_sigmoid(mlp_numbers, tower):
         show = (lambda s: "never" if s is None else f"{s:.0f}")
         settings.append(f"{label} MLP: tanh reaches loss {mlp_numbers['target_loss']:.2f} in {show(tanh)} steps, "
                         f"sigmoid in {show(sigmoid)}")
-    early = min(2, len(tower["tanh"]["recall@20"])) - 1
-    tanh_r, sigmoid_r = tower["tanh"]["recall@20"][early], tower["sigmoid"]["recall@20"][early]
-    wins += tanh_r > sigmoid_r
-    settings.append(f"two-tower Recall@20 after epoch {early + 1}: tanh {tanh_r:.3f}, sigmoid {sigmoid_r:.3f}")
+    tanh_r, sigmoid_r = (float(np.mean(tower[a]["recall@20"])) for a in ("tanh", "sigmoid"))
+    tie = abs(tanh_r - sigmoid_r) <= RELATIVE_TIE * max(tanh_r, sigmoid_r)
+    wins += tanh_r > sigmoid_r and not tie
+    settings.append(f"two-tower Recall@20 averaged over the {len(tower['tanh']['recall@20'])} epochs (the area "
+                    f"under its curve): tanh {tanh_r:.3f}, sigmoid {sigmoid_r:.3f}"
+                    + (f" (a tie within {RELATIVE_TIE:.0%})" if tie else ""))
     total = len(mlp_numbers["depths"]) + 1
     verdict = "holds" if wins == total else ("does not hold" if wins == 0 else "holds with conditions")
     return claim("tanh converges faster than sigmoid", verdict, "; ".join(settings) + f" (tanh ahead in {wins}/{total}).")
@@ -220,10 +233,13 @@ def _smooth_vs_relu(mlp_numbers, tower):
         f"deep MLP ({mlp_numbers['depths']['deep']} layers) test accuracy after {mlp_numbers['steps']} steps: "
         + ", ".join(f"{a} {deep[a]['final_test_accuracy']:.3f}±{deep[a]['final_test_accuracy_std']:.3f}"
                     for a in ("relu", "gelu", "swish"))
-        + f"; shallow: " + ", ".join(f"{a} {shallow[a]['final_test_accuracy']:.3f}" for a in ("relu", "gelu", "swish"))
+        + "; deep MLP final training loss: "
+        + ", ".join(f"{a} {deep[a]['final_loss']:.3f}" for a in ("relu", "gelu", "swish"))
+        + "; shallow test accuracy: "
+        + ", ".join(f"{a} {shallow[a]['final_test_accuracy']:.3f}" for a in ("relu", "gelu", "swish"))
         + "; two-tower final Recall@20: "
         + ", ".join(f"{a} {tower[a]['recall@20'][-1]:.3f}" for a in ("relu", "gelu", "swish"))
-        + f"; deep MLP training seconds: "
+        + "; deep MLP training seconds: "
         + ", ".join(f"{a} {deep[a]['seconds']:.1f}" for a in ("relu", "gelu", "swish"))
         + "."
     )
@@ -250,6 +266,9 @@ def run(out_dir, quick=False, seed=0):
     best_deep = max(ACTIVATIONS, key=lambda a: deep[a]["final_test_accuracy"])
     best_shallow = max(ACTIVATIONS, key=lambda a: shallow[a]["final_test_accuracy"])
     best_tower = max(ACTIVATIONS, key=lambda a: tower[a]["recall@20"][-1])
+    worst_tower = min(ACTIVATIONS, key=lambda a: tower[a]["recall@20"][-1])
+    tower_spread = 1.0 - tower[worst_tower]["recall@20"][-1] / max(tower[best_tower]["recall@20"][-1], 1e-12)
+    beaten = [a for a in ACTIVATIONS if tower[a]["recall@20"][-1] > tower["popularity_recall@20"]]
     verdict = (
         f"On the classification task the best final test accuracy is {best_shallow}'s "
         f"({shallow[best_shallow]['final_test_accuracy']:.3f}) in the shallow MLP and {best_deep}'s "
@@ -260,9 +279,11 @@ def run(out_dir, quick=False, seed=0):
         + (f" ({', '.join(better)} ahead of ReLU by more than {ACCURACY_TIE})" if better else
            f" (neither is ahead of ReLU by more than {ACCURACY_TIE} in test accuracy"
            + (f"; {', '.join(worse)} behind" if worse else "") + ")")
-        + f". On the two-tower recommender the activation matters less: final Recall@20 ranges from "
-        f"{min(tower[a]['recall@20'][-1] for a in ACTIVATIONS):.3f} to {tower[best_tower]['recall@20'][-1]:.3f} "
-        f"({best_tower}), against {tower['popularity_recall@20']:.3f} for popularity."
+        + f". On the two-tower recommender, final Recall@20 ranges from {tower[worst_tower]['recall@20'][-1]:.3f} "
+        f"({worst_tower}) to {tower[best_tower]['recall@20'][-1]:.3f} ({best_tower}), a spread of {tower_spread:.0%} "
+        f"of the best, against {tower['popularity_recall@20']:.3f} for popularity"
+        + (f"; {', '.join(beaten)} end{'s' if len(beaten) == 1 else ''} above popularity." if beaten else
+           "; none ends above popularity in this budget.")
     )
     result = {"name": NAME, "figures": figures, "numbers": {"mlp": mlp_numbers, "two_tower": tower},
               "claims": [tanh_claim, smooth_claim], "verdict": verdict}
