@@ -1,6 +1,7 @@
 """Activation fwd+bwd throughput: recgrad kernels vs PyTorch autograd vs the NumPy reference, one process.
 
-python scripts/kernels/bench_activations.py [--n 10000000] [--threads 2] [--repeats 7]
+python scripts/kernels/bench_activations.py [--n 10000000] [--threads 2] [--repeats 9]
+Times are the fastest of the repeats (recgrad and torch run in turn), so background load biases neither.
 GB/s counts 20 bytes per float32 element (read x, write y, read g, read the cache, write dx).
 Not a test; `recgrad bench` will own the maintained version of these numbers.
 """
@@ -26,20 +27,31 @@ CASES = [  # name, kernel params, torch forward (name of a torch function), refe
 ]
 
 
+def timed(function):
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
 def best_of(function, repeats):
-    times = []
+    """The fastest of `repeats` runs: load from other processes only ever adds time."""
+    return min(timed(function) for _ in range(repeats))
+
+
+def interleaved(functions, repeats):
+    """best_of for several functions, run in turn so that they share the same background load."""
+    times = [[] for _ in functions]
     for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+        for function, bucket in zip(functions, times):
+            bucket.append(timed(function))
+    return [min(bucket) for bucket in times]
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10_000_000)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--row", type=int, default=1000, help="softmax row length")
     args = parser.parse_args()
     import torch
@@ -77,7 +89,7 @@ def main():
             ref_backward(g, x, y)
 
         ours(), theirs()
-        t_ours, t_torch = best_of(ours, args.repeats), best_of(theirs, args.repeats)
+        t_ours, t_torch = interleaved([ours, theirs], args.repeats)
         t_ref = best_of(reference, max(2, args.repeats // 3))
         print(f"{torch_name:12} {t_ours * 1e3:10.1f} {gb / t_ours:6.1f} {t_torch * 1e3:9.1f} {gb / t_torch:6.1f} "
               f"{t_ref * 1e3:9.1f} {t_torch / t_ours:8.2f} {t_ref / t_ours:8.2f}")
