@@ -20,7 +20,8 @@ CASES = [  # name, kernel params, torch forward (name of a torch function), refe
     ("tanh", {}, "tanh", A.tanh, lambda g, x, y: g * (1.0 - y * y)),
     ("relu", {}, "relu", A.relu, lambda g, x, y: g * A.relu_grad(x)),
     ("gelu", {}, "gelu", A.gelu, lambda g, x, y: g * A.gelu_grad(x)),
-    ("gelu", {"approximate": "tanh"}, "gelu_tanh", lambda x: A.gelu(x, "tanh"), lambda g, x, y: g * A.gelu_grad(x, "tanh")),
+    ("gelu", {"approximate": "tanh"}, "gelu_tanh",
+     lambda x: A.gelu(x, "tanh"), lambda g, x, y: g * A.gelu_grad(x, "tanh")),
     ("silu", {}, "silu", A.silu, lambda g, x, y: g * A.silu_grad(x)),
     ("softmax", {}, "softmax", A.softmax, lambda g, x, y: A.softmax_backward(g, y)),
     ("log_softmax", {}, "log_softmax", A.log_softmax, lambda g, x, y: A.log_softmax_backward(g, y)),
@@ -70,7 +71,8 @@ def main():
         "gelu_tanh": lambda t: F.gelu(t, approximate="tanh"), "silu": F.silu,
         "softmax": lambda t: torch.softmax(t, -1), "log_softmax": lambda t: torch.log_softmax(t, -1),
     }
-    print(f"{'op':12} {'recgrad ms':>10} {'GB/s':>6} {'torch ms':>9} {'GB/s':>6} {'numpy ms':>9} {'x torch':>8} {'x numpy':>8}")
+    header = ("op", "recgrad ms", "GB/s", "torch ms", "GB/s", "numpy ms", "x torch", "x numpy")
+    print(f"{header[0]:12} " + " ".join(f"{h:>10}" for h in header[1:]))
     for name, params, torch_name, ref_forward, ref_backward in CASES:
         cached_is_output = K.CACHED[name] == "output"
 
@@ -91,8 +93,8 @@ def main():
         ours(), theirs()
         t_ours, t_torch = interleaved([ours, theirs], args.repeats)
         t_ref = best_of(reference, max(2, args.repeats // 3))
-        print(f"{torch_name:12} {t_ours * 1e3:10.1f} {gb / t_ours:6.1f} {t_torch * 1e3:9.1f} {gb / t_torch:6.1f} "
-              f"{t_ref * 1e3:9.1f} {t_torch / t_ours:8.2f} {t_ref / t_ours:8.2f}")
+        row = (t_ours * 1e3, gb / t_ours, t_torch * 1e3, gb / t_torch, t_ref * 1e3, t_torch / t_ours, t_ref / t_ours)
+        print(f"{torch_name:12} " + " ".join(f"{v:10.2f}" for v in row))
 
 
 if __name__ == "__main__":

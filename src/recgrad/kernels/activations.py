@@ -102,7 +102,8 @@ def _constants(float_type, int_type, mantissa_bits, ln2_hi_bits, exp_lo, exp_hi,
     bits = 8 * np.dtype(float_type).itemsize
     return _Constants(
         zero=c(0.0), half=c(0.5), one=c(1.0), two=c(2.0),
-        log2e=c(1.0 / ln2), ln2_hi=c(ln2_hi), ln2_lo=c(float(ln2_exact - Decimal(ln2_hi))), exp_lo=c(exp_lo), exp_hi=c(exp_hi),
+        log2e=c(1.0 / ln2), ln2_hi=c(ln2_hi), ln2_lo=c(float(ln2_exact - Decimal(ln2_hi))),
+        exp_lo=c(exp_lo), exp_hi=c(exp_hi),
         q=tuple(c(v) for v in reversed(q)),  # highest degree first, for Horner
         bias=int_type((1 << (bits - mantissa_bits - 2)) - 1), mantissa_bits=int_type(mantissa_bits),
         sign_shift=int_type(bits - 1), low_mask=int_type((1 << (bits - 1)) - 1),
