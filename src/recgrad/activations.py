@@ -282,12 +282,18 @@ def logsumexp(x, axis=-1, keepdims=False):
     x = as_float_array(x)
     m = np.max(x, axis=axis, keepdims=True)
     finite_m = np.where(np.isfinite(m), m, 0.0).astype(x.dtype, copy=False)
-    with np.errstate(divide="ignore"):  # an all -inf row sums to 0: log 0 = -inf, as torch.logsumexp
+    # An all -inf row sums to 0: log 0 = -inf, as torch.logsumexp. x - m may overflow to -inf for
+    # a row spanning more than the float range, harmless as in _shift_by_max.
+    with np.errstate(divide="ignore", over="ignore"):
         out = finite_m + np.log(np.sum(np.exp(x - finite_m), axis=axis, keepdims=True))
     return out if keepdims else np.squeeze(out, axis=axis)
 
 
 def _shift_by_max(x, axis):
-    """x - max(x) along axis; an all -inf row becomes NaN (inf - inf), as PyTorch's softmax gives."""
-    with np.errstate(invalid="ignore"):
+    """x - max(x) along axis; an all -inf row becomes NaN (inf - inf), as PyTorch's softmax gives.
+
+    A row spanning more than the float range (e.g. [1.8e308, -1e292]) overflows to -inf in the
+    subtraction, which is harmless: exp(-inf) = 0 is also what the exact difference would give.
+    """
+    with np.errstate(invalid="ignore", over="ignore"):
         return x - np.max(x, axis=axis, keepdims=True)
