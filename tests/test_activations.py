@@ -282,7 +282,7 @@ def test_finite_input_gives_finite_output_without_warnings(dtype):
 
 
 def test_log_softmax_beyond_the_float_range_rounds_to_minus_inf_without_warning():
-    x = np.array([1.79769313e308, -9.97920155e291])
+    x = np.array([1e308, -1e308])  # log_softmax[1] = -2e308 exactly
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         np.testing.assert_array_equal(A.log_softmax(x), [0.0, -np.inf])
