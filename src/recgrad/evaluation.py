@@ -19,7 +19,7 @@ import scipy.sparse
 
 from recgrad._arrays import as_float_array
 from recgrad.kernels.topk import top_k_masked
-from recgrad.metrics import _FROM_HITS, METRIC_NAMES, _check_ks, _check_metric_names, per_user_metrics
+from recgrad.metrics import METRIC_NAMES, _check_ks, _check_metric_names, metrics_from_hits, per_user_metrics
 
 # Default memory budget for one block of full-ranking scores: 64 MiB of float32.
 SCORE_BLOCK_BYTES = 64 * 2**20
@@ -181,7 +181,7 @@ def full_ranking(
         if engine == "numba":  # the kernel also marks the hits, so no hit_matrix lookup
             _, _, hits = top_k_masked(scores, k, mask=train[block] if exclude_train else None, relevant=relevant)
             n_relevant = np.diff(relevant.indptr)
-            values = {f"{name}@{kk}": _FROM_HITS[name](hits, n_relevant, kk) for name in names for kk in ks}
+            values = metrics_from_hits(hits, n_relevant, ks, names)
         else:
             if exclude_train:
                 sub = train[block]

@@ -263,14 +263,17 @@ def per_user_metrics(ranked, relevant, ks=(10, 20), metrics=METRIC_NAMES):
 
     Returns a dict ``{"recall@20": array (n_users,), ...}``; NaN for users with R = 0.
     """
+    hits, n_rel = hit_matrix(ranked, relevant)
+    return metrics_from_hits(hits, n_rel, ks, metrics)
+
+
+def metrics_from_hits(hits, n_relevant, ks=(10, 20), metrics=METRIC_NAMES):
+    """Per-user metrics from a hit matrix: hits (n_users, K_max) bool, hits[u, r] = the item at rank
+    r + 1 is relevant; n_relevant (n_users,) = R. Same keys and values as `per_user_metrics`
+    (which builds the hit matrix from a ranking; the evaluation kernel marks hits itself)."""
     ks = _check_ks(ks)
     names = _check_metric_names(metrics, METRIC_NAMES)
-    hits, n_rel = hit_matrix(ranked, relevant)
-    out = {}
-    for name in names:
-        for k in ks:
-            out[f"{name}@{k}"] = _FROM_HITS[name](hits, n_rel, _check_k(k, hits.shape[1]))
-    return out
+    return {f"{name}@{k}": _FROM_HITS[name](hits, n_relevant, _check_k(k, hits.shape[1])) for name in names for k in ks}
 
 
 def compute_metrics(ranked, relevant, ks=(10, 20), metrics=METRIC_NAMES):
