@@ -105,6 +105,10 @@ def test_same_shuffle_as_the_trainer(small):
     batches = list(epoch_batches(small.train, 10 ** 9, trainer_rng))
     np.testing.assert_array_equal(users, batches[0][0])
     np.testing.assert_array_equal(items, batches[0][1])
+    shared = FusedMFTrainer(MF(small.n_users, small.n_items, dim=4, rng=0), small.train,
+                            shuffle_rng=np.random.default_rng(8))
+    expected = next(epoch_batches(small.train, 10 ** 9, np.random.default_rng(8)))
+    np.testing.assert_array_equal(shared._epoch_order()[0], expected[0])
 
 
 # ------------------------------------------------------------------------------------ sampler

@@ -66,11 +66,19 @@ Random numbers: splitmix64 (Steele, Lea & Flood, "Fast splittable pseudorandom n
 generators", OOPSLA 2014), a 64-bit state advanced by a constant and mixed. The minibatch path
 gives every sample its own stream, seeded by hashing (run seed, epoch, position in the epoch),
 so its draws do not depend on the thread count or the schedule; hogwild SGD gives each thread
-one stream seeded by (run seed, epoch, thread id). The epoch's shuffle is the Trainer's:
+one stream seeded by (run seed, epoch, thread id). A sample's K negatives are drawn raw first,
+then each one that is a positive is re-drawn (in order, from the same stream); the raw draws
+happen 8 samples ahead of the training step so that the rows they select can be prefetched.
+The epoch's shuffle is the Trainer's:
 `numpy.random.default_rng(SeedSequence(seed).spawn(2)[0]).permutation(nnz)` once per epoch, so
 with the same seed the fused path visits the same positives in the same batches as the
 reference; the negatives come from a different generator (pass `negatives=` to reuse the
 reference's).
+
+Speed notes: the loops are memory-latency bound (random rows of P, Q and, for Adam, of m and v),
+so the rows of the samples (or, in the Adam step, of the rows) 8 ahead are prefetched
+(`llvm.prefetch`); kernels use numba's error_model="numpy" (no division-by-zero branch, so the
+Adam row step vectorises); the positives' binary search is branch-free over int32 column ids.
 """
 
 import math
@@ -730,6 +738,9 @@ class FusedMFTrainer:
         l2: LightGCN's batch L2 (module doc). temperature, similarity ("dot"/"cosine"),
             logq_correction: InfoNCE only (defaults 0.1, "dot", False).
         seed: int: the shuffle (the Trainer's) and the negatives' streams.
+        shuffle_rng: a numpy Generator to shuffle with instead (one permutation per epoch, e.g. the
+            Trainer's own, so that its checkpoint holds the shuffle state); `epoch` (an attribute)
+            selects the negatives' streams.
 
     `train_epoch()` runs one epoch and returns {"loss", "samples", "seconds", "samples_per_second",
     "batch_losses" (sparse_adam)}. Threads: `recgrad.kernels.set_num_threads`.
@@ -746,7 +757,7 @@ class FusedMFTrainer:
     def __init__(self, model, train_csr, loss="bpr", optimizer="sparse_adam", lr=1e-3, batch_size=2048,
                  negatives=None, sampler="uniform", popularity_alpha=0.75, exclude_positives=True, l2=0.0,
                  weight_decay=0.0, betas=(0.9, 0.999), eps=1e-8, temperature=None, similarity=None,
-                 logq_correction=False, seed=0):
+                 logq_correction=False, seed=0, shuffle_rng=None):
         if not isinstance(model, MF):
             raise TypeError(f"model: expected a recgrad.models.MF, got {type(model).__name__}")
         self.model = model
@@ -786,7 +797,11 @@ class FusedMFTrainer:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
         self.seed = int(seed)
-        self._shuffle_rng = np.random.default_rng(np.random.SeedSequence(self.seed).spawn(2)[0])
+        if shuffle_rng is None:
+            shuffle_rng = np.random.default_rng(np.random.SeedSequence(self.seed).spawn(2)[0])
+        elif not isinstance(shuffle_rng, np.random.Generator):
+            raise TypeError(f"shuffle_rng: expected a numpy.random.Generator, got {type(shuffle_rng).__name__}")
+        self._shuffle_rng = shuffle_rng
         self.epoch = 0
         tables = [model.user_embedding.weight, model.item_embedding.weight]
         if isinstance(optimizer, SparseAdam):
