@@ -219,7 +219,8 @@ def _tanh_vs_sigmoid(mlp_numbers, tower):
                     + (f" (a tie within {RELATIVE_TIE:.0%})" if tie else ""))
     total = len(mlp_numbers["depths"]) + 1
     verdict = "holds" if wins == total else ("does not hold" if wins == 0 else "holds with conditions")
-    return claim("tanh converges faster than sigmoid", verdict, "; ".join(settings) + f" (tanh ahead in {wins}/{total}).")
+    evidence = "; ".join(settings) + f" (tanh ahead in {wins}/{total})."
+    return claim("tanh converges faster than sigmoid", verdict, evidence)
 
 
 def _smooth_vs_relu(mlp_numbers, tower):

@@ -55,7 +55,8 @@ def write(results, failures, path, figures_dir, command, seed):
             f"## {result['name']}",
             "",
             f"{result['description']} ({mode}, {result['seconds']:.0f} s; `recgrad experiment {result['name']}"
-            f"{' --quick' if result['quick'] else ''}`; numbers: [{result['name']}.json]({link}/{result['name']}.json))",
+            f"{' --quick' if result['quick'] else ''}`; numbers: "
+            f"[{result['name']}.json]({link}/{result['name']}.json))",
             "",
             result["verdict"],
             "",

@@ -134,7 +134,8 @@ def _plot_temperature(numbers, out_dir):
             axis.plot(temperatures, [sweep[str(t)][metric] for t in temperatures], marker="o", label=similarity)
     for axis, metric in zip(axes[0], ("recall@20", "ndcg@20")):
         axis.axhline(numbers["popularity"][metric], color="gray", linestyle="--", linewidth=0.8, label="popularity")
-        axis.set(xscale="log", xlabel="temperature tau", ylabel=f"best {metric.replace('recall', 'Recall').replace('ndcg', 'NDCG')}")
+        label = metric.replace("recall", "Recall").replace("ndcg", "NDCG")
+        axis.set(xscale="log", xlabel="temperature tau", ylabel=f"best {label}")
     axes[0, 0].set_title(f"InfoNCE, {numbers['sweep_negatives']} negatives: temperature")
     axes[0, 1].set_title("NDCG@20")
     axes[0, 0].legend(fontsize=7)
