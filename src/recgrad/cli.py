@@ -56,6 +56,7 @@ CONFIG_DEFAULTS = {
     "l2": 1e-4,
     "weight_decay": None,
     "sampler": "uniform",
+    "engine": "numpy",
     "eval_every": 1,
     "patience": None,
     "topk": [20],
@@ -75,6 +76,7 @@ CHOICES = {
     "similarity": ("dot", "cosine"),
     "sampler": ("uniform", "popularity"),
     "lr_schedule": ("constant", "cosine"),
+    "engine": ("numpy", "fused"),
     "activation": ("sigmoid", "tanh", "relu", "gelu", "gelu_tanh", "swish", "silu"),
 }
 
@@ -234,7 +236,7 @@ def build_trainer(config, model, out_dir):
         sampler=config["sampler"], negatives_mode=config["negatives_mode"], l2=config["l2"],
         weight_decay=config["weight_decay"], eval_every=config["eval_every"], patience=config["patience"],
         ks=tuple(config["topk"]), metric=config["metric"], seed=config["seed"], out_dir=out_dir,
-        **infonce_only, **schedule,
+        engine=config["engine"], **infonce_only, **schedule,
     )
 
 
@@ -442,6 +444,8 @@ def _train_flags(parser):
     training.add_argument("--l2", help="LightGCN's L2 on the batch's embeddings (default 1e-4)")
     training.add_argument("--weight-decay", dest="weight_decay", help="optimizer weight decay")
     training.add_argument("--sampler", help="uniform (default) or popularity")
+    training.add_argument("--engine", help="numpy (default, the reference step) or fused (compiled MF loop: "
+                                           "sparse_adam = the same lazy Adam, sgd = hogwild SGD)")
     training.add_argument("--seed", help="seed of init, shuffle and sampler (default 0)")
     training.add_argument("--threads", help="threads for the compiled kernels and BLAS (default: all cores)")
     evaluation = parser.add_argument_group("evaluation and output")

@@ -57,7 +57,9 @@ from recgrad.evaluation import evaluate_baseline, evaluate_recommender, protocol
 from recgrad.losses import BCEWithLogitsLoss, BPRLoss, InfoNCELoss, _normalize, _normalize_backward
 from recgrad.metrics import METRIC_NAMES
 from recgrad.models.base import FactorModel
+from recgrad.kernels.mf import fused_trainer_from_config
 from recgrad.models.embedding import Embedding
+from recgrad.models.mf import MF
 from recgrad.nn.module import Module, RowSparseGrad
 from recgrad.optim.adam import Adam
 from recgrad.optim.adamw import AdamW
@@ -79,11 +81,11 @@ LR_SCHEDULES = (None, "cosine")
 DEFAULT_NEGATIVES = {"bpr": 1, "bce": 4, ("infonce", "per_user"): 64, ("infonce", "shared"): 1024}
 CHECKPOINT_FORMAT = 1
 # Values of keys that checkpoints written before the key existed implicitly had.
-CONSTANT_LR_DEFAULTS = {"lr_schedule": None, "lr_min": 0.0}
 # Settings that change what an epoch computes: a resumed run must use the checkpoint's values.
 _RESUME_KEYS = ("loss", "optimizer", "lr", "batch_size", "negatives", "negatives_mode", "sampler", "l2",
                 "weight_decay", "temperature", "similarity", "logq_correction", "popularity_alpha", "seed",
-               "lr_schedule", "lr_min")
+               "lr_schedule", "lr_min", "engine")
+ENGINES = ("numpy", "fused")
 
 
 class Trainer:
@@ -122,6 +124,12 @@ class Trainer:
         seed: seeds the shuffle and the sampler (int).
         out_dir: run directory (created); None writes nothing.
         progress: show a tqdm bar (only on a terminal) and print a line per epoch to stderr.
+        engine: "numpy" (default: the readable minibatch step above) or "fused": the compiled MF
+            loop of `recgrad.kernels.mf` (MF with per-user negatives and optimizer "sparse_adam" or
+            "sgd"). Fused "sparse_adam" is the same lazy Adam over the same batches and negatives
+            as "numpy" up to float rounding; fused "sgd" is hogwild SGD with a step per
+            interaction (implicit's algorithm), so its lr means something else than minibatch SGD's.
+            The fused loop checkpoints at epoch boundaries only (Ctrl-C finishes the epoch).
 
     Evaluation set: the dataset's validation matrix when present (full ranking, training items
     masked); otherwise the sampled NCF protocol when it has test_negatives; otherwise the test
@@ -132,7 +140,8 @@ class Trainer:
     def __init__(self, model, loss="bpr", optimizer="adam", lr=1e-3, batch_size=2048, epochs=20, negatives=None,
                  sampler="uniform", negatives_mode="per_user", l2=0.0, weight_decay=None, temperature=None,
                  similarity=None, logq_correction=None, popularity_alpha=None, eval_every=1, patience=None,
-                 ks=None, metric=None, seed=0, out_dir=None, progress=True, lr_schedule=None, lr_min=None):
+                 ks=None, metric=None, seed=0, out_dir=None, progress=True, lr_schedule=None, lr_min=None,
+                 engine="numpy"):
         if not isinstance(model, Module):
             raise TypeError(f"model: expected a recgrad Module (a recommender), got {type(model).__name__}")
         self.model = model
@@ -205,6 +214,14 @@ class Trainer:
         self.seed = int(seed)
         self.out_dir = None if out_dir is None else os.fspath(out_dir)
         self.progress = bool(progress)
+        if engine not in ENGINES:
+            raise ValueError(f"engine: expected one of {ENGINES}, got {engine!r}")
+        if engine == "fused":
+            if not isinstance(model, MF):
+                raise ValueError(f"engine: 'fused' trains MF models only, got {type(model).__name__}")
+            if optimizer not in ("sparse_adam", "sgd") or negatives_mode != "per_user":
+                raise ValueError("engine: 'fused' needs optimizer 'sparse_adam' or 'sgd' and negatives_mode 'per_user'")
+        self.engine = engine
         if loss == "infonce" and not isinstance(model, FactorModel):
             raise ValueError(f"loss: 'infonce' needs a dot-product model (MF, TwoTower), got {type(model).__name__}")
         self._embeddings = [module for module in _modules(model) if isinstance(module, Embedding)]
@@ -224,7 +241,7 @@ class Trainer:
             "similarity": self.similarity if self.loss == "infonce" else None,
             "logq_correction": self.logq_correction, "popularity_alpha": self.popularity_alpha,
             "eval_every": self.eval_every, "patience": self.patience, "ks": list(self.ks), "metric": self.metric,
-            "seed": self.seed, "lr_schedule": self.lr_schedule, "lr_min": self.lr_min,
+            "seed": self.seed, "lr_schedule": self.lr_schedule, "lr_min": self.lr_min, "engine": self.engine,
         }
 
     def _prepare(self, dataset):
@@ -253,6 +270,12 @@ class Trainer:
         if self.lr_schedule == "cosine" and self.epochs > 0:
             self._schedulers = [CosineAnnealingLR(opt, T_max=self.epochs, eta_min=self.lr_min) for opt in self._optimizers]
         self._build_loss()
+        self._fused = None
+        if self.engine == "fused":
+            self._fused = fused_trainer_from_config(
+                self.model, self.train, self.config(),
+                optimizer=self._optimizers[0] if self.optimizer_name == "sparse_adam" else None,
+                shuffle_rng=self._shuffle_rng)
         if self.negatives_mode == "in_batch" and self.logq_correction:
             counts = np.bincount(train.indices, minlength=train.shape[1]).astype(np.float64)
             with np.errstate(divide="ignore"):
@@ -504,6 +527,9 @@ class Trainer:
         return self.result()
 
     def _run_epoch(self):
+        if self._fused is not None:
+            self._run_fused_epoch()
+            return
         n_batches = -(-self.train.nnz // self.batch_size)
         self._shuffle_rng.bit_generator.state = self._epoch_shuffle_state
         batches = epoch_batches(self.train, self.batch_size, self._shuffle_rng, start_batch=self._batch)
@@ -523,6 +549,15 @@ class Trainer:
                                     samples_per_s=f"{self._samples / max(self._seconds, 1e-9):.0f}")
                 if self._stop_requested:
                     raise _Interrupted
+        self._end_epoch()
+
+    def _run_fused_epoch(self):
+        """One epoch of the compiled loop; its sampler streams are keyed by (seed, epoch)."""
+        self._shuffle_rng.bit_generator.state = self._epoch_shuffle_state
+        self._fused.epoch = self.epoch
+        self._fused.lr = self._optimizers[0].param_groups[0]["lr"]  # hogwild follows the schedule too
+        stats = self._fused.train_epoch()
+        self._loss_sum, self._samples, self._seconds = stats["loss"] * stats["samples"], stats["samples"], stats["seconds"]
         self._end_epoch()
 
     def _end_epoch(self):
@@ -665,7 +700,7 @@ class Trainer:
             raise ValueError(f"resume: {path} has checkpoint format {meta.get('format')}, expected {CHECKPOINT_FORMAT}")
         saved, current = meta["config"], self.config()
         changed = [f"{key}={saved.get(key)!r} (now {current[key]!r})" for key in _RESUME_KEYS
-                   if saved.get(key, CONSTANT_LR_DEFAULTS.get(key)) != current[key]]
+                   if saved.get(key) != current[key]]
         if changed:
             raise ValueError("resume: the checkpoint was written with different settings: " + ", ".join(changed))
         self.model.load_state_dict({key[len("model."):]: value for key, value in arrays.items() if key.startswith("model.")})

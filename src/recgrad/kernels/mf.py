@@ -898,7 +898,7 @@ class FusedMFTrainer:
         self._shuffle_rng.bit_generator.state = state["shuffle_rng"]
 
 
-def fused_trainer_from_config(model, train_csr, config, optimizer=None):
+def fused_trainer_from_config(model, train_csr, config, optimizer=None, shuffle_rng=None):
     """A FusedMFTrainer for a Trainer configuration (`Trainer.config()`'s keys), or ValueError.
 
     Supported: loss bpr/bce/infonce with negatives_mode "per_user", sampler uniform/popularity,
@@ -918,7 +918,8 @@ def fused_trainer_from_config(model, train_csr, config, optimizer=None):
         l2=config.get("l2", 0.0), weight_decay=config.get("weight_decay", 0.0) if name == "sparse_adam" else 0.0,
         temperature=config.get("temperature") if infonce else None,
         similarity=config.get("similarity") if infonce else None,
-        logq_correction=bool(config.get("logq_correction")) if infonce else False, seed=config.get("seed", 0))
+        logq_correction=bool(config.get("logq_correction")) if infonce else False, seed=config.get("seed", 0),
+        shuffle_rng=shuffle_rng)
 
 
 def _positive_int(value, name):
