@@ -9,6 +9,32 @@ from recgrad.nn.module import RowSparseGrad
 from recgrad.optim.optimizer import Optimizer, check_betas, check_non_negative
 
 
+def advance_adam_state(theta, state, group):
+    """Create the moments on the first step, count the step; returns (m, v, v_max or None, t)."""
+    if not state:
+        state.update(step=0, exp_avg=np.zeros_like(theta), exp_avg_sq=np.zeros_like(theta))
+        if group["amsgrad"]:
+            state["max_exp_avg_sq"] = np.zeros_like(theta)
+    state["step"] += 1
+    return state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq"), state["step"]
+
+
+def adam_move(theta, g, m, v, v_max, lr, beta1, beta2, eps, bias_correction1, bias_correction2):
+    """The step Adam and AdamW share (optax's scale_by_adam then scale by -lr), in place:
+
+        m <- beta1 m + (1 - beta1) g;  v <- beta2 v + (1 - beta2) g^2;  v_max <- max(v_max, v)
+        theta <- theta - eta * m_hat / (sqrt(v_hat) + eps)
+    """
+    m += (1.0 - beta1) * (g - m)  # = beta1 * m + (1 - beta1) * g, the form torch's lerp uses
+    v *= beta2
+    v += (1.0 - beta2) * g * g
+    if v_max is not None:
+        np.maximum(v_max, v, out=v_max)
+        v = v_max
+    denom = np.sqrt(v) / math.sqrt(bias_correction2) + eps  # sqrt(v_hat) + eps
+    theta -= (lr / bias_correction1) * (m / denom)  # eta * m_hat / (sqrt(v_hat) + eps)
+
+
 def bias_corrections(beta1, beta2, t):
     """(1 - beta1^t, 1 - beta2^t): the factors that unbias m and v after t steps from zero."""
     return 1.0 - beta1**t, 1.0 - beta2**t
@@ -83,18 +109,11 @@ class Adam(Optimizer):
         lr, eps, weight_decay = float(group["lr"]), float(group["eps"]), float(group["weight_decay"])
         beta1, beta2 = (float(beta) for beta in group["betas"])
         theta = param.data
-        if not state:
-            state.update(step=0, exp_avg=np.zeros_like(theta), exp_avg_sq=np.zeros_like(theta))
-            if group["amsgrad"]:
-                state["max_exp_avg_sq"] = np.zeros_like(theta)
-        state["step"] += 1
-        t = state["step"]
-        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m, v, v_max, t = advance_adam_state(theta, state, group)
         bias_correction1, bias_correction2 = bias_corrections(beta1, beta2, t)
         if group["fused"]:
             fused_kernels.adam_step(
-                theta, grad, m, v, state["max_exp_avg_sq"] if group["amsgrad"] else None,
-                beta1=beta1, beta2=beta2, eps=eps, step_size=lr / bias_correction1,
+                theta, grad, m, v, v_max, beta1=beta1, beta2=beta2, eps=eps, step_size=lr / bias_correction1,
                 sqrt_bias_correction2=math.sqrt(bias_correction2), weight_decay=weight_decay,
                 maximize=group["maximize"],
             )
@@ -102,13 +121,5 @@ class Adam(Optimizer):
 
         g = -grad if group["maximize"] else grad
         if weight_decay != 0.0:
-            g = g + weight_decay * theta
-        m += (1.0 - beta1) * (g - m)  # = beta1 * m + (1 - beta1) * g, the form torch's lerp uses
-        v *= beta2
-        v += (1.0 - beta2) * g * g
-        if group["amsgrad"]:
-            np.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
-            v = state["max_exp_avg_sq"]
-
-        denom = np.sqrt(v) / math.sqrt(bias_correction2) + eps  # sqrt(v_hat) + eps
-        theta -= (lr / bias_correction1) * (m / denom)  # eta * m_hat / (sqrt(v_hat) + eps)
+            g = g + weight_decay * theta  # L2 in the gradient: it passes through m and v
+        adam_move(theta, g, m, v, v_max, lr, beta1, beta2, eps, bias_correction1, bias_correction2)

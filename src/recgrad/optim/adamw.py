@@ -2,10 +2,9 @@
 
 import math
 
-import numpy as np
-
 from recgrad.kernels import optim as fused_kernels
-from recgrad.optim.adam import bias_corrections, check_adam_hyperparameters, reject_row_sparse
+from recgrad.optim.adam import (adam_move, advance_adam_state, bias_corrections, check_adam_hyperparameters,
+                                reject_row_sparse)
 from recgrad.optim.optimizer import Optimizer
 
 
@@ -60,18 +59,11 @@ class AdamW(Optimizer):
         lr, eps, weight_decay = float(group["lr"]), float(group["eps"]), float(group["weight_decay"])
         beta1, beta2 = (float(beta) for beta in group["betas"])
         theta = param.data
-        if not state:
-            state.update(step=0, exp_avg=np.zeros_like(theta), exp_avg_sq=np.zeros_like(theta))
-            if group["amsgrad"]:
-                state["max_exp_avg_sq"] = np.zeros_like(theta)
-        state["step"] += 1
-        t = state["step"]
-        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m, v, v_max, t = advance_adam_state(theta, state, group)
         bias_correction1, bias_correction2 = bias_corrections(beta1, beta2, t)
         if group["fused"]:
             fused_kernels.adam_step(
-                theta, grad, m, v, state["max_exp_avg_sq"] if group["amsgrad"] else None,
-                beta1=beta1, beta2=beta2, eps=eps, step_size=lr / bias_correction1,
+                theta, grad, m, v, v_max, beta1=beta1, beta2=beta2, eps=eps, step_size=lr / bias_correction1,
                 sqrt_bias_correction2=math.sqrt(bias_correction2), decay=1.0 - lr * weight_decay,
                 maximize=group["maximize"],
             )
@@ -79,13 +71,5 @@ class AdamW(Optimizer):
 
         g = -grad if group["maximize"] else grad
         if weight_decay != 0.0:
-            theta *= 1.0 - lr * weight_decay
-        m += (1.0 - beta1) * (g - m)  # = beta1 * m + (1 - beta1) * g
-        v *= beta2
-        v += (1.0 - beta2) * g * g
-        if group["amsgrad"]:
-            np.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
-            v = state["max_exp_avg_sq"]
-
-        denom = np.sqrt(v) / math.sqrt(bias_correction2) + eps  # sqrt(v_hat) + eps
-        theta -= (lr / bias_correction1) * (m / denom)  # eta * m_hat / (sqrt(v_hat) + eps)
+            theta *= 1.0 - lr * weight_decay  # decoupled: the decay never enters m and v
+        adam_move(theta, g, m, v, v_max, lr, beta1, beta2, eps, bias_correction1, bias_correction2)
