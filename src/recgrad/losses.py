@@ -247,7 +247,7 @@ class InfoNCELoss(_Loss):
         dtype = np.result_type(*inputs)
         vectors = [x.astype(dtype, copy=False) for x in inputs]
         if self.similarity == "cosine":
-            normalized = [_normalize(x) for x in vectors]
+            normalized = [l2_normalize(x) for x in vectors]
             vectors = [unit for unit, _ in normalized]
             denominators = [denominator for _, denominator in normalized]
         else:
@@ -303,13 +303,13 @@ class InfoNCELoss(_Loss):
             grads = [d_a, d_pos * a, d_n]
         if c["denominators"] is not None:
             grads = [
-                _normalize_backward(grad, unit, denominator)
+                l2_normalize_backward(grad, unit, denominator)
                 for grad, unit, denominator in zip(grads, vectors, c["denominators"])
             ]
         return tuple(grad.astype(dtype, copy=False) for grad, dtype in zip(grads, c["input_dtypes"]))
 
 
-def _normalize(x):
+def l2_normalize(x):
     """Rows scaled to unit length along the last axis: (x / max(|x|, eps), max(|x|, eps)).
 
     Same as torch.nn.functional.normalize(x, dim=-1) with its default eps = 1e-12.
@@ -318,7 +318,7 @@ def _normalize(x):
     return x / denominator, denominator
 
 
-def _normalize_backward(grad_unit, unit, denominator):
+def l2_normalize_backward(grad_unit, unit, denominator):
     """Vector-Jacobian product of x -> x / max(|x|, eps).
 
     Where |x| > eps: x_hat = x / |x| and d x_hat / dx = (I - x_hat x_hat^T) / |x|, so

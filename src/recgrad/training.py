@@ -54,7 +54,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from recgrad.evaluation import evaluate_baseline, evaluate_recommender, protocol_for
-from recgrad.losses import BCEWithLogitsLoss, BPRLoss, InfoNCELoss, _normalize, _normalize_backward
+from recgrad.losses import BCEWithLogitsLoss, BPRLoss, InfoNCELoss, l2_normalize, l2_normalize_backward
 from recgrad.metrics import METRIC_NAMES
 from recgrad.models.base import FactorModel
 from recgrad.kernels.mf import fused_trainer_from_config
@@ -412,8 +412,8 @@ class Trainer:
             d_anchor, d_items = d_anchor[:, :-1], d_items[:, :-1]  # the augmented column is a constant
             if normalized is not None:
                 (anchor_unit, anchor_norm), (item_unit, item_norm) = normalized
-                d_anchor = _normalize_backward(d_anchor, anchor_unit, anchor_norm)
-                d_items = _normalize_backward(d_items, item_unit, item_norm)
+                d_anchor = l2_normalize_backward(d_anchor, anchor_unit, anchor_norm)
+                d_items = l2_normalize_backward(d_items, item_unit, item_norm)
         self._encode_backward("user", d_anchor)
         self._encode_backward("item", d_items)
         return loss
@@ -426,7 +426,7 @@ class Trainer:
         """
         normalized = None
         if self.similarity == "cosine":
-            normalized = (_normalize(anchor), _normalize(items))
+            normalized = (l2_normalize(anchor), l2_normalize(items))
             anchor, items = normalized[0][0], normalized[1][0]
         column = (-self.temperature * log_q).astype(items.dtype)[:, None]
         anchor_aug = np.concatenate([anchor, np.ones((anchor.shape[0], 1), dtype=anchor.dtype)], axis=1)

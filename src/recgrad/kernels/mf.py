@@ -23,7 +23,7 @@ dQ[c_k] = g_k P[u]. Cosine, with a = P[u], v_k = Q[c_k], clamped norms n_a, n_k,
     dQ[c_k] = g_k / (n_a n_k) P[u] - g_k cos_k / n_k^2 Q[c_k]
 
 (the normalisation's vector-Jacobian product (g - x_hat <x_hat, g>) / |x| written out; the radial
-term is dropped where the norm is clamped, as in `recgrad.losses._normalize_backward`). So every
+term is dropped where the norm is clamped, as in `recgrad.losses.l2_normalize_backward`). So every
 row gradient is a combination of P[u] and the Q[c_k] with per-sample scalar coefficients: a
 sample's coefficients are computed once and the D-length work is a few multiply-adds per row.
 

@@ -29,7 +29,7 @@ recommendations" (the two-tower architecture); Covington et al. (2016).
 import numpy as np
 
 from recgrad import init as initializers
-from recgrad.losses import _normalize, _normalize_backward
+from recgrad.losses import l2_normalize, l2_normalize_backward
 from recgrad.models.base import FactorModel, as_1d_ids, pair_dot, pair_dot_backward, release_caches
 from recgrad.models.embedding import Embedding, check_positive_float, check_positive_int
 from recgrad.nn import GELU, Linear, ReLU, Sequential, Sigmoid, SiLU, Swish, Tanh
@@ -136,10 +136,10 @@ class TwoTower(FactorModel):
         h = tower(embedding(ids))
         if not self.normalize:
             return h, None
-        return _normalize(h)
+        return l2_normalize(h)
 
     def _encode_backward(self, embedding, tower, grad_z, z, denominator):
-        grad_h = grad_z if denominator is None else _normalize_backward(grad_z, z, denominator)
+        grad_h = grad_z if denominator is None else l2_normalize_backward(grad_z, z, denominator)
         embedding.backward(tower.backward(grad_h))
 
     def forward(self, users, items):
