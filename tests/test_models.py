@@ -469,3 +469,19 @@ def test_live_pytorch_parity():
         expected_scores, expected_grads = generator.torch_reference(spec, arrays)
         scores, grads = run_recgrad(spec, arrays)
         assert_parity(spec, scores, grads, expected_scores, expected_grads)
+
+
+def test_encode_matches_the_factors_and_encode_backward_reaches_the_tables():
+    from recgrad.models import TwoTower
+
+    for model in (MF(4, 5, dim=3, sparse=False, rng=0), TwoTower(4, 5, dim=3, hidden=(4,), normalize=True,
+                                                               sparse=False, rng=0)):
+        ids = np.array([1, 3])
+        np.testing.assert_allclose(model.encode("item", ids), model.item_factors(ids), rtol=1e-6)
+        model.zero_grad()
+        model.encode_backward("item", np.ones((2, 3), dtype=np.float32))
+        assert model.item_embedding.weight.grad is not None and model.user_embedding.weight.grad is None
+        with pytest.raises(ValueError, match="side"):
+            model.encode("items", ids)
+    with pytest.raises(RuntimeError, match="before encode"):
+        model.encode_backward("user", np.ones((2, 3), dtype=np.float32))

@@ -391,8 +391,8 @@ class Trainer:
         else:
             negatives = np.empty(0, dtype=np.int64)
         items = np.concatenate([positives, negatives])
-        anchor = self._encode("user", users)
-        item_vectors = self._encode("item", items)
+        anchor = self.model.encode("user", users)
+        item_vectors = self.model.encode("item", items)
         if self.logq_correction:
             log_q = self._in_batch_log_q[items] if self.negatives_mode == "in_batch" else self.sampler.log_q(items)
             anchor_in, item_in, normalized = self._logq_augment(anchor, item_vectors, log_q)
@@ -414,8 +414,8 @@ class Trainer:
                 (anchor_unit, anchor_norm), (item_unit, item_norm) = normalized
                 d_anchor = l2_normalize_backward(d_anchor, anchor_unit, anchor_norm)
                 d_items = l2_normalize_backward(d_items, item_unit, item_norm)
-        self._encode_backward("user", d_anchor)
-        self._encode_backward("item", d_items)
+        self.model.encode_backward("user", d_anchor)
+        self.model.encode_backward("item", d_items)
         return loss
 
     def _logq_augment(self, anchor, items, log_q):
@@ -431,28 +431,6 @@ class Trainer:
         column = (-self.temperature * log_q).astype(items.dtype)[:, None]
         anchor_aug = np.concatenate([anchor, np.ones((anchor.shape[0], 1), dtype=anchor.dtype)], axis=1)
         return anchor_aug, np.concatenate([items, column], axis=1), normalized
-
-    def _encode(self, side, ids):
-        """The model's representation of users or items (n, D), caching for `_encode_backward`."""
-        model = self.model
-        embedding = getattr(model, f"{side}_embedding")
-        tower = getattr(model, f"{side}_tower", None)
-        if tower is None:
-            vectors, extra = embedding(ids), None
-        else:
-            vectors, extra = model._encode(embedding, tower, ids)
-        setattr(self, f"_{side}_encoded", (vectors, extra))
-        return vectors
-
-    def _encode_backward(self, side, grad):
-        model = self.model
-        embedding = getattr(model, f"{side}_embedding")
-        tower = getattr(model, f"{side}_tower", None)
-        if tower is None:
-            embedding.backward(grad)
-        else:
-            vectors, extra = getattr(self, f"_{side}_encoded")
-            model._encode_backward(embedding, tower, grad, vectors, extra)
 
     def _l2_penalty(self, batch):
         """R = l2 * 0.5 * sum over the rows looked up in this step of |e|^2 / B (module doc)."""

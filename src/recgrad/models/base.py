@@ -202,7 +202,24 @@ class FactorModel(Recommender):
     Subclasses define `user_factors(users=None)` and `item_factors(items=None)`, the final
     representations of the given ids (all ids when None), shapes (n, dim). Full-ranking
     evaluation computes them once and multiplies blocks of users by item_factors().T.
+
+    For losses on the representations themselves (InfoNCE), `encode(side, ids)` computes them
+    with a cache and `encode_backward(side, grad)` pushes a gradient of those vectors into the
+    parameters; side is "user" or "item", and each side keeps the cache of its last encode.
     """
+
+    SIDES = ("user", "item")
+
+    def encode(self, side, ids):
+        raise NotImplementedError(f"{type(self).__name__} must define encode")
+
+    def encode_backward(self, side, grad):
+        raise NotImplementedError(f"{type(self).__name__} must define encode_backward")
+
+    def _side(self, side):
+        if side not in self.SIDES:
+            raise ValueError(f"side must be one of {self.SIDES}, got {side!r}")
+        return side
 
     def user_factors(self, users=None):
         raise NotImplementedError(f"{type(self).__name__} must define user_factors")

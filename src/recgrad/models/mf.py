@@ -71,6 +71,14 @@ class MF(FactorModel):
         self.item_embedding.backward(grad_q)
         return None
 
+    def encode(self, side, ids):
+        """The embedding rows of `ids` on `side` ("user" or "item"), (n, dim); backward via encode_backward."""
+        return getattr(self, f"{self._side(side)}_embedding")(ids)
+
+    def encode_backward(self, side, grad):
+        """Accumulate the gradient of the last `encode(side, ...)` output into that table."""
+        getattr(self, f"{self._side(side)}_embedding").backward(grad)
+
     def user_factors(self, users=None):
         """P (the table itself, not a copy) or its rows for `users`."""
         table = self.user_embedding.weight.data

@@ -131,6 +131,22 @@ class TwoTower(FactorModel):
             "dtype": self.dtype.name,
         }
 
+    def encode(self, side, ids):
+        """Tower outputs z of `ids` on `side` ("user" or "item"), (n, dim), cached for encode_backward."""
+        side = self._side(side)
+        z, denominator = self._encode(getattr(self, f"{side}_embedding"), getattr(self, f"{side}_tower"), ids)
+        setattr(self, f"_{side}_encoded", (z, denominator))
+        return z
+
+    def encode_backward(self, side, grad):
+        """Push dL/dz of the last `encode(side, ...)` through the normalisation, tower and table."""
+        side = self._side(side)
+        encoded = getattr(self, f"_{side}_encoded", None)
+        if encoded is None:
+            raise RuntimeError(f"encode_backward({side!r}) called before encode({side!r}, ...)")
+        setattr(self, f"_{side}_encoded", None)
+        self._encode_backward(getattr(self, f"{side}_embedding"), getattr(self, f"{side}_tower"), grad, *encoded)
+
     def _encode(self, embedding, tower, ids):
         """ids (n,) -> (z (n, dim), denominator (n, 1) or None): embedding, tower, optional L2 norm."""
         h = tower(embedding(ids))
