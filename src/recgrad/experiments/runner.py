@@ -59,15 +59,12 @@ def run(args):
         return _list()
     if args.name is None:
         return _usage_error("give an experiment name, 'all', or --list")
-    try:
-        threads = limited_threads(args.threads)
-        threads.__enter__()
-    except ValueError as error:
-        return _usage_error(f"--threads: {error}")
-    try:
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(limited_threads(args.threads))
+        except ValueError as error:
+            return _usage_error(f"--threads: {error}")
         return _run(args)
-    finally:
-        threads.__exit__(None, None, None)
 
 
 @contextlib.contextmanager
