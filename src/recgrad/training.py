@@ -53,11 +53,12 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
+from recgrad._checks import non_negative_float, non_negative_int, positive_float, positive_int
 from recgrad.evaluation import evaluate_baseline, evaluate_recommender, protocol_for
 from recgrad.losses import BCEWithLogitsLoss, BPRLoss, InfoNCELoss, l2_normalize, l2_normalize_backward
 from recgrad.metrics import METRIC_NAMES
-from recgrad.models.base import FactorModel
 from recgrad.kernels.mf import fused_trainer_from_config
+from recgrad.models.base import FactorModel
 from recgrad.models.embedding import Embedding
 from recgrad.models.mf import MF
 from recgrad.nn.module import Module, RowSparseGrad
@@ -158,7 +159,7 @@ class Trainer:
                 raise ValueError("negatives: in_batch mode uses the batch's positives; leave negatives=None")
         else:
             default = DEFAULT_NEGATIVES.get(loss) or DEFAULT_NEGATIVES[(loss, negatives_mode)]
-            negatives = default if negatives is None else _positive_int(negatives, "negatives")
+            negatives = default if negatives is None else positive_int(negatives, "negatives")
         self.negatives = negatives
         if isinstance(optimizer, Optimizer):
             if weight_decay is not None:
@@ -169,26 +170,26 @@ class Trainer:
         else:
             raise ValueError(f"optimizer: expected one of {OPTIMIZERS} or a recgrad.optim.Optimizer, got {optimizer!r}")
         self._optimizer_arg = optimizer
-        self.lr = _positive_float(lr, "lr")
+        self.lr = positive_float(lr, "lr")
         if lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule: expected one of {LR_SCHEDULES}, got {lr_schedule!r}")
         if lr_schedule is None and lr_min is not None:
             raise ValueError("lr_min: applies only with an lr_schedule")
         self.lr_schedule = lr_schedule
-        self.lr_min = _non_negative_float(0.0 if lr_min is None else lr_min, "lr_min")
+        self.lr_min = non_negative_float(0.0 if lr_min is None else lr_min, "lr_min")
         if self.lr_min >= self.lr and lr_schedule is not None:
             raise ValueError(f"lr_min: expected a value below lr={self.lr}, got {self.lr_min}")
         if weight_decay is None:
             weight_decay = 1e-2 if optimizer == "adamw" else 0.0
-        self.weight_decay = _non_negative_float(weight_decay, "weight_decay")
-        self.batch_size = _positive_int(batch_size, "batch_size")
-        self.epochs = _non_negative_int(epochs, "epochs")
-        self.l2 = _non_negative_float(l2, "l2")
+        self.weight_decay = non_negative_float(weight_decay, "weight_decay")
+        self.batch_size = positive_int(batch_size, "batch_size")
+        self.epochs = non_negative_int(epochs, "epochs")
+        self.l2 = non_negative_float(l2, "l2")
         for name, value in (("temperature", temperature), ("similarity", similarity),
                             ("logq_correction", logq_correction)):
             if loss != "infonce" and value is not None:
                 raise ValueError(f"{name}: applies only to loss='infonce' (got loss={loss!r})")
-        self.temperature = _positive_float(0.1 if temperature is None else temperature, "temperature")
+        self.temperature = positive_float(0.1 if temperature is None else temperature, "temperature")
         self.similarity = "dot" if similarity is None else similarity
         if self.similarity not in ("dot", "cosine"):
             raise ValueError(f"similarity: expected 'dot' or 'cosine', got {similarity!r}")
@@ -205,9 +206,9 @@ class Trainer:
             raise ValueError(f"sampler: expected one of {SAMPLERS} or a recgrad.samplers sampler, got {sampler!r}")
         self._sampler_arg = sampler
         self.popularity_alpha = 0.75 if popularity_alpha is None else float(popularity_alpha)
-        self.eval_every = _positive_int(eval_every, "eval_every")
-        self.patience = None if patience is None else _positive_int(patience, "patience")
-        self._ks_arg = None if ks is None else tuple(_positive_int(k, "ks") for k in np.atleast_1d(ks).tolist())
+        self.eval_every = positive_int(eval_every, "eval_every")
+        self.patience = None if patience is None else positive_int(patience, "patience")
+        self._ks_arg = None if ks is None else tuple(positive_int(k, "ks") for k in np.atleast_1d(ks).tolist())
         self._metric_arg = metric
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
@@ -801,29 +802,3 @@ def _decode_tree(value, arrays):
         if "__scalar__" in value:
             return np.array(value["__scalar__"], dtype=value["dtype"])[()]
     return value
-
-
-def _positive_int(value, name):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    return int(value)
-
-
-def _non_negative_int(value, name):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"{name}: expected an int >= 0, got {value!r}")
-    return int(value)
-
-
-def _positive_float(value, name):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(float(value)) or float(value) <= 0.0:
-        raise ValueError(f"{name}: expected a positive finite number, got {value!r}")
-    return float(value)
-
-
-def _non_negative_float(value, name):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(float(value)) or float(value) < 0.0:
-        raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
-    return float(value)

@@ -91,6 +91,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from recgrad._checks import non_negative_float, positive_float, positive_int
 from recgrad.models.mf import MF
 from recgrad.optim.sparse_adam import SparseAdam
 from recgrad.samplers import as_canonical_csr
@@ -322,7 +323,7 @@ def sample_negatives(train_csr, users, k, sampler="uniform", popularity_alpha=0.
     users = users.astype(np.int64)
     if users.size and (users.min() < 0 or users.max() >= train.shape[0]):
         raise ValueError(f"users: ids must be in [0, {train.shape[0]})")
-    k = _positive_int(k, "k")
+    k = positive_int(k, "k")
     indptr, indices, prob, alias = _sampling_tables(train, sampler, popularity_alpha, bool(exclude_positives))
     if exclude_positives and users.size and np.any(np.diff(indptr)[users] >= train.shape[1]):
         raise ValueError("users: a user has every item as a positive, so no negative exists")
@@ -771,15 +772,15 @@ class FusedMFTrainer:
             raise ValueError(f"loss: expected one of {tuple(LOSSES)}, got {loss!r}")
         self.loss = loss
         default_k = {"bpr": 1, "bce": 4, "infonce": 64}[loss]
-        self.negatives = default_k if negatives is None else _positive_int(negatives, "negatives")
-        self.batch_size = _positive_int(batch_size, "batch_size")
-        self.l2 = _non_negative_float(l2, "l2")
+        self.negatives = default_k if negatives is None else positive_int(negatives, "negatives")
+        self.batch_size = positive_int(batch_size, "batch_size")
+        self.l2 = non_negative_float(l2, "l2")
         for name, value in (("temperature", temperature), ("similarity", similarity)):
             if loss != "infonce" and value is not None:
                 raise ValueError(f"{name}: applies only to loss='infonce' (got loss={loss!r})")
         if loss != "infonce" and logq_correction:
             raise ValueError("logq_correction: applies only to loss='infonce'")
-        self.temperature = _positive_float(0.1 if temperature is None else temperature, "temperature")
+        self.temperature = positive_float(0.1 if temperature is None else temperature, "temperature")
         self.similarity = "dot" if similarity is None else similarity
         if self.similarity not in ("dot", "cosine"):
             raise ValueError(f"similarity: expected 'dot' or 'cosine', got {similarity!r}")
@@ -816,7 +817,7 @@ class FusedMFTrainer:
             if weight_decay:
                 raise ValueError("weight_decay: hogwild SGD has none; use l2 (implicit's regularization)")
             self.optimizer_name, self.optimizer = "sgd", None
-            self.lr = _positive_float(lr, "lr")
+            self.lr = positive_float(lr, "lr")
         else:
             raise ValueError(f"optimizer: expected one of {OPTIMIZERS} or a SparseAdam, got {optimizer!r}")
 
@@ -920,23 +921,3 @@ def fused_trainer_from_config(model, train_csr, config, optimizer=None, shuffle_
         similarity=config.get("similarity") if infonce else None,
         logq_correction=bool(config.get("logq_correction")) if infonce else False, seed=config.get("seed", 0),
         shuffle_rng=shuffle_rng)
-
-
-def _positive_int(value, name):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    return int(value)
-
-
-def _positive_float(value, name):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(float(value)) or float(value) <= 0.0:
-        raise ValueError(f"{name}: expected a positive finite number, got {value!r}")
-    return float(value)
-
-
-def _non_negative_float(value, name):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(float(value)) or float(value) < 0.0:
-        raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
-    return float(value)

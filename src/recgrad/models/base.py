@@ -18,8 +18,9 @@ import os
 import numpy as np
 import scipy.sparse
 
+from recgrad._checks import positive_int
 from recgrad.evaluation import top_k
-from recgrad.models.embedding import as_ids, check_dtype, check_positive_int
+from recgrad.models.embedding import as_ids, check_dtype
 from recgrad.nn.module import Module
 
 FORMAT_VERSION = 1
@@ -34,8 +35,8 @@ class Recommender(Module):
         _REGISTRY[cls.__name__] = cls
 
     def __init__(self, n_users, n_items, dtype):
-        self.n_users = check_positive_int(n_users, "n_users")
-        self.n_items = check_positive_int(n_items, "n_items")
+        self.n_users = positive_int(n_users, "n_users")
+        self.n_items = positive_int(n_items, "n_items")
         self.dtype = check_dtype(dtype)
 
     def config(self):
@@ -116,7 +117,7 @@ class Recommender(Module):
         users = as_ids(np.atleast_1d(userid), self.n_users, "userid")
         if users.ndim != 1:
             raise ValueError(f"userid must be an int or a 1-D array, got shape {users.shape}")
-        N = check_positive_int(N, "N")
+        N = positive_int(N, "N")
         if items is None:
             candidates = np.arange(self.n_items)
         else:

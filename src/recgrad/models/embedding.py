@@ -20,6 +20,7 @@ catalogue. Any other rule can be passed as `initializer`.
 
 import numpy as np
 
+from recgrad._checks import positive_float, positive_int
 from recgrad.init import as_generator, normal_
 from recgrad.nn.module import Module, Parameter, RowSparseGrad
 
@@ -56,21 +57,8 @@ def check_dtype(dtype):
     return resolved
 
 
-def check_positive_int(value, name):
-    """A positive Python int (bools refused), or ValueError naming it."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
-def check_positive_float(value, name):
-    """A finite positive Python float, or ValueError naming it."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    value = float(value)
-    if not np.isfinite(value) or value <= 0.0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return value
 
 
 class Embedding(Module):
@@ -94,12 +82,12 @@ class Embedding(Module):
     def __init__(
         self, num_embeddings, embedding_dim, sparse=True, init_std=0.1, rng=None, dtype=np.float32, initializer=None
     ):
-        self.num_embeddings = check_positive_int(num_embeddings, "num_embeddings")
-        self.embedding_dim = check_positive_int(embedding_dim, "embedding_dim")
+        self.num_embeddings = positive_int(num_embeddings, "num_embeddings")
+        self.embedding_dim = positive_int(embedding_dim, "embedding_dim")
         if not isinstance(sparse, (bool, np.bool_)):
             raise TypeError(f"sparse must be a bool, got {sparse!r}")
         self.sparse = bool(sparse)
-        init_std = check_positive_float(init_std, "init_std")
+        init_std = positive_float(init_std, "init_std")
         if initializer is not None and not callable(initializer):
             raise TypeError(f"initializer must be callable, got {type(initializer).__name__}")
         if initializer is not None and init_std != 0.1:

@@ -13,9 +13,10 @@ Reference: Koren, Bell & Volinsky (2009); Rendle et al. (2009), BPR; He et al. (
 
 import numpy as np
 
+from recgrad._checks import positive_float, positive_int
 from recgrad.init import as_generator
 from recgrad.models.base import FactorModel, as_1d_ids, pair_dot, pair_dot_backward
-from recgrad.models.embedding import Embedding, check_positive_float, check_positive_int
+from recgrad.models.embedding import Embedding
 
 
 class MF(FactorModel):
@@ -37,8 +38,8 @@ class MF(FactorModel):
 
     def __init__(self, n_users, n_items, dim=64, sparse=True, init_std=0.1, rng=None, dtype=np.float32):
         super().__init__(n_users, n_items, dtype)
-        self.dim = check_positive_int(dim, "dim")
-        self.init_std = check_positive_float(init_std, "init_std")
+        self.dim = positive_int(dim, "dim")
+        self.init_std = positive_float(init_std, "init_std")
         generator = as_generator(rng)
         self.user_embedding = Embedding(self.n_users, self.dim, sparse, self.init_std, rng=generator, dtype=self.dtype)
         self.item_embedding = Embedding(self.n_items, self.dim, sparse, self.init_std, rng=generator, dtype=self.dtype)

@@ -28,9 +28,10 @@ Reference: He, Liao, Zhang, Nie, Hu, Chua (2017), "Neural Collaborative Filterin
 
 import numpy as np
 
+from recgrad._checks import positive_float, positive_int
 from recgrad import init as initializers
 from recgrad.models.base import Recommender, as_1d_ids, release_caches
-from recgrad.models.embedding import Embedding, check_positive_float, check_positive_int
+from recgrad.models.embedding import Embedding
 from recgrad.nn import Linear, ReLU, Sequential
 
 # Pairs scored at once by NeuMF.score_all (bounds the MLP activations' memory).
@@ -64,8 +65,8 @@ class GMF(Recommender):
 
     def __init__(self, n_users, n_items, dim=32, init_std=0.01, sparse=True, rng=None, dtype=np.float32):
         super().__init__(n_users, n_items, dtype)
-        self.dim = check_positive_int(dim, "dim")
-        self.init_std = check_positive_float(init_std, "init_std")
+        self.dim = positive_int(dim, "dim")
+        self.init_std = positive_float(init_std, "init_std")
         generator = initializers.as_generator(rng)
         self.user_embedding = Embedding(self.n_users, self.dim, sparse, self.init_std, rng=generator, dtype=self.dtype)
         self.item_embedding = Embedding(self.n_items, self.dim, sparse, self.init_std, rng=generator, dtype=self.dtype)
@@ -136,15 +137,15 @@ class NeuMF(Recommender):
         dtype=np.float32,
     ):
         super().__init__(n_users, n_items, dtype)
-        self.mf_dim = check_positive_int(mf_dim, "mf_dim")
+        self.mf_dim = positive_int(mf_dim, "mf_dim")
         if isinstance(mlp_layers, (str, bytes)) or not hasattr(mlp_layers, "__iter__"):
             raise ValueError(f"mlp_layers must be a tuple of positive ints, got {mlp_layers!r}")
-        self.mlp_layers = tuple(check_positive_int(width, "mlp_layers width") for width in mlp_layers)
+        self.mlp_layers = tuple(positive_int(width, "mlp_layers width") for width in mlp_layers)
         if not self.mlp_layers or self.mlp_layers[0] % 2:
             raise ValueError(
                 f"mlp_layers[0] must be an even width (the two embeddings concatenated), got {mlp_layers!r}"
             )
-        self.init_std = check_positive_float(init_std, "init_std")
+        self.init_std = positive_float(init_std, "init_std")
         generator = initializers.as_generator(rng)
         half = self.mlp_layers[0] // 2
 

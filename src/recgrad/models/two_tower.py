@@ -28,10 +28,11 @@ recommendations" (the two-tower architecture); Covington et al. (2016).
 
 import numpy as np
 
+from recgrad._checks import positive_float, positive_int
 from recgrad import init as initializers
 from recgrad.losses import l2_normalize, l2_normalize_backward
 from recgrad.models.base import FactorModel, as_1d_ids, pair_dot, pair_dot_backward, release_caches
-from recgrad.models.embedding import Embedding, check_positive_float, check_positive_int
+from recgrad.models.embedding import Embedding
 from recgrad.nn import GELU, Linear, ReLU, Sequential, Sigmoid, SiLU, Swish, Tanh
 
 ACTIVATIONS = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid, "gelu": GELU, "swish": Swish, "silu": SiLU}
@@ -80,10 +81,10 @@ class TwoTower(FactorModel):
         dtype=np.float32,
     ):
         super().__init__(n_users, n_items, dtype)
-        self.dim = check_positive_int(dim, "dim")
+        self.dim = positive_int(dim, "dim")
         if isinstance(hidden, (str, bytes)) or not hasattr(hidden, "__iter__"):
             raise ValueError(f"hidden must be a tuple of positive ints, got {hidden!r}")
-        self.hidden = tuple(check_positive_int(width, "hidden width") for width in hidden)
+        self.hidden = tuple(positive_int(width, "hidden width") for width in hidden)
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         self.activation = activation
@@ -93,7 +94,7 @@ class TwoTower(FactorModel):
         if not isinstance(normalize, (bool, np.bool_)):
             raise TypeError(f"normalize must be a bool, got {normalize!r}")
         self.normalize = bool(normalize)
-        self.init_std = check_positive_float(init_std, "init_std")
+        self.init_std = positive_float(init_std, "init_std")
         generator = initializers.as_generator(rng)
         self.user_embedding = Embedding(self.n_users, self.dim, sparse, self.init_std, rng=generator, dtype=self.dtype)
         self.item_embedding = Embedding(self.n_items, self.dim, sparse, self.init_std, rng=generator, dtype=self.dtype)
