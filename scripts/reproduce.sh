@@ -12,7 +12,7 @@ declare -A COMMANDS=(
     [ml1m-gmf]="recgrad train --config recipes/ml1m-gmf.toml"
     [gowalla-mf-bpr-tuned]="recgrad train --config recipes/gowalla-mf-bpr-tuned.toml"
     [gowalla-mf-infonce]="recgrad train --config recipes/gowalla-mf-infonce.toml"
-    [ml1m-neumf]="recgrad train --config recipes/ml1m-neumf.toml"
+    [ml1m-neumf]="recgrad train --config recipes/ml1m-neumf.toml --threads 1"
 )
 ORDER=(gowalla-mf-bpr ml1m-gmf gowalla-mf-bpr-tuned gowalla-mf-infonce ml1m-neumf)
 
