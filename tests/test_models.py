@@ -19,6 +19,7 @@ from recgrad import gradcheck, init
 from recgrad.activations import sigmoid
 from recgrad.models import GMF, MF, Embedding, NeuMF, TwoTower, load_model
 from recgrad.nn import RowSparseGrad
+from recgrad.selfcheck import dense_grad, model_case
 
 ACTIVATIONS = ["relu", "tanh", "sigmoid", "gelu", "swish", "silu"]
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,41 +36,10 @@ def small_models(dtype=np.float32, sparse=True):
     ]
 
 
-def dense_grad(parameter):
-    if parameter.grad is None:
-        return np.zeros_like(parameter.data)
-    if isinstance(parameter.grad, RowSparseGrad):
-        return parameter.grad.to_dense(parameter.data.shape)
-    return parameter.grad
-
-
 def check_model_gradients(model, users, items):
-    """gradcheck of forward(users, items) w.r.t. every parameter, through backward.
-
-    The parameters are jittered first: NCF's zero-initialised biases put ReLU inputs exactly on
-    the kink (a unit whose inputs are all zero), where finite differences are one-sided.
-    """
-    parameters = model.parameters()
-    rng = np.random.default_rng(7)
-    for parameter in parameters:
-        parameter.data = parameter.data + 0.1 * rng.standard_normal(parameter.data.shape)
-
-    def load(values):
-        for parameter, value in zip(parameters, values):
-            parameter.data = value
-
-    def fn(*values):
-        load(values)
-        return model.score(users, items)
-
-    def grad_fn(values, grad_output):
-        load(values)
-        model.zero_grad()
-        model.forward(users, items)
-        model.backward(grad_output)
-        return tuple(dense_grad(parameter) for parameter in parameters)
-
-    ok, max_abs, max_rel = gradcheck(fn, tuple(p.data for p in parameters), grad_fn)
+    """gradcheck of forward(users, items) w.r.t. every parameter, through backward (selfcheck's case)."""
+    fn, grad_fn, inputs = model_case(model, users, items)
+    ok, max_abs, max_rel = gradcheck(fn, inputs, grad_fn)
     assert ok, (type(model).__name__, max_abs, max_rel)
 
 

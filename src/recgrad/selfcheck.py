@@ -12,6 +12,7 @@ import numpy as np
 from recgrad import activations as act
 from recgrad import losses, models, nn
 from recgrad.gradcheck import gradcheck
+from recgrad.nn.module import RowSparseGrad
 
 
 @dataclass
@@ -49,8 +50,22 @@ def _module_case(module):
     return fn, grad_fn, inputs_for
 
 
-def _model_case(model, users, items):
-    """fn(*params) -> model.score(users, items); grad_fn -> every parameter's gradient from backward."""
+def dense_grad(parameter):
+    """A parameter's gradient as a dense array: zeros when none arrived, row-sparse ones expanded."""
+    if parameter.grad is None:
+        return np.zeros_like(parameter.data)
+    if isinstance(parameter.grad, RowSparseGrad):
+        return parameter.grad.to_dense(parameter.data.shape)
+    return parameter.grad
+
+
+def model_case(model, users, items):
+    """(fn, grad_fn, inputs) checking a recommender's backward: fn(*params) -> model.score(users, items).
+
+    grad_fn returns every parameter's gradient from forward + backward, row-sparse ones made dense
+    (a parameter no row reached gets zeros). The inputs are the parameters jittered by 0.1 N(0, 1):
+    NCF's zero biases would put ReLU inputs exactly on the kink, where differences are one-sided.
+    """
     parameters = model.parameters()
 
     def load(values):
@@ -66,9 +81,8 @@ def _model_case(model, users, items):
         model.zero_grad()
         model.forward(users, items)
         model.backward(grad_output)
-        return tuple(parameter.grad for parameter in parameters)
+        return tuple(dense_grad(parameter) for parameter in parameters)
 
-    # Jitter every parameter: NCF's zero biases would put ReLU inputs exactly on the kink.
     jitter = np.random.default_rng(7)
     inputs = tuple(p.data + 0.1 * jitter.standard_normal(p.data.shape) for p in parameters)
     return fn, grad_fn, inputs
@@ -164,7 +178,7 @@ def _cases(rng):
         ("models.NeuMF", models.NeuMF(n_users, n_items, mf_dim=2, mlp_layers=(4, 3), **dense64)),
     ]
     for name, model in recommenders:
-        cases.append((name, *_model_case(model, users, items)))
+        cases.append((name, *model_case(model, users, items)))
     return cases
 
 
