@@ -11,7 +11,7 @@ from recgrad.evaluation import evaluate_baseline, evaluate_recommender
 from recgrad.kernels.mf import FusedMFTrainer, fused_trainer_from_config, sample_negatives
 from recgrad.models import MF
 from recgrad.optim.sparse_adam import SparseAdam
-from recgrad.samplers import UniformSampler, epoch_batches
+from recgrad.samplers import EPOCH_SAMPLING, UniformSampler, epoch_batches
 from recgrad.training import Trainer
 
 
@@ -97,18 +97,18 @@ def test_hogwild_sgd_is_the_batch_size_one_reference_step(small, one_thread):
     assert_close(model.item_embedding.weight.data, reference.item_embedding.weight.data)
 
 
-def test_same_shuffle_as_the_trainer(small):
-    """Epoch p-th interaction = the Trainer's: passing the Trainer's order reproduces its batches."""
+@pytest.mark.parametrize("sampling", EPOCH_SAMPLING)
+def test_same_shuffle_as_the_trainer(small, sampling):
+    """The fused loop draws its epoch order from the generator exactly as the Trainer's batches do."""
     fused = FusedMFTrainer(MF(small.n_users, small.n_items, dim=4, rng=0), small.train, seed=5)
-    users, items = fused._epoch_order()
     trainer_rng = np.random.default_rng(np.random.SeedSequence(5).spawn(2)[0])
-    batches = list(epoch_batches(small.train, 10 ** 9, trainer_rng))
-    np.testing.assert_array_equal(users, batches[0][0])
-    np.testing.assert_array_equal(items, batches[0][1])
+    assert fused._shuffle_rng.bit_generator.state == trainer_rng.bit_generator.state
     shared = FusedMFTrainer(MF(small.n_users, small.n_items, dim=4, rng=0), small.train,
-                            shuffle_rng=np.random.default_rng(8))
-    expected = next(epoch_batches(small.train, 10 ** 9, np.random.default_rng(8)))
-    np.testing.assert_array_equal(shared._epoch_order()[0], expected[0])
+                            shuffle_rng=np.random.default_rng(8), epoch_sampling=sampling)
+    shared.train_epoch()
+    reference = np.random.default_rng(8)
+    list(epoch_batches(small.train, 10 ** 9, reference, sampling=sampling))
+    assert shared._shuffle_rng.bit_generator.state == reference.bit_generator.state
 
 
 # ------------------------------------------------------------------------------------ sampler

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recgrad.samplers import PopularitySampler, UniformSampler, epoch_batches
+from recgrad.samplers import PopularitySampler, UniformSampler, epoch_batches, epoch_order
 
 
 def random_csr(n_users=40, n_items=25, density=0.2, seed=0):
@@ -195,3 +195,39 @@ def test_epoch_batches_cover_every_interaction_once_in_a_seeded_order():
     resumed = list(epoch_batches(train, 16, np.random.default_rng(0), start_batch=3))
     np.testing.assert_array_equal(resumed[0][1], batches[3][1])
     assert len(resumed) == len(batches) - 3
+
+
+def test_epoch_order_by_users_draws_a_uniform_user_then_a_uniform_positive():
+    """LightGCN's sampler: user frequencies flat over active users, items uniform within a user."""
+    train = sp.csr_matrix(np.array([[1, 1, 1, 1, 0, 0],
+                                    [0, 0, 0, 0, 0, 0],   # no interactions: never drawn
+                                    [0, 0, 0, 0, 1, 0],
+                                    [0, 1, 0, 0, 0, 1]], dtype=np.float32))
+    repeats = 20000
+    users, items = [], []
+    rng = np.random.default_rng(0)
+    for _ in range(repeats):
+        u, i = epoch_order(train, rng, "users")
+        users.append(u)
+        items.append(i)
+    users, items = np.concatenate(users), np.concatenate(items)
+    assert users.size == repeats * train.nnz
+    assert train[users, items].min() == 1  # every pair is a training positive
+    user_share = np.bincount(users, minlength=4) / users.size
+    np.testing.assert_allclose(user_share, [1 / 3, 0, 1 / 3, 1 / 3], atol=0.005)
+    item_share_of_user0 = np.bincount(items[users == 0], minlength=6)[:4] / np.count_nonzero(users == 0)
+    np.testing.assert_allclose(item_share_of_user0, 0.25, atol=0.01)
+    again = epoch_order(train, np.random.default_rng(0), "users")
+    np.testing.assert_array_equal(again[0], users[:train.nnz])
+
+
+def test_epoch_order_by_interactions_is_epoch_batches_order_and_bad_values_are_named():
+    train = random_csr()
+    users, items = epoch_order(train, np.random.default_rng(3))
+    batched = list(epoch_batches(train, 7, np.random.default_rng(3)))
+    np.testing.assert_array_equal(np.concatenate([b[0] for b in batched]), users)
+    np.testing.assert_array_equal(np.concatenate([b[1] for b in batched]), items)
+    with pytest.raises(ValueError, match="epoch_sampling"):
+        epoch_order(train, np.random.default_rng(0), "items")
+    empty_users, empty_items = epoch_order(sp.csr_matrix((3, 4)), np.random.default_rng(0), "users")
+    assert empty_users.size == 0 and empty_items.size == 0

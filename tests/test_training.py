@@ -169,12 +169,14 @@ def without_timings(history):
             for r in history]
 
 
-def test_resume_is_bit_identical_to_an_uninterrupted_run(data, tmp_path):
+@pytest.mark.parametrize("epoch_sampling", ["interactions", "users"])
+def test_resume_is_bit_identical_to_an_uninterrupted_run(data, tmp_path, epoch_sampling):
     with threadpool_limits(limits=1):
-        straight, expected = run(data, tmp_path / "straight", epochs=3)
-        run(data, tmp_path / "stopped", epochs=2)  # stops at an epoch boundary
-        run(data, tmp_path / "stopped", epochs=3, resume=True, interrupt_at=4)  # Ctrl-C mid-epoch 3
-        resumed, result = run(data, tmp_path / "stopped", epochs=3, resume=True)
+        straight, expected = run(data, tmp_path / "straight", epochs=3, epoch_sampling=epoch_sampling)
+        run(data, tmp_path / "stopped", epochs=2, epoch_sampling=epoch_sampling)  # stops at an epoch boundary
+        run(data, tmp_path / "stopped", epochs=3, resume=True, interrupt_at=4,
+            epoch_sampling=epoch_sampling)  # Ctrl-C mid-epoch 3
+        resumed, result = run(data, tmp_path / "stopped", epochs=3, resume=True, epoch_sampling=epoch_sampling)
     for name, value in straight.state_dict().items():
         np.testing.assert_array_equal(resumed.state_dict()[name], value)
     assert without_timings(result["history"]) == without_timings(expected["history"])

@@ -56,6 +56,7 @@ CONFIG_DEFAULTS = {
     "l2": 1e-4,
     "weight_decay": None,
     "sampler": "uniform",
+    "epoch_sampling": "interactions",
     "engine": "numpy",
     "eval_every": 1,
     "patience": None,
@@ -76,6 +77,7 @@ CHOICES = {
     "similarity": ("dot", "cosine"),
     "sampler": ("uniform", "popularity"),
     "lr_schedule": ("constant", "cosine"),
+    "epoch_sampling": ("interactions", "users"),
     "engine": ("numpy", "fused"),
     "activation": ("sigmoid", "tanh", "relu", "gelu", "gelu_tanh", "swish", "silu"),
 }
@@ -236,7 +238,7 @@ def build_trainer(config, model, out_dir):
         sampler=config["sampler"], negatives_mode=config["negatives_mode"], l2=config["l2"],
         weight_decay=config["weight_decay"], eval_every=config["eval_every"], patience=config["patience"],
         ks=tuple(config["topk"]), metric=config["metric"], seed=config["seed"], out_dir=out_dir,
-        engine=config["engine"], **infonce_only, **schedule,
+        engine=config["engine"], epoch_sampling=config["epoch_sampling"], **infonce_only, **schedule,
     )
 
 
@@ -444,6 +446,9 @@ def _train_flags(parser):
     training.add_argument("--l2", help="LightGCN's L2 on the batch's embeddings (default 1e-4)")
     training.add_argument("--weight-decay", dest="weight_decay", help="optimizer weight decay")
     training.add_argument("--sampler", help="uniform (default) or popularity")
+    training.add_argument("--epoch-sampling", dest="epoch_sampling",
+                          help="interactions (default: each training interaction once per epoch) or users "
+                               "(a uniform user, then one of their positives: the NGCF/LightGCN code's sampler)")
     training.add_argument("--engine", help="numpy (default, the reference step) or fused (compiled MF loop: "
                                            "sparse_adam = the same lazy Adam, sgd = hogwild SGD)")
     training.add_argument("--seed", help="seed of init, shuffle and sampler (default 0)")

@@ -41,7 +41,8 @@ import scipy.sparse as sp
 
 from recgrad.init import as_generator
 
-__all__ = ["NegativeSampler", "UniformSampler", "PopularitySampler", "as_canonical_csr", "epoch_batches"]
+__all__ = ["NegativeSampler", "UniformSampler", "PopularitySampler", "as_canonical_csr", "epoch_batches", "epoch_order",
+           "EPOCH_SAMPLING"]
 
 
 def as_canonical_csr(train_csr, name="train_csr"):
@@ -263,33 +264,62 @@ class PopularitySampler(NegativeSampler):
         )
 
 
-def epoch_batches(train_csr, batch_size, rng, start_batch=0):
-    """Yield (users, pos_items) batches covering every training interaction once, in a seeded shuffle.
+EPOCH_SAMPLING = ("interactions", "users")
 
-    One epoch = one pass over all nnz interactions in the order `rng.permutation(nnz)` (the
-    LightGCN PyTorch code also samples per interaction, so a heavy user appears in proportion to
-    its interactions). The last batch may be smaller. The permutation is drawn when the generator
-    is first advanced, exactly once per epoch, so saving `rng`'s state before the call and
-    restoring it reproduces the epoch; `start_batch` skips the first batches of that same
-    permutation (resuming mid-epoch).
+
+def epoch_order(train_csr, rng, sampling="interactions"):
+    """The (user, positive item) pairs of one epoch, in training order: two int64 arrays of shape (nnz,).
+
+    sampling="interactions": every training interaction exactly once, in the order
+        `rng.permutation(nnz)`; a user appears in proportion to its interactions.
+    sampling="users": nnz independent draws of a user uniformly among the users with at least one
+        training interaction, then of one of that user's positives uniformly. This is the
+        sampler of the NGCF and LightGCN code (`UniformSample_original`: a random user, then a
+        random positive of theirs), so every user weighs the same in the loss, as every user
+        weighs the same in the per-user averaged Recall/NDCG; a user's interactions may be
+        visited several times or not at all in one epoch.
+    Either way the generator is advanced by a fixed sequence of calls, so saving its state before
+    and restoring it reproduces the epoch.
+    """
+    if sampling not in EPOCH_SAMPLING:
+        raise ValueError(f"epoch_sampling: expected one of {EPOCH_SAMPLING}, got {sampling!r}")
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
+    csr = as_canonical_csr(train_csr)
+    items = csr.indices.astype(np.int64)
+    if sampling == "interactions":
+        order = rng.permutation(csr.nnz)
+        return _row_ids(csr)[order], items[order]
+    degree = np.diff(csr.indptr)
+    active = np.flatnonzero(degree).astype(np.int64)
+    if active.size == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    users = active[rng.integers(0, active.size, size=csr.nnz)]
+    # floor(U * degree) is uniform over 0..degree-1; the min guards U * degree rounding up to degree.
+    offsets = np.minimum((rng.random(csr.nnz) * degree[users]).astype(np.int64), degree[users] - 1)
+    return users, items[csr.indptr[users] + offsets]
+
+
+def epoch_batches(train_csr, batch_size, rng, start_batch=0, sampling="interactions"):
+    """Yield the (users, pos_items) batches of one epoch of `epoch_order(train_csr, rng, sampling)`.
+
+    The epoch has nnz pairs in batches of `batch_size` (the last may be smaller); the order is
+    drawn once, when the generator is first advanced, so saving `rng`'s state before the call and
+    restoring it reproduces the epoch; `start_batch` skips the first batches of that same order
+    (resuming mid-epoch).
 
     Args:
         train_csr: scipy sparse user x item matrix.
         batch_size: positive int.
-        rng: numpy Generator (advanced by one permutation per call).
+        rng: numpy Generator (advanced by one epoch_order per call).
         start_batch: index of the first batch to yield.
+        sampling: "interactions" (default) or "users" (see epoch_order).
 
     Yields:
         (users, items): int64 arrays of shape (b,), b <= batch_size.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
-    csr = as_canonical_csr(train_csr)
-    users = _row_ids(csr)
-    items = csr.indices.astype(np.int64)
-    order = rng.permutation(users.size)
+    users, items = epoch_order(train_csr, rng, sampling)
     for start in range(int(start_batch) * batch_size, users.size, batch_size):
-        batch = order[start:start + batch_size]
-        yield users[batch], items[batch]
+        yield users[start:start + batch_size], items[start:start + batch_size]

@@ -1,7 +1,8 @@
 """The Trainer: batches of sampled positives and negatives, a loss, an optimizer, evaluation, checkpoints.
 
-One training step, for a batch of B training interactions (u_b, i_b) (an epoch visits every
-interaction once, in a seeded shuffle; see `recgrad.samplers.epoch_batches`):
+One training step, for a batch of B training pairs (u_b, i_b) (an epoch visits every interaction
+once, in a seeded shuffle, or with epoch_sampling="users" draws nnz pairs user-first as the
+NGCF/LightGCN code does; see `recgrad.samplers.epoch_order`):
 
     bpr      s = model(u, [i, j_1..j_K])  (B, 1+K);  L = mean_bk softplus(s_bk - s_b0)
     bce      the same scores as logits, labels [1, 0, ..., 0];  L = mean BCE-with-logits
@@ -68,7 +69,8 @@ from recgrad.optim.lr_scheduler import CosineAnnealingLR
 from recgrad.optim.optimizer import Optimizer
 from recgrad.optim.sgd import SGD
 from recgrad.optim.sparse_adam import SparseAdam
-from recgrad.samplers import NegativeSampler, PopularitySampler, UniformSampler, as_canonical_csr, epoch_batches
+from recgrad.samplers import (EPOCH_SAMPLING, NegativeSampler, PopularitySampler, UniformSampler, as_canonical_csr,
+                              epoch_batches)
 
 __all__ = ["Trainer"]
 
@@ -81,11 +83,12 @@ LR_SCHEDULES = (None, "cosine")
 # block) or 1024 shared by the batch (the probe on Gowalla found 1024-4096 shared negatives work well).
 DEFAULT_NEGATIVES = {"bpr": 1, "bce": 4, ("infonce", "per_user"): 64, ("infonce", "shared"): 1024}
 CHECKPOINT_FORMAT = 1
-# Values of keys that checkpoints written before the key existed implicitly had.
 # Settings that change what an epoch computes: a resumed run must use the checkpoint's values.
 _RESUME_KEYS = ("loss", "optimizer", "lr", "batch_size", "negatives", "negatives_mode", "sampler", "l2",
                 "weight_decay", "temperature", "similarity", "logq_correction", "popularity_alpha", "seed",
-               "lr_schedule", "lr_min", "engine")
+                "lr_schedule", "lr_min", "engine", "epoch_sampling")
+# Values of keys that checkpoints written before the key existed implicitly had.
+_RESUME_DEFAULTS = {"epoch_sampling": "interactions"}
 ENGINES = ("numpy", "fused")
 
 
@@ -125,6 +128,9 @@ class Trainer:
         seed: seeds the shuffle and the sampler (int).
         out_dir: run directory (created); None writes nothing.
         progress: show a tqdm bar (only on a terminal) and print a line per epoch to stderr.
+        epoch_sampling: "interactions" (default: every training interaction once per epoch, shuffled)
+            or "users" (nnz draws of a uniform user, then a uniform positive of theirs: the NGCF and
+            LightGCN code's sampler, which weighs every user equally); `recgrad.samplers.epoch_order`.
         engine: "numpy" (default: the readable minibatch step above) or "fused": the compiled MF
             loop of `recgrad.kernels.mf` (MF with per-user negatives and optimizer "sparse_adam" or
             "sgd"). Fused "sparse_adam" is the same lazy Adam over the same batches and negatives
@@ -142,7 +148,7 @@ class Trainer:
                  sampler="uniform", negatives_mode="per_user", l2=0.0, weight_decay=None, temperature=None,
                  similarity=None, logq_correction=None, popularity_alpha=None, eval_every=1, patience=None,
                  ks=None, metric=None, seed=0, out_dir=None, progress=True, lr_schedule=None, lr_min=None,
-                 engine="numpy"):
+                 engine="numpy", epoch_sampling="interactions"):
         if not isinstance(model, Module):
             raise TypeError(f"model: expected a recgrad Module (a recommender), got {type(model).__name__}")
         self.model = model
@@ -223,6 +229,9 @@ class Trainer:
             if optimizer not in ("sparse_adam", "sgd") or negatives_mode != "per_user":
                 raise ValueError("engine: 'fused' needs optimizer 'sparse_adam' or 'sgd' and negatives_mode 'per_user'")
         self.engine = engine
+        if epoch_sampling not in EPOCH_SAMPLING:
+            raise ValueError(f"epoch_sampling: expected one of {EPOCH_SAMPLING}, got {epoch_sampling!r}")
+        self.epoch_sampling = epoch_sampling
         if loss == "infonce" and not isinstance(model, FactorModel):
             raise ValueError(f"loss: 'infonce' needs a dot-product model (MF, TwoTower), got {type(model).__name__}")
         self._embeddings = [module for module in _modules(model) if isinstance(module, Embedding)]
@@ -243,6 +252,7 @@ class Trainer:
             "logq_correction": self.logq_correction, "popularity_alpha": self.popularity_alpha,
             "eval_every": self.eval_every, "patience": self.patience, "ks": list(self.ks), "metric": self.metric,
             "seed": self.seed, "lr_schedule": self.lr_schedule, "lr_min": self.lr_min, "engine": self.engine,
+            "epoch_sampling": self.epoch_sampling,
         }
 
     def _prepare(self, dataset):
@@ -511,7 +521,8 @@ class Trainer:
             return
         n_batches = -(-self.train.nnz // self.batch_size)
         self._shuffle_rng.bit_generator.state = self._epoch_shuffle_state
-        batches = epoch_batches(self.train, self.batch_size, self._shuffle_rng, start_batch=self._batch)
+        batches = epoch_batches(self.train, self.batch_size, self._shuffle_rng, start_batch=self._batch,
+                                sampling=self.epoch_sampling)
         show = self.progress and sys.stderr.isatty()
         with tqdm(total=n_batches, initial=self._batch, disable=not show, leave=False, unit="batch",
                   desc=f"epoch {self.epoch + 1}/{self.epochs}", file=sys.stderr) as bar:
@@ -679,7 +690,7 @@ class Trainer:
             raise ValueError(f"resume: {path} has checkpoint format {meta.get('format')}, expected {CHECKPOINT_FORMAT}")
         saved, current = meta["config"], self.config()
         changed = [f"{key}={saved.get(key)!r} (now {current[key]!r})" for key in _RESUME_KEYS
-                   if saved.get(key) != current[key]]
+                   if saved.get(key, _RESUME_DEFAULTS.get(key)) != current[key]]
         if changed:
             raise ValueError("resume: the checkpoint was written with different settings: " + ", ".join(changed))
         self.model.load_state_dict({key[len("model."):]: value for key, value in arrays.items() if key.startswith("model.")})

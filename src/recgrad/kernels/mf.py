@@ -94,7 +94,7 @@ from numba.extending import intrinsic
 from recgrad._checks import non_negative_float, positive_float, positive_int
 from recgrad.models.mf import MF
 from recgrad.optim.sparse_adam import SparseAdam
-from recgrad.samplers import as_canonical_csr
+from recgrad.samplers import EPOCH_SAMPLING, as_canonical_csr, epoch_order
 
 __all__ = ["FusedMFTrainer", "sample_negatives", "fused_trainer_from_config"]
 
@@ -739,9 +739,11 @@ class FusedMFTrainer:
         l2: LightGCN's batch L2 (module doc). temperature, similarity ("dot"/"cosine"),
             logq_correction: InfoNCE only (defaults 0.1, "dot", False).
         seed: int: the shuffle (the Trainer's) and the negatives' streams.
-        shuffle_rng: a numpy Generator to shuffle with instead (one permutation per epoch, e.g. the
+        shuffle_rng: a numpy Generator to shuffle with instead (one epoch order per epoch, e.g. the
             Trainer's own, so that its checkpoint holds the shuffle state); `epoch` (an attribute)
             selects the negatives' streams.
+        epoch_sampling: "interactions" (every interaction once per epoch) or "users" (the
+            NGCF/LightGCN user-first draws); `recgrad.samplers.epoch_order`, as the Trainer.
 
     `train_epoch()` runs one epoch and returns {"loss", "samples", "seconds", "samples_per_second",
     "batch_losses" (sparse_adam)}. Threads: `recgrad.kernels.set_num_threads`.
@@ -758,7 +760,7 @@ class FusedMFTrainer:
     def __init__(self, model, train_csr, loss="bpr", optimizer="sparse_adam", lr=1e-3, batch_size=2048,
                  negatives=None, sampler="uniform", popularity_alpha=0.75, exclude_positives=True, l2=0.0,
                  weight_decay=0.0, betas=(0.9, 0.999), eps=1e-8, temperature=None, similarity=None,
-                 logq_correction=False, seed=0, shuffle_rng=None):
+                 logq_correction=False, seed=0, shuffle_rng=None, epoch_sampling="interactions"):
         if not isinstance(model, MF):
             raise TypeError(f"model: expected a recgrad.models.MF, got {type(model).__name__}")
         self.model = model
@@ -803,6 +805,9 @@ class FusedMFTrainer:
         elif not isinstance(shuffle_rng, np.random.Generator):
             raise TypeError(f"shuffle_rng: expected a numpy.random.Generator, got {type(shuffle_rng).__name__}")
         self._shuffle_rng = shuffle_rng
+        if epoch_sampling not in EPOCH_SAMPLING:
+            raise ValueError(f"epoch_sampling: expected one of {EPOCH_SAMPLING}, got {epoch_sampling!r}")
+        self.epoch_sampling = epoch_sampling
         self.epoch = 0
         tables = [model.user_embedding.weight, model.item_embedding.weight]
         if isinstance(optimizer, SparseAdam):
@@ -835,19 +840,13 @@ class FusedMFTrainer:
             states.append(state)
         return group, states
 
-    def _epoch_order(self):
-        """The Trainer's shuffle: (users, items) of every interaction in this epoch's order."""
-        order = self._shuffle_rng.permutation(self.train.nnz)
-        rows = np.repeat(np.arange(self.train.shape[0], dtype=np.int64), np.diff(self._indptr))
-        return rows[order], self._indices[order]
-
     def train_epoch(self, negatives=None):
         """One epoch over every training interaction (module doc); returns a dict of statistics.
 
         negatives: optional int array (nnz, K): the negatives of the p-th interaction of this
             epoch's shuffled order (e.g. those the reference sampler drew); None samples them.
         """
-        users, items = self._epoch_order()
+        users, items = epoch_order(self.train, self._shuffle_rng, self.epoch_sampling)
         k = self.negatives
         if negatives is None:
             negatives = np.zeros((0, k), dtype=np.int64)
@@ -920,4 +919,4 @@ def fused_trainer_from_config(model, train_csr, config, optimizer=None, shuffle_
         temperature=config.get("temperature") if infonce else None,
         similarity=config.get("similarity") if infonce else None,
         logq_correction=bool(config.get("logq_correction")) if infonce else False, seed=config.get("seed", 0),
-        shuffle_rng=shuffle_rng)
+        shuffle_rng=shuffle_rng, epoch_sampling=config.get("epoch_sampling", "interactions"))
