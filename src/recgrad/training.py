@@ -59,6 +59,7 @@ from recgrad.evaluation import evaluate_baseline, evaluate_recommender, protocol
 from recgrad.losses import BCEWithLogitsLoss, BPRLoss, InfoNCELoss, l2_normalize, l2_normalize_backward
 from recgrad.metrics import METRIC_NAMES
 from recgrad.kernels.mf import fused_trainer_from_config
+from recgrad.kernels.optim import FUSED_DTYPES
 from recgrad.models.base import FactorModel
 from recgrad.models.embedding import Embedding
 from recgrad.models.mf import MF
@@ -326,21 +327,23 @@ class Trainer:
         if isinstance(self._optimizer_arg, Optimizer):
             return [self._optimizer_arg], []
         name, lr, wd = self._optimizer_arg, self.lr, self.weight_decay
+        # The fused steps are the reference steps bit for bit (recgrad.kernels.optim), in one pass.
+        fused = all(p.data.dtype in FUSED_DTYPES and p.data.flags.c_contiguous for p in params)
         if name == "sparse_adam":
             table_ids = {id(e.weight) for e in self._embeddings if e.sparse}
             if not table_ids:
                 raise ValueError("optimizer: 'sparse_adam' needs embedding tables built with sparse=True")
             tables = [p for p in params if id(p) in table_ids]
             dense = [p for p in params if id(p) not in table_ids]
-            optimizers = [SparseAdam(tables, lr=lr, weight_decay=wd)]
+            optimizers = [SparseAdam(tables, lr=lr, weight_decay=wd, fused=fused)]
             if dense:
-                optimizers.append(Adam(dense, lr=lr, weight_decay=wd))
+                optimizers.append(Adam(dense, lr=lr, weight_decay=wd, fused=fused))
             return optimizers, []
         if name == "adam":
-            return [Adam(params, lr=lr, weight_decay=wd)], params
+            return [Adam(params, lr=lr, weight_decay=wd, fused=fused)], params
         if name == "adamw":
-            return [AdamW(params, lr=lr, weight_decay=wd)], params
-        return [SGD(params, lr=lr, weight_decay=wd)], (params if wd != 0.0 else [])
+            return [AdamW(params, lr=lr, weight_decay=wd, fused=fused)], params
+        return [SGD(params, lr=lr, weight_decay=wd, fused=fused)], (params if wd != 0.0 else [])
 
     def _build_loss(self):
         if self.loss == "bpr":
