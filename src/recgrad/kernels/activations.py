@@ -6,13 +6,18 @@ beta x, 2z = sqrt(8/pi) (x + 0.044715 x^3), 1 - y^2 ...) and replace only the tr
 functions by approximations that the compiler vectorises (numba's np.exp in a loop is a scalar
 libm call):
 
-- exp(a): a = k ln2 + r, |r| <= ln2/2 (Cody-Waite: ln2 split in a short and a long part), then
-  e^r = 1 + r + r^2 q(r) with q a Chebyshev interpolant (degree 6 in float32, 10 in float64) and
-  2^k built from its exponent bits, in two halves so that subnormal results are exact too.
+- exp(a): a = k ln2 + r, |r| <= ln2/2 (k rounded by adding 1.5 2^m, m the mantissa width, which leaves k
+  in the sum's low bits; Cody-Waite: ln2 split in a short and a long part), then e^r = 1 + r + r^2 q(r)
+  with q a Chebyshev interpolant (degree 4 in float32, 9 in float64) and 2^k built from its exponent
+  bits, in two halves so that subnormal results are exact too.
 - expm1(a) = 2^k (r + r^2 q(r)) + (2^k - 1): no cancellation for small |a| (used by tanh).
-- erfc(z) = t exp(-z^2) F(t) for z >= 0, t = 2/(2 + z), F a Chebyshev interpolant in t (degree 11
+- erfc(z) = t exp(-z^2) F(t) for z >= 0, t = 2/(2 + z), F a Chebyshev interpolant in t (degree 8
   in float32, 24 in float64, evaluated by Horner in monomial form); erfc(-z) = 2 - erfc(z). z^2 is split exactly
   (z = zh + zl, zh with half the mantissa) so exp(-z^2) keeps full relative precision.
+- gelu'(x) = Phi(x) + x phi(x): phi's exponential e^(-x^2/2) is erfc's e^(-z^2) (z = -x/sqrt 2) times
+  (1 + d), d = z^2 - x^2/2 as the two are rounded (|d| < 2e-5): one exponential for both terms.
+Every polynomial step and product-plus-sum of these is one fused multiply-add (one rounding; the
+reference's own expressions outside the approximations keep their separate roundings).
 Coefficients: scripts/kernels/fit_activation_approximations.py. Accuracy measured against the
 reference and derivation of each piece: docs/kernels.md. float32 stays float32 throughout
 (float32 constants; the one exception is the row sum of softmax, accumulated in float64).
@@ -63,17 +68,17 @@ _CHUNK = 16384  # elements per parallel task: 64 KiB of float32, a few L2-reside
 _PARALLEL_FROM = 2 * _CHUNK
 
 # ---------------------------------------------------------------- coefficients (fit script output)
-# q(r) = (e^r - 1 - r) / r^2 on |r| <= ln(2)/2, monomial, lowest degree first.
-_EXP_Q_32 = (0.5, 0.16666666718997508, 0.041666666718980845, 0.008333298483754886, 0.001388885404961482,
-             0.0001989927395864936, 2.4859578222625295e-05)
-_EXP_Q_64 = (0.5, 0.1666666666666667, 0.04166666666666667, 0.008333333333326141, 0.0013888888888883752,
-             0.00019841269874800493, 2.4801587325533363e-05, 2.7557255425746435e-06, 2.7557273661348637e-07,
-             2.510520637395701e-08, 2.0914679376583935e-09)
-# F(t) = e^(z^2) erfc(z) / t, t = 2/(2+z) in [t_min, 1]: monomial in w = (2t-1-t_min)/(1-t_min), lowest first.
+# q(r) = (e^r - 1 - r) / r^2 on |r| <= ln(2)/2, monomial, lowest degree first (degree 4 / 9).
+_EXP_Q_32 = (0.5, 0.1666657702559799, 0.041666554662050534, 0.008363173074513711, 0.001392617611993558)
+_EXP_Q_64 = (0.5000000000000001, 0.16666666666666669, 0.041666666666624164, 0.008333333333330065,
+             0.0013888888917196719, 0.00019841269863040545, 2.4801521322368692e-05, 2.7557268480310024e-06,
+             2.7620075879983367e-07, 2.5100375832561234e-08)
+# F(t) = e^(z^2) erfc(z) / t, t = 2/(2+z) in [t_min, 1]: monomial in w = (2t-1-t_min)/(1-t_min), lowest first
+# (degree 8 / 24).
 _ERFC_T_MIN_32 = 0.1652892561983471
-_ERFC_F_32 = (0.5714730437815422, 0.3264239345239687, 0.10233758009840893, 0.0060328895841218816,
-              -0.0061897012242063815, -0.0006283255504514722, 0.0006018322554607205, -8.685773733878632e-08,
-              -6.673108517115315e-05, 1.2522351705744706e-05, 5.19946923917945e-06, -2.1574158193266208e-06)
+_ERFC_F_32 = (0.5714730437309122, 0.32642366510065546, 0.10233739817577599, 0.006036556931803271,
+              -0.006187265612551876, -0.0006422689865244384, 0.0005930576478036905, 2.0801900759768464e-05,
+              -5.5030863495044246e-05)
 _ERFC_T_MIN_64 = 0.06825938566552901
 _ERFC_F_64 = (0.5349005709592315, 0.33812644261939073, 0.12428028537460556, 0.012249449921987477,
               -0.008854723556588907, -0.0018058828528324268, 0.0011135668438908754, 0.00014469202509989772,
@@ -88,7 +93,7 @@ _Constants = namedtuple(
     "_Constants",
     "zero half one two log2e ln2_hi ln2_lo exp_lo exp_hi q bias mantissa_bits sign_shift low_mask "
     "split_mask erfc_z_cap erfc_w_scale erfc_w_shift erfc_f neg_sqrt_half inv_sqrt_2pi neg_half "
-    "gelu_tail sqrt_2_over_pi two_sqrt_2_over_pi cubic three_cubic logistic_tail",
+    "gelu_tail sqrt_2_over_pi two_sqrt_2_over_pi cubic three_cubic logistic_tail shifter shifter_bits",
 )
 
 
@@ -114,6 +119,9 @@ def _constants(float_type, int_type, mantissa_bits, ln2_hi_bits, exp_lo, exp_hi,
         gelu_tail=c(100.0), sqrt_2_over_pi=c(math.sqrt(2.0 / math.pi)),
         two_sqrt_2_over_pi=c(2.0 * math.sqrt(2.0 / math.pi)), cubic=c(0.044715), three_cubic=c(3.0 * 0.044715),
         logistic_tail=c(800.0),
+        # 1.5 2^m: adding it to v (|v| < 2^(m-1)) rounds v to an integer, which is then the low bits of the sum
+        shifter=c(1.5 * 2.0**mantissa_bits), shifter_bits=int_type(np.array(1.5 * 2.0**mantissa_bits, float_type)
+                                                                   .view(int_type)),
     )
 
 
@@ -158,14 +166,13 @@ def _bits_float(typingctx, like, bits):
 
 
 @intrinsic
-def _to_int(typingctx, value):
-    """Truncate a float to the signed integer of its width (the caller guarantees it is finite)."""
-    int_type = _int_of_width(value)
+def _fma(typingctx, a, b, c):
+    """a b + c rounded once (llvm.fma: one vfmadd instruction on x86-64 with FMA); all three of one float type."""
 
     def codegen(context, builder, signature, args):
-        return builder.fptosi(args[0], context.get_value_type(int_type))
+        return builder.fma(*args)
 
-    return int_type(value), codegen
+    return a(a, a, a), codegen
 
 
 @intrinsic
@@ -196,11 +203,13 @@ def _k_compiled(value):
 
 
 def _horner(coefficients):
-    """An inline compiled p(r) = (((c0 r + c1) r + c2) ...) + c_last, c0 the highest degree, as straight-line source."""
+    """An inline compiled p(r) = fma(fma(c0, r, c1), r, c2) ... with c0 the highest degree, as straight-line source
+    (Horner's rule, each step one fused multiply-add)."""
     body = "c0"
     for i in range(1, len(coefficients)):
-        body = f"({body}) * r + c{i}"
+        body = f"_fma({body}, r, c{i})"
     namespace = {f"c{i}": c for i, c in enumerate(coefficients)}
+    namespace["_fma"] = _fma
     exec(f"def polynomial(r):\n    return {body}\n", namespace)  # noqa: S102 - generated from the template above
     return njit(inline="always")(namespace["polynomial"])
 
@@ -241,52 +250,61 @@ def _erfc_f_compiled(w):
 
 @njit(inline="always")
 def _reduce(a):
-    """a = kf ln2 + r with kf = round(a / ln2), |r| <= ln2/2; a is first clamped to [exp_lo, exp_hi] (NaN kept)."""
+    """a = k ln2 + r with the integer k = round(a / ln2), |r| <= ln2/2: (k, r). a is first clamped to
+    [exp_lo, exp_hi] (NaN kept: then r is NaN and k arbitrary)."""
     K = _k(a)
     a = K.exp_lo if a < K.exp_lo else a
     a = K.exp_hi if a > K.exp_hi else a
-    kf = np.floor(a * K.log2e + K.half)
-    r = (a - kf * K.ln2_hi) - kf * K.ln2_lo
-    return kf, r
+    shifted = _fma(a, K.log2e, K.shifter)  # round(a / ln2) + shifter, exactly
+    kf = shifted - K.shifter
+    r = _fma(-kf, K.ln2_lo, _fma(-kf, K.ln2_hi, a))  # the inner product kf ln2_hi is exact anyway
+    return _float_bits(shifted) - K.shifter_bits, r
 
 
 @njit(inline="always")
 def _expm1_reduced(r):
     """e^r - 1 = r + r^2 q(r)."""
-    return r + r * r * _exp_q(r)
+    return _fma(r * r, _exp_q(r), r)
 
 
 @njit(inline="always")
-def _pow2_halves(kf):
-    """(2^k1, 2^k2) with k1 + k2 = kf, each a normal number, built from exponent bits (NaN kf gives 1, 1)."""
-    K = _k(kf)
-    kf = kf if kf == kf else K.zero
-    k = _to_int(kf)
+def _pow2_halves(k, like):
+    """(2^k1, 2^k2) with k1 + k2 = k, each a normal number of like's type, built from exponent bits."""
+    K = _k(like)
     k1 = k >> 1
-    return _bits_float(kf, (k1 + K.bias) << K.mantissa_bits), _bits_float(kf, (k - k1 + K.bias) << K.mantissa_bits)
+    return (_bits_float(like, (k1 + K.bias) << K.mantissa_bits),
+            _bits_float(like, (k - k1 + K.bias) << K.mantissa_bits))
+
+
+@njit(inline="always")
+def _exp_parts(a, b):
+    """e^(a + b) = (1 + p) s1 s2 for a small correction b (|b| << 1): (p, s1, s2)."""
+    k, r = _reduce(a)
+    s1, s2 = _pow2_halves(k, r)
+    return _expm1_reduced(r + b), s1, s2
 
 
 @njit(inline="always")
 def _exp_mul(a, b, m):
     """m e^(a + b) for a small correction b (|b| << 1); m is applied before the power of two (one rounding)."""
-    kf, r = _reduce(a)
-    s1, s2 = _pow2_halves(kf)
-    return (m + m * _expm1_reduced(r + b)) * s1 * s2
+    p, s1, s2 = _exp_parts(a, b)
+    return _fma(m, p, m) * s1 * s2
 
 
 @njit(inline="always")
 def _exp(a):
-    K = _k(a)
-    return _exp_mul(a, K.zero, K.one)
+    k, r = _reduce(a)
+    s1, s2 = _pow2_halves(k, r)
+    return (_k(a).one + _expm1_reduced(r)) * s1 * s2
 
 
 @njit(inline="always")
 def _expm1(a):
     """e^a - 1 = 2^k (e^r - 1) + (2^k - 1), exact to a few ulp for every a (no cancellation near 0)."""
-    kf, r = _reduce(a)
-    s1, s2 = _pow2_halves(kf)
+    k, r = _reduce(a)
+    s1, s2 = _pow2_halves(k, r)
     s = s1 * s2
-    return s * _expm1_reduced(r) + (s - _k(a).one)
+    return _fma(s, _expm1_reduced(r), s - _k(a).one)
 
 
 @njit(inline="always")
@@ -299,11 +317,12 @@ def _sigmoid(a):
 
 @njit(inline="always")
 def _sigmoid_pair(a):
-    """(sigmoid(a), sigmoid(-a)) from one exp."""
+    """(sigmoid(a), sigmoid(-a)) from one exp and one division: 1/(1 + e) and e (1/(1 + e))."""
     K = _k(a)
     e = _exp(-abs(a))
-    d = K.one + e
-    return (K.one if a >= K.zero else e) / d, (K.one if -a >= K.zero else e) / d
+    inverse = K.one / (K.one + e)
+    small = e * inverse
+    return (inverse if a >= K.zero else small), (inverse if -a >= K.zero else small)
 
 
 @njit(inline="always")
@@ -313,27 +332,32 @@ def _erfc_factor(z):
     az = abs(z)
     az = K.erfc_z_cap if az > K.erfc_z_cap else az
     t = K.two / (K.two + az)
-    return t * _erfc_f(t * K.erfc_w_scale + K.erfc_w_shift)
+    return t * _erfc_f(_fma(t, K.erfc_w_scale, K.erfc_w_shift))
 
 
 @njit(inline="always")
-def _erfc_from_factor(z, factor):
-    """erfc(z) = factor e^(-z^2) for z >= 0, 2 - erfc(-z) for z < 0; NaN propagates.
-
-    z^2 is split exactly: zh keeps the top half of the mantissa, so zh^2 is exact and
-    z^2 = zh^2 + (z - zh)(z + zh) enters exp as a head and a small tail.
-    """
+def _square_split(z):
+    """(head, tail), head + tail = z^2 for |z| capped at erfc_z_cap: zh keeps the top half of the mantissa,
+    so head = zh^2 is exact and tail = (z - zh)(z + zh) is small (|tail| < 2^-10 z^2)."""
     K = _k(z)
     az = abs(z)
     az = K.erfc_z_cap if az > K.erfc_z_cap else az
     zh = _bits_float(az, _float_bits(az) & K.split_mask)
-    tail = _exp_mul(-(zh * zh), -((az - zh) * (az + zh)), factor)
-    return tail if z >= K.zero else K.two - tail
+    return zh * zh, (az - zh) * (az + zh)
+
+
+@njit(inline="always")
+def _erfc_select(z, upper):
+    """erfc(z) from upper = erfc(|z|): upper for z >= 0, 2 - upper for z < 0 (NaN propagates)."""
+    K = _k(z)
+    return upper if z >= K.zero else K.two - upper
 
 
 @njit(inline="always")
 def _erfc(z):
-    return _erfc_from_factor(z, _erfc_factor(z))
+    """erfc(z) = t F(t) e^(-z^2) for z >= 0 (z^2 as head + tail, so e^(-z^2) keeps full relative precision)."""
+    head, tail = _square_split(z)
+    return _erfc_select(z, _exp_mul(-head, -tail, _erfc_factor(z)))
 
 
 @njit(inline="always")
@@ -390,11 +414,25 @@ def _gelu_erf(x):
 
 @njit(inline="always")
 def _gelu_erf_backward(g, x):
-    """g (Phi(x) + xc phi(xc)), xc = clip(x, +-100)."""
+    """g (Phi(x) + xc phi(xc)), xc = clip(x, +-100), Phi(x) = erfc(z) / 2 with z = -x / sqrt 2.
+
+    One exponential serves both terms: erfc needs E = e^-(head + tail), head + tail = z^2, and
+    phi(xc) = e^-h / sqrt(2 pi) with h the reference's rounding of xc^2 / 2, which differs from z^2 by
+    roundings only (|d| < 2e-5 (float32) / 2e-13 (float64), d = head + tail - h, head - h exact by Sterbenz), so
+    e^-h = E e^d = E (1 + d) to within d^2 / 2. Where |z| is capped, E is 0 and (1 + d) is floored at 0.
+    """
     K = _k(x)
     xc = _clip(x, K.gelu_tail)
-    gate = K.half * _erfc(K.neg_sqrt_half * x)
-    return g * (gate + xc * (K.inv_sqrt_2pi * _exp(K.neg_half * xc * xc)))
+    z = K.neg_sqrt_half * x
+    head, tail = _square_split(z)
+    p, s1, s2 = _exp_parts(-head, -tail)
+    factor = _erfc_factor(z)
+    gate = K.half * _erfc_select(z, _fma(factor, p, factor) * s1 * s2)
+    h = -(K.neg_half * xc * xc)
+    d = (head - h) + tail
+    one_plus_d = K.one + d
+    m = xc * (K.inv_sqrt_2pi * (one_plus_d if one_plus_d > K.zero else K.zero))
+    return g * (gate + _fma(m, p, m) * s1 * s2)
 
 
 @njit(inline="always")
