@@ -93,7 +93,7 @@ _Constants = namedtuple(
     "_Constants",
     "zero half one two log2e ln2_hi ln2_lo exp_lo exp_hi q bias mantissa_bits sign_shift low_mask "
     "split_mask erfc_z_cap erfc_w_scale erfc_w_shift erfc_f neg_sqrt_half inv_sqrt_2pi neg_half "
-    "gelu_tail sqrt_2_over_pi two_sqrt_2_over_pi cubic three_cubic logistic_tail shifter shifter_bits",
+    "gelu_tail sqrt_2_over_pi two_sqrt_2_over_pi cubic three_cubic logistic_tail shifter",
 )
 
 
@@ -119,9 +119,9 @@ def _constants(float_type, int_type, mantissa_bits, ln2_hi_bits, exp_lo, exp_hi,
         gelu_tail=c(100.0), sqrt_2_over_pi=c(math.sqrt(2.0 / math.pi)),
         two_sqrt_2_over_pi=c(2.0 * math.sqrt(2.0 / math.pi)), cubic=c(0.044715), three_cubic=c(3.0 * 0.044715),
         logistic_tail=c(800.0),
-        # 1.5 2^m: adding it to v (|v| < 2^(m-1)) rounds v to an integer, which is then the low bits of the sum
-        shifter=c(1.5 * 2.0**mantissa_bits), shifter_bits=int_type(np.array(1.5 * 2.0**mantissa_bits, float_type)
-                                                                   .view(int_type)),
+        # S = 1.5 2^m + 2 bias (m mantissa bits): adding S to v, |v| < 2^(m-2), rounds v to the integer k and the
+        # sum's bits are bits(S) + k, with bits(S) / 2 = bias modulo 2^(exponent bits + 1): see _pow2_halves.
+        shifter=c(1.5 * 2.0**mantissa_bits + 2 * ((1 << (bits - mantissa_bits - 2)) - 1)),
     )
 
 
@@ -249,16 +249,25 @@ def _erfc_f_compiled(w):
 
 
 @njit(inline="always")
+def _reduce_unclamped(a):
+    """a = k ln2 + r with the integer k = round(a / ln2), |r| <= ln2/2: (bits(S + k), r), S = K.shifter.
+
+    For |a| <= 170 (float32) / 1400 (float64), where both halves of 2^k are normal numbers; NaN gives a NaN r
+    (and arbitrary bits)."""
+    K = _k(a)
+    shifted = _fma(a, K.log2e, K.shifter)  # S + round(a / ln2), exactly
+    kf = shifted - K.shifter
+    r = _fma(-kf, K.ln2_lo, _fma(-kf, K.ln2_hi, a))  # the inner product kf ln2_hi is exact anyway
+    return _float_bits(shifted), r
+
+
+@njit(inline="always")
 def _reduce(a):
-    """a = k ln2 + r with the integer k = round(a / ln2), |r| <= ln2/2: (k, r). a is first clamped to
-    [exp_lo, exp_hi] (NaN kept: then r is NaN and k arbitrary)."""
+    """_reduce_unclamped of a clamped to [exp_lo, exp_hi] (NaN kept), where e^a is already 0 or inf."""
     K = _k(a)
     a = K.exp_lo if a < K.exp_lo else a
     a = K.exp_hi if a > K.exp_hi else a
-    shifted = _fma(a, K.log2e, K.shifter)  # round(a / ln2) + shifter, exactly
-    kf = shifted - K.shifter
-    r = _fma(-kf, K.ln2_lo, _fma(-kf, K.ln2_hi, a))  # the inner product kf ln2_hi is exact anyway
-    return _float_bits(shifted) - K.shifter_bits, r
+    return _reduce_unclamped(a)
 
 
 @njit(inline="always")
@@ -268,18 +277,23 @@ def _expm1_reduced(r):
 
 
 @njit(inline="always")
-def _pow2_halves(k, like):
-    """(2^k1, 2^k2) with k1 + k2 = k, each a normal number of like's type, built from exponent bits."""
+def _pow2_halves(shifted_bits, like):
+    """(2^k1, 2^k2), k1 = floor(k / 2), k2 = k - k1, each a normal number of like's type, from B = bits(S + k).
+
+    B = 2c + k with c = bits(S) / 2, so B >> 1 = c + k1 and B - (B >> 1) = c + k2; c = bias modulo 2^(exponent
+    bits + 1), so shifting either left by the mantissa width leaves exactly the bits of 2^k1 or 2^k2.
+    """
     K = _k(like)
-    k1 = k >> 1
-    return (_bits_float(like, (k1 + K.bias) << K.mantissa_bits),
-            _bits_float(like, (k - k1 + K.bias) << K.mantissa_bits))
+    half = shifted_bits >> 1
+    return (_bits_float(like, half << K.mantissa_bits),
+            _bits_float(like, (shifted_bits - half) << K.mantissa_bits))
 
 
 @njit(inline="always")
 def _exp_parts(a, b):
-    """e^(a + b) = (1 + p) s1 s2 for a small correction b (|b| << 1): (p, s1, s2)."""
-    k, r = _reduce(a)
+    """e^(a + b) = (1 + p) s1 s2 for a small correction b (|b| << 1) and a in _reduce_unclamped's range (erfc's
+    -z^2, z capped, is): (p, s1, s2)."""
+    k, r = _reduce_unclamped(a)
     s1, s2 = _pow2_halves(k, r)
     return _expm1_reduced(r + b), s1, s2
 
