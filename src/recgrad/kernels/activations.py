@@ -637,7 +637,7 @@ def _row_dot(a, b):
 
 @njit(cache=True, error_model="numpy")
 def _softmax_forward_rows(log, x, y, first, last):
-    """Rows first..last-1 of x (rows, k): softmax = e / sum(e), or log_softmax = (x - m) - log sum(e),
+    """Rows first..last-1 of x (rows, k): softmax = e (1 / sum(e)), or log_softmax = (x - m) - log sum(e),
     with m the row maximum and e = exp(x - m)."""
     for r in range(first, last):
         xr = x[r]
@@ -651,9 +651,9 @@ def _softmax_forward_rows(log, x, y, first, last):
             for j in range(xr.size):
                 yr[j] = (xr[j] - m) - lse
         else:
-            denominator = _cast_like(m, total)
+            inverse = _cast_like(m, 1.0 / total)  # a multiply per element instead of a division
             for j in range(xr.size):
-                yr[j] = yr[j] / denominator
+                yr[j] = yr[j] * inverse
 
 
 @njit(cache=True, error_model="numpy")
