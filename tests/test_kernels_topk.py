@@ -13,7 +13,7 @@ import scipy.sparse as sp
 
 from recgrad import kernels
 from recgrad.evaluation import evaluate_popularity, full_ranking, top_k
-from recgrad.kernels.topk import _CHUNK, top_k_masked
+from recgrad.kernels.topk import _CHUNK, _bits_above, top_k_masked
 from recgrad.metrics import hit_matrix
 
 
@@ -80,6 +80,37 @@ def test_constant_rows_and_sorted_rows():
     descending = ascending[:, ::-1].copy()
     assert_same(ascending, 20)
     assert_same(descending, 20)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bits_above_marks_each_score_not_below_the_threshold(dtype):
+    # bit t <=> not (chunk[t] <= threshold): above it or NaN; equal and -inf scores are clear
+    rng = np.random.default_rng(13)
+    chunk = rng.integers(-3, 4, _CHUNK).astype(dtype)
+    chunk[[0, 17, _CHUNK - 1]] = [np.nan, np.inf, 2.0]
+    chunk[5] = -np.inf
+    for threshold in (-np.inf, -1.0, 0.0, 1.0, 3.0):
+        with np.errstate(invalid="ignore"):
+            above = ~(chunk <= threshold)
+        expected = sum(1 << int(t) for t in np.flatnonzero(above))
+        assert int(_bits_above(chunk, dtype(threshold))) == expected
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_excluded_candidates_at_chunk_edges(dtype):
+    # ascending scores: every item is a candidate when offered, so each excluded id is reached
+    # by the pointer walk; excluded ids on the first/last bit of a chunk and in the tail
+    n_items = 3 * _CHUNK + 9
+    scores = np.tile(np.arange(n_items, dtype=dtype), (4, 1))
+    scores[1] = scores[1, ::-1]
+    scores[2, :: _CHUNK // 2] = np.nan  # each NaN sits on an excluded position
+    edges = [0, 1, _CHUNK - 1, _CHUNK, 2 * _CHUNK - 1, 3 * _CHUNK, n_items - 2, n_items - 1]
+    excluded = sorted(set(edges) | set(range(0, n_items, _CHUNK // 2)))
+    mask = sp.csr_matrix((np.ones(4 * len(excluded)), (np.repeat(np.arange(4), len(excluded)), excluded * 4)),
+                         shape=scores.shape)
+    for k in (1, 3, 20, n_items):
+        ids, _ = assert_same(scores, k, mask)
+        assert not np.isin(ids, excluded).any()
 
 
 def test_k_larger_than_candidates_pads_with_minus_one():
