@@ -172,6 +172,32 @@ def test_wide_range(case, dtype):
     check(name, params, x, g, f"{case_id(case)} {dtype.__name__} wide")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gelu_gradient_shares_erfc_exponential(dtype):
+    """gelu'(x) = Phi(x) + x phi(x) takes phi's e^(-x^2/2) from erfc's e^(-z^2), z = -x/sqrt 2, times (1 + d):
+    dense around where d is largest and where erfc's |z| cap (11 / 28, |x| = 15.6 / 39.6) zeroes both terms."""
+    cap = 11.0 if dtype == np.float32 else 28.0
+    edge = cap * np.sqrt(2.0)
+    x = np.concatenate([np.linspace(-edge - 2, edge + 2, 100001), np.linspace(-edge - 0.01, -edge + 0.01, 2001)])
+    x = x.astype(dtype)
+    g = np.cos(np.arange(x.size)).astype(dtype)
+    check("gelu", {}, x, g, f"gelu {dtype.__name__} shared exp")
+    dx = K.backward("gelu", np.ones_like(x), x)
+    assert np.all(dx[x < -edge] == 0) and np.all(dx[x > edge] == 1)  # both terms vanish past the cap
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_exp_keeps_subnormal_results(dtype):
+    """exp's 2^k is applied in two normal halves, so results below the smallest normal are not flushed to 0:
+    sigmoid(x) = e^x / (1 + e^x) in the subnormal range, within two subnormal steps of the reference."""
+    lo, hi = (-104.0, -87.0) if dtype == np.float32 else (-746.0, -708.0)
+    x = np.linspace(lo, hi, 20001).astype(dtype)
+    y, expected = K.forward("sigmoid", x), A.sigmoid(x)
+    np.testing.assert_array_equal(y > 0, expected > 0)
+    step = np.finfo(dtype).smallest_subnormal
+    assert np.max(np.abs(y.astype(np.float64) - expected.astype(np.float64))) <= 2 * float(step)
+
+
 @pytest.mark.parametrize("size", [0, 1, 7, 1000003])
 @pytest.mark.parametrize("case", [("sigmoid", {}), ("gelu", {}), ("swish", {"beta": 1.5})], ids=case_id)
 def test_sizes_cross_chunk_boundaries(case, size):
