@@ -13,7 +13,7 @@ libm call):
 - expm1(a) = 2^k (r + r^2 q(r)) + (2^k - 1): no cancellation for small |a| (used by tanh).
 - erfc(z) = t exp(-z^2) F(t) for z >= 0, t = 2/(2 + z), F a Chebyshev interpolant in t (degree 8
   in float32, 24 in float64, evaluated by Horner in monomial form); erfc(-z) = 2 - erfc(z). z^2 is split exactly
-  (z = zh + zl, zh with half the mantissa) so exp(-z^2) keeps full relative precision.
+  (head = z^2 rounded, tail = fma(z, z, -head) its rounding error) so exp(-z^2) keeps full relative precision.
 - gelu'(x) = Phi(x) + x phi(x): phi's exponential e^(-x^2/2) is erfc's e^(-z^2) (z = -x/sqrt 2) times
   (1 + d), d = z^2 - x^2/2 as the two are rounded (|d| < 2e-5): one exponential for both terms.
 Every polynomial step and product-plus-sum of these is one fused multiply-add (one rounding; the
@@ -92,12 +92,12 @@ _ERFC_F_64 = (0.5349005709592315, 0.33812644261939073, 0.12428028537460556, 0.01
 _Constants = namedtuple(
     "_Constants",
     "zero half one two log2e ln2_hi ln2_lo exp_lo exp_hi q bias mantissa_bits sign_shift low_mask "
-    "split_mask erfc_z_cap erfc_w_scale erfc_w_shift erfc_f neg_sqrt_half inv_sqrt_2pi neg_half "
+    "erfc_z_cap erfc_w_scale erfc_w_shift erfc_f neg_sqrt_half inv_sqrt_2pi neg_half "
     "gelu_tail sqrt_2_over_pi two_sqrt_2_over_pi cubic three_cubic logistic_tail shifter",
 )
 
 
-def _constants(float_type, int_type, mantissa_bits, ln2_hi_bits, exp_lo, exp_hi, q, split_bits, z_cap, t_min, f):
+def _constants(float_type, int_type, mantissa_bits, ln2_hi_bits, exp_lo, exp_hi, q, z_cap, t_min, f):
     with localcontext() as context:
         context.prec = 40
         ln2_exact = Decimal(2).ln()
@@ -112,7 +112,7 @@ def _constants(float_type, int_type, mantissa_bits, ln2_hi_bits, exp_lo, exp_hi,
         q=tuple(c(v) for v in reversed(q)),  # highest degree first, for Horner
         bias=int_type((1 << (bits - mantissa_bits - 2)) - 1), mantissa_bits=int_type(mantissa_bits),
         sign_shift=int_type(bits - 1), low_mask=int_type((1 << (bits - 1)) - 1),
-        split_mask=int_type(-(1 << split_bits)), erfc_z_cap=c(z_cap),
+        erfc_z_cap=c(z_cap),
         erfc_w_scale=c(2.0 / (1.0 - t_min)), erfc_w_shift=c(-(1.0 + t_min) / (1.0 - t_min)),
         erfc_f=tuple(c(v) for v in reversed(f)),  # highest degree first, for Horner
         neg_sqrt_half=c(-math.sqrt(0.5)), inv_sqrt_2pi=c(1.0 / math.sqrt(2.0 * math.pi)), neg_half=c(-0.5),
@@ -126,11 +126,11 @@ def _constants(float_type, int_type, mantissa_bits, ln2_hi_bits, exp_lo, exp_hi,
 
 
 # exp_lo/exp_hi: below, e^a rounds to 0 (float32: e^-110 < 2^-150; float64: e^-760 < 2^-1075); above, it
-# overflows to inf. z_cap: erfc(z) is 0 beyond it; capping keeps z^2 finite. split: zh keeps 12 / 26 bits.
+# overflows to inf. z_cap: erfc(z) is 0 beyond it; capping keeps z^2 finite.
 _CONSTANTS = {
-    np.dtype(np.float32): _constants(np.float32, np.int32, 23, 12, -110.0, 89.0, _EXP_Q_32, 12, 11.0,
+    np.dtype(np.float32): _constants(np.float32, np.int32, 23, 12, -110.0, 89.0, _EXP_Q_32, 11.0,
                                      _ERFC_T_MIN_32, _ERFC_F_32),
-    np.dtype(np.float64): _constants(np.float64, np.int64, 52, 40, -760.0, 710.0, _EXP_Q_64, 27, 28.0,
+    np.dtype(np.float64): _constants(np.float64, np.int64, 52, 40, -760.0, 710.0, _EXP_Q_64, 28.0,
                                      _ERFC_T_MIN_64, _ERFC_F_64),
 }
 
@@ -351,13 +351,13 @@ def _erfc_factor(z):
 
 @njit(inline="always")
 def _square_split(z):
-    """(head, tail), head + tail = z^2 for |z| capped at erfc_z_cap: zh keeps the top half of the mantissa,
-    so head = zh^2 is exact and tail = (z - zh)(z + zh) is small (|tail| < 2^-10 z^2)."""
+    """(head, tail), head + tail = z^2 exactly for |z| capped at erfc_z_cap: head = z^2 rounded and tail its
+    rounding error, which one fused multiply-add gives exactly (|tail| <= half an ulp of head)."""
     K = _k(z)
     az = abs(z)
     az = K.erfc_z_cap if az > K.erfc_z_cap else az
-    zh = _bits_float(az, _float_bits(az) & K.split_mask)
-    return zh * zh, (az - zh) * (az + zh)
+    head = az * az
+    return head, _fma(az, az, -head)
 
 
 @njit(inline="always")
