@@ -17,7 +17,9 @@ libm call):
 - gelu'(x) = Phi(x) + x phi(x): phi's exponential e^(-x^2/2) is erfc's e^(-z^2) (z = -x/sqrt 2) times
   (1 + d), d = z^2 - x^2/2 as the two are rounded (|d| < 2e-5): one exponential for both terms.
 Every polynomial step and product-plus-sum of these is one fused multiply-add (one rounding; the
-reference's own expressions outside the approximations keep their separate roundings).
+reference's own expressions outside the approximations keep their separate roundings). Two places
+trade a division for one more rounding: the pair (sigmoid(a), sigmoid(-a)) is 1/(1 + e) and
+e (1/(1 + e)), and softmax multiplies a row by 1 / sum(e) (computed in float64).
 Coefficients: scripts/kernels/fit_activation_approximations.py. Accuracy measured against the
 reference and derivation of each piece: docs/kernels.md. float32 stays float32 throughout
 (float32 constants; the one exception is the row sum of softmax, accumulated in float64).
