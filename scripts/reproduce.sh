@@ -9,7 +9,7 @@ set -euo pipefail
 
 declare -A COMMANDS=(
     [gowalla-mf-bpr]="recgrad train --config recipes/gowalla-mf-bpr.toml"
-    [ml1m-gmf]="recgrad train --config recipes/ml1m-gmf.toml"
+    [ml1m-gmf]="recgrad train --config recipes/ml1m-gmf.toml --threads 1"
     [gowalla-mf-bpr-tuned]="recgrad train --config recipes/gowalla-mf-bpr-tuned.toml"
     [gowalla-mf-infonce]="recgrad train --config recipes/gowalla-mf-infonce.toml"
     [ml1m-neumf]="recgrad train --config recipes/ml1m-neumf.toml --threads 1"
