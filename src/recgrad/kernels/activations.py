@@ -93,7 +93,7 @@ _ERFC_F_64 = (0.5349005709592315, 0.33812644261939073, 0.12428028537460556, 0.01
 # Every constant a kernel uses, in the kernel's dtype (so float32 arithmetic stays float32).
 _Constants = namedtuple(
     "_Constants",
-    "zero half one two log2e ln2_hi ln2_lo exp_lo exp_hi q bias mantissa_bits sign_shift low_mask "
+    "zero half one two log2e ln2_hi ln2_lo exp_lo exp_hi q mantissa_bits sign_shift low_mask "
     "erfc_z_cap erfc_w_scale erfc_w_shift erfc_f neg_sqrt_half inv_sqrt_2pi neg_half "
     "gelu_tail sqrt_2_over_pi two_sqrt_2_over_pi cubic three_cubic logistic_tail shifter",
 )
@@ -107,12 +107,13 @@ def _constants(float_type, int_type, mantissa_bits, ln2_hi_bits, exp_lo, exp_hi,
     ln2_hi = math.ldexp(round(math.ldexp(ln2, ln2_hi_bits)), -ln2_hi_bits)  # k * ln2_hi is exact for |k| < 2^11
     c = float_type
     bits = 8 * np.dtype(float_type).itemsize
+    bias = (1 << (bits - mantissa_bits - 2)) - 1  # the exponent bias: 127 / 1023
     return _Constants(
         zero=c(0.0), half=c(0.5), one=c(1.0), two=c(2.0),
         log2e=c(1.0 / ln2), ln2_hi=c(ln2_hi), ln2_lo=c(float(ln2_exact - Decimal(ln2_hi))),
         exp_lo=c(exp_lo), exp_hi=c(exp_hi),
         q=tuple(c(v) for v in reversed(q)),  # highest degree first, for Horner
-        bias=int_type((1 << (bits - mantissa_bits - 2)) - 1), mantissa_bits=int_type(mantissa_bits),
+        mantissa_bits=int_type(mantissa_bits),
         sign_shift=int_type(bits - 1), low_mask=int_type((1 << (bits - 1)) - 1),
         erfc_z_cap=c(z_cap),
         erfc_w_scale=c(2.0 / (1.0 - t_min)), erfc_w_shift=c(-(1.0 + t_min) / (1.0 - t_min)),
@@ -123,7 +124,7 @@ def _constants(float_type, int_type, mantissa_bits, ln2_hi_bits, exp_lo, exp_hi,
         logistic_tail=c(800.0),
         # S = 1.5 2^m + 2 bias (m mantissa bits): adding S to v, |v| < 2^(m-2), rounds v to the integer k and the
         # sum's bits are bits(S) + k, with bits(S) / 2 = bias modulo 2^(exponent bits + 1): see _pow2_halves.
-        shifter=c(1.5 * 2.0**mantissa_bits + 2 * ((1 << (bits - mantissa_bits - 2)) - 1)),
+        shifter=c(1.5 * 2.0**mantissa_bits + 2 * bias),
     )
 
 
@@ -295,8 +296,8 @@ def _pow2_halves(shifted_bits, like):
 def _exp_parts(a, b):
     """e^(a + b) = (1 + p) s1 s2 for a small correction b (|b| << 1) and a in _reduce_unclamped's range (erfc's
     -z^2, z capped, is): (p, s1, s2)."""
-    k, r = _reduce_unclamped(a)
-    s1, s2 = _pow2_halves(k, r)
+    shifted_bits, r = _reduce_unclamped(a)
+    s1, s2 = _pow2_halves(shifted_bits, r)
     return _expm1_reduced(r + b), s1, s2
 
 
@@ -309,16 +310,16 @@ def _exp_mul(a, b, m):
 
 @njit(inline="always")
 def _exp(a):
-    k, r = _reduce(a)
-    s1, s2 = _pow2_halves(k, r)
+    shifted_bits, r = _reduce(a)
+    s1, s2 = _pow2_halves(shifted_bits, r)
     return (_k(a).one + _expm1_reduced(r)) * s1 * s2
 
 
 @njit(inline="always")
 def _expm1(a):
     """e^a - 1 = 2^k (e^r - 1) + (2^k - 1), exact to a few ulp for every a (no cancellation near 0)."""
-    k, r = _reduce(a)
-    s1, s2 = _pow2_halves(k, r)
+    shifted_bits, r = _reduce(a)
+    s1, s2 = _pow2_halves(shifted_bits, r)
     s = s1 * s2
     return _fma(s, _expm1_reduced(r), s - _k(a).one)
 
