@@ -52,7 +52,8 @@ def _adam_element(theta, g, m, v, v_max, sign, l2, decay, one_minus_beta1, beta2
     v = v + one_minus_beta2 * g * g
     v_hat = v
     if amsgrad:
-        if v > v_max or v != v:  # np.maximum: NaN propagates
+        # np.maximum (NaN propagates); `|`, not `or`: no short-circuit branch, so the loop vectorises.
+        if (v > v_max) | (v != v):
             v_max = v
         v_hat = v_max
     denom = np.sqrt(v_hat) / sqrt_bias_correction2 + eps
