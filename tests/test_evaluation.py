@@ -16,6 +16,7 @@ from recgrad.evaluation import (
     sampled_ranking,
     top_k,
 )
+from recgrad.kernels import get_num_threads
 from recgrad.metrics import compute_metrics
 
 
@@ -125,6 +126,9 @@ def test_full_ranking_block_size_invariance_and_equals_compute_metrics():
     train, test = sp.csr_matrix(dense_train), sp.csr_matrix(dense_test)
     kwargs = dict(ks=(5, 10), metrics=("recall", "ndcg", "hr", "precision", "mrr", "map"))
     results = [full_ranking(lambda u: scores[u], train, test, block_size=b, **kwargs) for b in (1, 7, n_users, None)]
+    kernel_threads = get_num_threads()
+    results.append(full_ranking(lambda u: scores[u], train, test, scan_threads=kernel_threads, **kwargs))
+    assert get_num_threads() == kernel_threads  # the scan's thread count is restored
     for r in results[1:]:
         assert r == results[0]
     assert results[0]["users"] == int((dense_test.sum(1) > 0).sum())
@@ -148,6 +152,8 @@ def test_full_ranking_users_subset_and_errors():
         full_ranking(lambda u: scores[u], scores, test)
     with pytest.raises(ValueError, match="block_size"):
         full_ranking(lambda u: scores[u], train, test, block_size=0)
+    with pytest.raises(ValueError, match="scan_threads"):
+        full_ranking(lambda u: scores[u], train, test, scan_threads=0)
 
 
 def test_full_ranking_copies_views_and_read_only_scores_before_masking():
