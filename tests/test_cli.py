@@ -1,11 +1,12 @@
 """The command line end to end on the built-in synthetic data (small runs)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from recgrad.cli import main
+from recgrad.cli import build_model, build_trainer, main, read_toml, resolve_config
 
 
 def run_train(tmp_path, *flags):
@@ -106,3 +107,15 @@ def test_help_does_not_raise(capsys):
             main([command, "--help"])
         assert exit_info.value.code == 0
     assert "--batch-size" in capsys.readouterr().out
+
+
+RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.toml"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=[path.stem for path in RECIPES])
+def test_every_shipped_recipe_resolves_and_builds_its_model_and_trainer(recipe):
+    # The reproductions need ../shared/data; this checks everything else a recipe says, without it.
+    config = resolve_config(read_toml(recipe), {})
+    model = build_model(config, n_users=50, n_items=40)
+    trainer = build_trainer(config, model, out_dir=None)
+    assert trainer.epochs == config["epochs"] and trainer.engine == config["engine"]
