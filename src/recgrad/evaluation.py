@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse
 
 from recgrad._arrays import as_float_array
-from recgrad.kernels import get_num_threads, set_num_threads
+from recgrad.kernels import get_num_threads, num_threads
 from recgrad.kernels.topk import top_k_masked
 from recgrad.metrics import METRIC_NAMES, _check_ks, _check_metric_names, metrics_from_hits, per_user_metrics
 
@@ -184,41 +184,31 @@ def full_ranking(
         raise ValueError(f"scan_threads must be a positive int, got {scan_threads!r}")
     k = max(ks)
     collected = {f"{name}@{kk}": [] for name in names for kk in ks}
-    kernel_threads = get_num_threads()
-    set_num_threads(min(int(scan_threads), kernel_threads))
-    try:
-        _rank_blocks(score_fn, train, test, eval_users, block_size, k, ks, names, exclude_train, engine, collected)
-    finally:
-        set_num_threads(kernel_threads)
+    with num_threads(min(int(scan_threads), get_num_threads())):
+        for start in range(0, eval_users.size, block_size):
+            block = eval_users[start : start + block_size]
+            scores = _block_scores(score_fn, block, n_items, in_place=engine == "numpy")
+            relevant = test[block]
+            if engine == "numba":  # the kernel also marks the hits, so no hit_matrix lookup
+                _, _, hits = top_k_masked(scores, k, mask=train[block] if exclude_train else None, relevant=relevant)
+                n_relevant = np.diff(relevant.indptr)
+                values = metrics_from_hits(hits, n_relevant, ks, names)
+            else:
+                if exclude_train:
+                    sub = train[block]
+                    rows = np.repeat(np.arange(block.size), np.diff(sub.indptr))
+                    scores[rows, sub.indices] = -np.inf
+                ids, vals = top_k(scores, k)
+                ids[np.isneginf(vals)] = -1
+                values = per_user_metrics(ids, relevant, ks, names)
+            for key, value in values.items():
+                collected[key].append(value)
     result = {
         key: float(np.concatenate(parts).mean()) if eval_users.size else float("nan")
         for key, parts in collected.items()
     }
     result["users"] = int(eval_users.size)
     return result
-
-
-def _rank_blocks(score_fn, train, test, eval_users, block_size, k, ks, names, exclude_train, engine, collected):
-    """full_ranking's loop over user blocks: appends each block's per-user metric values to `collected`."""
-    n_items = test.shape[1]
-    for start in range(0, eval_users.size, block_size):
-        block = eval_users[start : start + block_size]
-        scores = _block_scores(score_fn, block, n_items, in_place=engine == "numpy")
-        relevant = test[block]
-        if engine == "numba":  # the kernel also marks the hits, so no hit_matrix lookup
-            _, _, hits = top_k_masked(scores, k, mask=train[block] if exclude_train else None, relevant=relevant)
-            n_relevant = np.diff(relevant.indptr)
-            values = metrics_from_hits(hits, n_relevant, ks, names)
-        else:
-            if exclude_train:
-                sub = train[block]
-                rows = np.repeat(np.arange(block.size), np.diff(sub.indptr))
-                scores[rows, sub.indices] = -np.inf
-            ids, vals = top_k(scores, k)
-            ids[np.isneginf(vals)] = -1
-            values = per_user_metrics(ids, relevant, ks, names)
-        for key, value in values.items():
-            collected[key].append(value)
 
 
 def _block_scores(score_fn, block, n_items, in_place):

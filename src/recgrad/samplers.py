@@ -42,7 +42,7 @@ import scipy.sparse as sp
 from recgrad.init import as_generator
 
 __all__ = ["NegativeSampler", "UniformSampler", "PopularitySampler", "as_canonical_csr", "epoch_batches", "epoch_order",
-           "EPOCH_SAMPLING"]
+           "EPOCH_SAMPLING", "check_epoch_sampling"]
 
 
 def as_canonical_csr(train_csr, name="train_csr"):
@@ -267,6 +267,13 @@ class PopularitySampler(NegativeSampler):
 EPOCH_SAMPLING = ("interactions", "users")
 
 
+def check_epoch_sampling(sampling):
+    """`sampling` itself if it is one of EPOCH_SAMPLING, else ValueError naming the option."""
+    if sampling not in EPOCH_SAMPLING:
+        raise ValueError(f"epoch_sampling: expected one of {EPOCH_SAMPLING}, got {sampling!r}")
+    return sampling
+
+
 def epoch_order(train_csr, rng, sampling="interactions"):
     """The (user, positive item) pairs of one epoch, in training order: two int64 arrays of shape (nnz,).
 
@@ -281,8 +288,7 @@ def epoch_order(train_csr, rng, sampling="interactions"):
     Either way the generator is advanced by a fixed sequence of calls, so saving its state before
     and restoring it reproduces the epoch.
     """
-    if sampling not in EPOCH_SAMPLING:
-        raise ValueError(f"epoch_sampling: expected one of {EPOCH_SAMPLING}, got {sampling!r}")
+    check_epoch_sampling(sampling)
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
     csr = as_canonical_csr(train_csr)

@@ -59,7 +59,7 @@ from recgrad.evaluation import evaluate_baseline, evaluate_recommender, protocol
 from recgrad.losses import BCEWithLogitsLoss, BPRLoss, InfoNCELoss, l2_normalize, l2_normalize_backward
 from recgrad.metrics import METRIC_NAMES
 from recgrad.kernels.mf import fused_trainer_from_config
-from recgrad.kernels.optim import FUSED_DTYPES
+from recgrad.kernels.optim import is_fusable
 from recgrad.models.base import FactorModel
 from recgrad.models.embedding import Embedding
 from recgrad.models.mf import MF
@@ -70,8 +70,8 @@ from recgrad.optim.lr_scheduler import CosineAnnealingLR
 from recgrad.optim.optimizer import Optimizer
 from recgrad.optim.sgd import SGD
 from recgrad.optim.sparse_adam import SparseAdam
-from recgrad.samplers import (EPOCH_SAMPLING, NegativeSampler, PopularitySampler, UniformSampler, as_canonical_csr,
-                              epoch_batches)
+from recgrad.samplers import (NegativeSampler, PopularitySampler, UniformSampler, as_canonical_csr,
+                              check_epoch_sampling, epoch_batches)
 
 __all__ = ["Trainer"]
 
@@ -230,9 +230,7 @@ class Trainer:
             if optimizer not in ("sparse_adam", "sgd") or negatives_mode != "per_user":
                 raise ValueError("engine: 'fused' needs optimizer 'sparse_adam' or 'sgd' and negatives_mode 'per_user'")
         self.engine = engine
-        if epoch_sampling not in EPOCH_SAMPLING:
-            raise ValueError(f"epoch_sampling: expected one of {EPOCH_SAMPLING}, got {epoch_sampling!r}")
-        self.epoch_sampling = epoch_sampling
+        self.epoch_sampling = check_epoch_sampling(epoch_sampling)
         if loss == "infonce" and not isinstance(model, FactorModel):
             raise ValueError(f"loss: 'infonce' needs a dot-product model (MF, TwoTower), got {type(model).__name__}")
         self._embeddings = [module for module in _modules(model) if isinstance(module, Embedding)]
@@ -328,7 +326,7 @@ class Trainer:
             return [self._optimizer_arg], []
         name, lr, wd = self._optimizer_arg, self.lr, self.weight_decay
         # The fused steps are the reference steps bit for bit (recgrad.kernels.optim), in one pass.
-        fused = all(p.data.dtype in FUSED_DTYPES and p.data.flags.c_contiguous for p in params)
+        fused = all(is_fusable(p.data) for p in params)
         if name == "sparse_adam":
             table_ids = {id(e.weight) for e in self._embeddings if e.sparse}
             if not table_ids:

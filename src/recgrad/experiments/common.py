@@ -140,13 +140,8 @@ def single_threaded():
     50 times longer. One thread also makes every run bit-reproducible. The previous thread counts
     are restored on exit.
     """
-    threads = kernels.get_num_threads()
-    kernels.set_num_threads(1)
-    try:
-        with threadpool_limits(limits=1, user_api="blas"):
-            yield
-    finally:
-        kernels.set_num_threads(threads)
+    with kernels.num_threads(1), threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 def figure(nrows, ncols, panel_width=3.0, panel_height=2.5):

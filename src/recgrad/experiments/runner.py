@@ -74,13 +74,8 @@ def limited_threads(n):
     Only BLAS libraries already loaded are limited, as threadpoolctl does: numpy's is loaded by
     recgrad's import. ValueError (from `kernels.set_num_threads`) when n is not in [1, cores].
     """
-    previous = kernels.get_num_threads()
-    kernels.set_num_threads(n)
-    try:
-        with threadpool_limits(limits=n, user_api="blas"):
-            yield
-    finally:
-        kernels.set_num_threads(previous)
+    with kernels.num_threads(n), threadpool_limits(limits=n, user_api="blas"):
+        yield
 
 
 def _run(args):

@@ -9,6 +9,7 @@ Threads: every parallel kernel uses numba's thread pool. By default it has one t
 change that. With one thread, every kernel is bit-reproducible for a given seed.
 """
 
+import contextlib
 import os
 
 import numba
@@ -25,6 +26,17 @@ def set_num_threads(n):
 def get_num_threads():
     """The number of threads the compiled kernels use now."""
     return numba.get_num_threads()
+
+
+@contextlib.contextmanager
+def num_threads(n):
+    """Inside the block the compiled kernels use `n` threads (as set_num_threads); restored on exit."""
+    previous = get_num_threads()
+    set_num_threads(n)
+    try:
+        yield
+    finally:
+        set_num_threads(previous)
 
 
 def _threads_from_environment():

@@ -94,7 +94,7 @@ from numba.extending import intrinsic
 from recgrad._checks import non_negative_float, positive_float, positive_int
 from recgrad.models.mf import MF
 from recgrad.optim.sparse_adam import SparseAdam
-from recgrad.samplers import EPOCH_SAMPLING, as_canonical_csr, epoch_order
+from recgrad.samplers import as_canonical_csr, check_epoch_sampling, epoch_order
 
 __all__ = ["FusedMFTrainer", "sample_negatives", "fused_trainer_from_config"]
 
@@ -805,9 +805,7 @@ class FusedMFTrainer:
         elif not isinstance(shuffle_rng, np.random.Generator):
             raise TypeError(f"shuffle_rng: expected a numpy.random.Generator, got {type(shuffle_rng).__name__}")
         self._shuffle_rng = shuffle_rng
-        if epoch_sampling not in EPOCH_SAMPLING:
-            raise ValueError(f"epoch_sampling: expected one of {EPOCH_SAMPLING}, got {epoch_sampling!r}")
-        self.epoch_sampling = epoch_sampling
+        self.epoch_sampling = check_epoch_sampling(epoch_sampling)
         self.epoch = 0
         tables = [model.user_embedding.weight, model.item_embedding.weight]
         if isinstance(optimizer, SparseAdam):

@@ -182,12 +182,20 @@ def _launch(serial, parallel, work, *args):
 # Validation
 
 
+def is_fusable(array):
+    """Whether the fused steps can update `array`: a writeable C-contiguous float32/float64 ndarray."""
+    return (isinstance(array, np.ndarray) and array.dtype in FUSED_DTYPES and array.flags.c_contiguous
+            and array.flags.writeable)
+
+
 def check_fusable(array, name="param"):
     """Raise TypeError unless `array` is float32 or float64, ValueError unless it is C-contiguous.
 
     The fused steps update the array in place through a flat view, so both are required (as
     torch's `fused=True` requires floating-point, dense, contiguous parameters).
     """
+    if is_fusable(array):
+        return
     if not isinstance(array, np.ndarray) or array.dtype not in FUSED_DTYPES:
         kind = array.dtype if isinstance(array, np.ndarray) else type(array).__name__
         raise TypeError(f"{name}: fused=True supports float32 and float64 arrays, got {kind}")
