@@ -64,6 +64,14 @@ def test_config_file_is_overridden_by_flags(tmp_path):
     assert "dim = 16" in resolved and "lr = 0.005" in resolved and 'similarity = "cosine"' in resolved
 
 
+def test_switching_the_schedule_off_by_flag_drops_the_files_lr_min():
+    recipe = {"lr_schedule": "cosine", "lr_min": 1e-5}
+    assert resolve_config(recipe, {"lr_schedule": "constant"})["lr_min"] is None
+    assert resolve_config(recipe, {})["lr_min"] == 1e-5
+    # an explicit --lr-min beside --lr-schedule constant is kept, so the Trainer still rejects it
+    assert resolve_config(recipe, {"lr_schedule": "constant", "lr_min": "1e-4"})["lr_min"] == 1e-4
+
+
 def test_resume_continues_to_the_requested_epochs(tmp_path):
     status, out = run_train(tmp_path, "--epochs", "2")
     assert status == 0

@@ -130,6 +130,8 @@ def resolve_config(file_values, flag_values):
             if key in CHOICES and value not in CHOICES[key]:
                 raise UsageError(f"--{key.replace('_', '-')}: {value!r} is not one of {', '.join(CHOICES[key])}")
             config[key] = value
+    if flag_values.get("lr_schedule") == "constant" and flag_values.get("lr_min") is None:
+        config["lr_min"] = None  # the file's floor belonged to the schedule the flag switched off
     return config
 
 
