@@ -72,6 +72,13 @@ def test_switching_the_schedule_off_by_flag_drops_the_files_lr_min():
     assert resolve_config(recipe, {"lr_schedule": "constant", "lr_min": "1e-4"})["lr_min"] == 1e-4
 
 
+def test_a_cosine_infonce_run_builds_a_model_that_ranks_by_the_cosine():
+    cosine = resolve_config({"loss": "infonce", "similarity": "cosine"}, {})
+    assert cosine["normalize"] is True and build_model(cosine, 5, 6).normalize is True
+    assert resolve_config({"loss": "infonce", "similarity": "cosine"}, {"normalize": "false"})["normalize"] is False
+    assert resolve_config({"loss": "bpr"}, {})["normalize"] is False
+
+
 def test_resume_continues_to_the_requested_epochs(tmp_path):
     status, out = run_train(tmp_path, "--epochs", "2")
     assert status == 0

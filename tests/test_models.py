@@ -30,6 +30,7 @@ def small_models(dtype=np.float32, sparse=True):
     """One small instance of every model (TwoTower with two hidden layers and normalisation)."""
     return [
         MF(6, 7, dim=3, sparse=sparse, rng=1, dtype=dtype),
+        MF(6, 7, dim=3, normalize=True, sparse=sparse, rng=5, dtype=dtype),
         TwoTower(6, 7, dim=3, hidden=(4, 5), normalize=True, sparse=sparse, rng=2, dtype=dtype),
         GMF(6, 7, dim=3, init_std=0.5, sparse=sparse, rng=3, dtype=dtype),
         NeuMF(6, 7, mf_dim=2, mlp_layers=(6, 4, 3), init_std=0.5, sparse=sparse, rng=4, dtype=dtype),
@@ -125,11 +126,47 @@ def test_embedding_init_default_normal_and_initializer_override():
 
 
 # ------------------------------------------------------------------------------------ model gradients
+@pytest.mark.parametrize("normalize", [False, True])
 @pytest.mark.parametrize("sparse", [True, False])
 @pytest.mark.parametrize("items", [np.array([0, 6, 2, 0]), np.array([[0, 6], [2, 2], [5, 1], [0, 3]])])
-def test_mf_gradients(sparse, items):
-    model = MF(5, 7, dim=3, sparse=sparse, rng=0, dtype=np.float64)
+def test_mf_gradients(sparse, items, normalize):
+    model = MF(5, 7, dim=3, sparse=sparse, normalize=normalize, rng=0, dtype=np.float64)
     check_model_gradients(model, np.array([1, 4, 1, 0]), items)
+
+
+def test_normalized_mf_scores_by_the_cosine_everywhere(tmp_path):
+    model = MF(5, 7, dim=4, normalize=True, rng=0, dtype=np.float64)
+    P, Q = model.user_embedding.weight.data, model.item_embedding.weight.data
+    cosines = (P / np.linalg.norm(P, axis=1, keepdims=True)) @ (Q / np.linalg.norm(Q, axis=1, keepdims=True)).T
+    users, items = np.array([0, 4, 2]), np.array([6, 0, 2])
+    np.testing.assert_allclose(model.score(users, items), cosines[users, items], rtol=1e-12)
+    np.testing.assert_allclose(model.score_all(users), cosines[users], rtol=1e-12)
+    np.testing.assert_allclose(np.linalg.norm(model.item_factors(), axis=1), 1.0, rtol=1e-12)
+    ids, _ = model.recommend(4, sp.csr_matrix((5, 7)), N=3)
+    np.testing.assert_array_equal(ids, np.argsort(-cosines[4])[:3])
+    model.save(tmp_path / "mf.npz")
+    assert load_model(tmp_path / "mf.npz").normalize is True
+    with pytest.raises(TypeError, match="normalize"):
+        MF(5, 7, normalize=1)
+
+
+def test_normalized_mf_encode_backward_matches_finite_differences():
+    model = MF(4, 6, dim=3, sparse=False, normalize=True, rng=0, dtype=np.float64)
+    ids = np.array([5, 1, 5])  # a repeated row adds up
+    weights = np.random.default_rng(1).standard_normal((3, 3))
+
+    def fn(table):
+        model.item_embedding.weight.data = table
+        return np.sum(weights * model.encode("item", ids))
+
+    def grad_fn(inputs, grad_output):
+        fn(inputs[0])
+        model.zero_grad()
+        model.encode_backward("item", grad_output * weights)
+        return (model.item_embedding.weight.grad,)
+
+    ok, max_abs, max_rel = gradcheck(fn, (model.item_embedding.weight.data.copy(),), grad_fn)
+    assert ok, (max_abs, max_rel)
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
@@ -444,8 +481,8 @@ def test_live_pytorch_parity():
 def test_encode_matches_the_factors_and_encode_backward_reaches_the_tables():
     from recgrad.models import TwoTower
 
-    for model in (MF(4, 5, dim=3, sparse=False, rng=0), TwoTower(4, 5, dim=3, hidden=(4,), normalize=True,
-                                                               sparse=False, rng=0)):
+    for model in (MF(4, 5, dim=3, sparse=False, rng=0), MF(4, 5, dim=3, sparse=False, normalize=True, rng=0),
+                  TwoTower(4, 5, dim=3, hidden=(4,), normalize=True, sparse=False, rng=0)):
         ids = np.array([1, 3])
         factors = model.item_factors(ids)  # (releases the towers' caches, so before encode)
         np.testing.assert_allclose(model.encode("item", ids), factors, rtol=1e-6)

@@ -41,3 +41,10 @@ def non_negative_float(value, name):
             or not math.isfinite(float(value)) or float(value) < 0.0:
         raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
     return float(value)
+
+
+def boolean(value, name):
+    """A bool (Python or NumPy); TypeError for anything else (a 0/1 int or a string is not a flag)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected a bool, got {value!r}")
+    return bool(value)

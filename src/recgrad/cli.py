@@ -38,7 +38,7 @@ CONFIG_DEFAULTS = {
     "dim": 64,
     "hidden": [64],
     "activation": "relu",
-    "normalize": False,
+    "normalize": None,  # resolved: true for a cosine InfoNCE, so the model ranks by what it was trained on
     "mlp_layers": [64, 32, 16, 8],
     "init_std": None,
     "loss": "bpr",
@@ -132,6 +132,8 @@ def resolve_config(file_values, flag_values):
             config[key] = value
     if flag_values.get("lr_schedule") == "constant" and flag_values.get("lr_min") is None:
         config["lr_min"] = None  # the file's floor belonged to the schedule the flag switched off
+    if config["normalize"] is None:
+        config["normalize"] = config["loss"] == "infonce" and config["similarity"] == "cosine"
     return config
 
 
@@ -216,7 +218,7 @@ def build_model(config, n_users, n_items):
         common["init_std"] = config["init_std"]
     name = config["model"]
     if name == "mf":
-        return models.MF(n_users, n_items, dim=config["dim"], **common)
+        return models.MF(n_users, n_items, dim=config["dim"], normalize=config["normalize"], **common)
     if name == "two-tower":
         return models.TwoTower(n_users, n_items, dim=config["dim"], hidden=tuple(config["hidden"]),
                                activation=config["activation"], normalize=config["normalize"], **common)
@@ -429,7 +431,8 @@ def _train_flags(parser):
     model.add_argument("--dim", help="embedding size (NeuMF: the GMF part's size); default 64")
     model.add_argument("--hidden", help="two-tower: hidden widths, e.g. 128,64")
     model.add_argument("--activation", help="two-tower: " + ", ".join(CHOICES["activation"]))
-    model.add_argument("--normalize", help="two-tower: L2-normalise the tower outputs (true/false)")
+    model.add_argument("--normalize", help="mf, two-tower: score by the cosine (L2-normalised rows or tower outputs; "
+                       "true/false; default: true with --loss infonce --similarity cosine)")
     model.add_argument("--mlp-layers", dest="mlp_layers", help="neumf: MLP widths, e.g. 64,32,16,8")
     model.add_argument("--init-std", dest="init_std", help="std of the N(0, std) embedding init")
     training = parser.add_argument_group("training")

@@ -6,8 +6,9 @@ LightGCN's batch L2, `SparseAdam`). This module computes the same quantities wit
 (B, 1+K, D) blocks, without Python between the steps of an epoch, and in parallel.
 
 Per training interaction (u, i) with candidates c = [i, j_1, ..., j_K] (the positive, then K
-negatives), scores s_k = <P[u], Q[c_k]> (cosine: <P[u]/|P[u]|, Q[c_k]/|Q[c_k]|>, norms clamped
-at 1e-12 as torch.nn.functional.normalize), and the weight w of one sample in the batch mean:
+negatives), scores s_k = <P[u], Q[c_k]> (cosine, for an MF(normalize=True) or a cosine InfoNCE:
+<P[u]/|P[u]|, Q[c_k]/|Q[c_k]|>, norms clamped at 1e-12 as torch.nn.functional.normalize), and the
+weight w of one sample in the batch mean:
 
     bpr      l = w sum_k softplus(s_k - s_0),               w = 1/(B K);  dl/ds_k = w sigmoid(s_k - s_0),
                                                                           dl/ds_0 = -sum_k dl/ds_k
@@ -786,6 +787,8 @@ class FusedMFTrainer:
         self.similarity = "dot" if similarity is None else similarity
         if self.similarity not in ("dot", "cosine"):
             raise ValueError(f"similarity: expected 'dot' or 'cosine', got {similarity!r}")
+        # An MF(normalize=True) scores by the cosine for every loss; a cosine InfoNCE takes it either way.
+        self.cosine = self.similarity == "cosine" or model.normalize
         self.sampler = sampler
         self.popularity_alpha = popularity_alpha
         self.exclude_positives = bool(exclude_positives)
@@ -858,7 +861,7 @@ class FusedMFTrainer:
         Q = self.model.item_embedding.weight.data
         key = _epoch_key(self.seed, self.epoch)
         common = (self.train.shape[1], self._indptr, self._indices, self._alias_prob, self._alias_item,
-                  self.exclude_positives, LOSSES[self.loss], self.similarity == "cosine", 1.0 / self.temperature,
+                  self.exclude_positives, LOSSES[self.loss], self.cosine, 1.0 / self.temperature,
                   self._log_q)
         start = time.perf_counter()
         result = {}

@@ -222,6 +222,18 @@ class FactorModel(Recommender):
             raise ValueError(f"side must be one of {self.SIDES}, got {side!r}")
         return side
 
+    def _keep_encoded(self, side, cache):
+        """Remember what encode_backward(side, ...) needs from the last encode(side, ...)."""
+        setattr(self, f"_{side}_encoded", cache)
+
+    def _take_encoded(self, side):
+        """The cache of the last encode(side, ...), handed out once; RuntimeError when there is none."""
+        cache = getattr(self, f"_{side}_encoded", None)
+        if cache is None:
+            raise RuntimeError(f"encode_backward({side!r}) called before encode({side!r}, ...)")
+        setattr(self, f"_{side}_encoded", None)
+        return cache
+
     def user_factors(self, users=None):
         raise NotImplementedError(f"{type(self).__name__} must define user_factors")
 

@@ -28,7 +28,7 @@ recommendations" (the two-tower architecture); Covington et al. (2016).
 
 import numpy as np
 
-from recgrad._checks import positive_float, positive_int
+from recgrad._checks import boolean, positive_float, positive_int
 from recgrad import init as initializers
 from recgrad.losses import l2_normalize, l2_normalize_backward
 from recgrad.models.base import FactorModel, as_1d_ids, pair_dot, pair_dot_backward, release_caches
@@ -91,9 +91,7 @@ class TwoTower(FactorModel):
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
         self.init = init
-        if not isinstance(normalize, (bool, np.bool_)):
-            raise TypeError(f"normalize must be a bool, got {normalize!r}")
-        self.normalize = bool(normalize)
+        self.normalize = boolean(normalize, "normalize")
         self.init_std = positive_float(init_std, "init_std")
         generator = initializers.as_generator(rng)
         self.user_embedding = Embedding(self.n_users, self.dim, sparse, self.init_std, rng=generator, dtype=self.dtype)
@@ -136,16 +134,13 @@ class TwoTower(FactorModel):
         """Tower outputs z of `ids` on `side` ("user" or "item"), (n, dim), cached for encode_backward."""
         side = self._side(side)
         z, denominator = self._encode(getattr(self, f"{side}_embedding"), getattr(self, f"{side}_tower"), ids)
-        setattr(self, f"_{side}_encoded", (z, denominator))
+        self._keep_encoded(side, (z, denominator))
         return z
 
     def encode_backward(self, side, grad):
         """Push dL/dz of the last `encode(side, ...)` through the normalisation, tower and table."""
         side = self._side(side)
-        encoded = getattr(self, f"_{side}_encoded", None)
-        if encoded is None:
-            raise RuntimeError(f"encode_backward({side!r}) called before encode({side!r}, ...)")
-        setattr(self, f"_{side}_encoded", None)
+        encoded = self._take_encoded(side)
         self._encode_backward(getattr(self, f"{side}_embedding"), getattr(self, f"{side}_tower"), grad, *encoded)
 
     def _encode(self, embedding, tower, ids):
