@@ -87,7 +87,9 @@ def _settings(quick):
 
 
 def _train(data, options, settings, seed):
-    model = MF(data.n_users, data.n_items, dim=DIM, sparse=True, rng=seed)
+    # A cosine InfoNCE's MF ranks by the cosine it trains (MF's normalize), as `recgrad train` builds it.
+    model = MF(data.n_users, data.n_items, dim=DIM, sparse=True, normalize=options.get("similarity") == "cosine",
+               rng=seed)
     trainer = Trainer(model, optimizer="adam", lr=LR, batch_size=settings["batch"], epochs=settings["epochs"],
                       seed=seed, progress=False, **options)
     result = trainer.fit(data)
