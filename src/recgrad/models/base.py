@@ -20,6 +20,7 @@ import scipy.sparse
 
 from recgrad._checks import positive_int
 from recgrad.evaluation import top_k
+from recgrad.losses import l2_normalize, l2_normalize_backward
 from recgrad.models.embedding import as_ids, check_dtype
 from recgrad.nn.module import Module
 
@@ -221,6 +222,16 @@ class FactorModel(Recommender):
         if side not in self.SIDES:
             raise ValueError(f"side must be one of {self.SIDES}, got {side!r}")
         return side
+
+    def _unit(self, vectors):
+        """(vectors, None), or when the model normalises (its `normalize`) the unit rows and their
+        clamped norms, which `_unit_backward` needs (`recgrad.losses.l2_normalize`)."""
+        return l2_normalize(vectors) if self.normalize else (vectors, None)
+
+    @staticmethod
+    def _unit_backward(grad, unit, norm):
+        """The gradient through `_unit`: unchanged when nothing was normalised (norm None)."""
+        return grad if norm is None else l2_normalize_backward(grad, unit, norm)
 
     def _keep_encoded(self, side, cache):
         """Remember what encode_backward(side, ...) needs from the last encode(side, ...)."""

@@ -22,7 +22,6 @@ import numpy as np
 
 from recgrad._checks import boolean, positive_float, positive_int
 from recgrad.init import as_generator
-from recgrad.losses import l2_normalize, l2_normalize_backward
 from recgrad.models.base import FactorModel, as_1d_ids, pair_dot, pair_dot_backward
 from recgrad.models.embedding import Embedding
 
@@ -66,14 +65,6 @@ class MF(FactorModel):
             "normalize": self.normalize,
             "dtype": self.dtype.name,
         }
-
-    def _unit(self, rows):
-        """(rows, None), or with normalize the unit rows and their clamped norms (for the backward)."""
-        return l2_normalize(rows) if self.normalize else (rows, None)
-
-    @staticmethod
-    def _unit_backward(grad, unit, norm):
-        return grad if norm is None else l2_normalize_backward(grad, unit, norm)
 
     def forward(self, users, items):
         """Scores <P[u], Q[i]> (cosine with normalize): users (B,), items (B,) or (B, K) -> (B,) or (B, K)."""

@@ -30,7 +30,6 @@ import numpy as np
 
 from recgrad._checks import boolean, positive_float, positive_int
 from recgrad import init as initializers
-from recgrad.losses import l2_normalize, l2_normalize_backward
 from recgrad.models.base import FactorModel, as_1d_ids, pair_dot, pair_dot_backward, release_caches
 from recgrad.models.embedding import Embedding
 from recgrad.nn import GELU, Linear, ReLU, Sequential, Sigmoid, SiLU, Swish, Tanh
@@ -145,14 +144,10 @@ class TwoTower(FactorModel):
 
     def _encode(self, embedding, tower, ids):
         """ids (n,) -> (z (n, dim), denominator (n, 1) or None): embedding, tower, optional L2 norm."""
-        h = tower(embedding(ids))
-        if not self.normalize:
-            return h, None
-        return l2_normalize(h)
+        return self._unit(tower(embedding(ids)))
 
     def _encode_backward(self, embedding, tower, grad_z, z, denominator):
-        grad_h = grad_z if denominator is None else l2_normalize_backward(grad_z, z, denominator)
-        embedding.backward(tower.backward(grad_h))
+        embedding.backward(tower.backward(self._unit_backward(grad_z, z, denominator)))
 
     def forward(self, users, items):
         """Scores <z_u, z_i>: users (B,), items (B,) or (B, K) -> (B,) or (B, K)."""
