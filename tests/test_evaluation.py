@@ -127,7 +127,11 @@ def test_full_ranking_block_size_invariance_and_equals_compute_metrics():
     kwargs = dict(ks=(5, 10), metrics=("recall", "ndcg", "hr", "precision", "mrr", "map"))
     results = [full_ranking(lambda u: scores[u], train, test, block_size=b, **kwargs) for b in (1, 7, n_users, None)]
     kernel_threads = get_num_threads()
-    results.append(full_ranking(lambda u: scores[u], train, test, scan_threads=kernel_threads, **kwargs))
+    for threads in (2, 3):  # worker threads over blocks of 7 users, then over blocks of 1
+        results.append(full_ranking(lambda u: scores[u], train, test, block_size=7, threads=threads, **kwargs))
+        results.append(full_ranking(lambda u: scores[u], train, test, block_size=1, threads=threads, **kwargs))
+    results.append(full_ranking(lambda u: scores[u].copy(), train, test, block_size=7, threads=2, engine="numpy",
+                                **kwargs))
     assert get_num_threads() == kernel_threads  # the scan's thread count is restored
     for r in results[1:]:
         assert r == results[0]
@@ -152,8 +156,8 @@ def test_full_ranking_users_subset_and_errors():
         full_ranking(lambda u: scores[u], scores, test)
     with pytest.raises(ValueError, match="block_size"):
         full_ranking(lambda u: scores[u], train, test, block_size=0)
-    with pytest.raises(ValueError, match="scan_threads"):
-        full_ranking(lambda u: scores[u], train, test, scan_threads=0)
+    with pytest.raises(ValueError, match="threads"):
+        full_ranking(lambda u: scores[u], train, test, threads=0)
 
 
 def test_full_ranking_copies_views_and_read_only_scores_before_masking():

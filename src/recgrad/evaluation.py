@@ -14,8 +14,11 @@
 Tie rules, memory bound and the sampled-vs-full caveat: docs/evaluation.md.
 """
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import scipy.sparse
+from threadpoolctl import threadpool_limits
 
 from recgrad._arrays import as_float_array
 from recgrad.kernels import get_num_threads, num_threads
@@ -122,7 +125,7 @@ def full_ranking(
     block_size=None,
     exclude_train=True,
     engine="numba",
-    scan_threads=1,
+    threads=1,
 ):
     """Full-ranking evaluation: every item is a candidate, the user's training items masked.
 
@@ -152,11 +155,16 @@ def full_ranking(
     ``np.broadcast_to``) is copied first. Do not return an array you keep and reuse. The
     "numba" engine only reads the scores (a non-contiguous array is copied).
 
-    scan_threads: threads of the numba top-K scan (default 1, at most the kernels' thread count).
-    One, because BLAS's worker threads keep spinning for a while after each GEMM: a scan on every
-    core competes with them, and on the 2-core machine of docs/performance.md a one-thread scan
-    made the whole Gowalla evaluation faster (1.84 s against 2.30 s with two threads). The scan is
-    the smaller part (about 13 us per user on one thread); the ids do not depend on the threads.
+    threads: how many blocks are evaluated at once (default 1). With 1, the blocks go one after
+    another: ``score_fn`` on BLAS's own threads, then a one-thread top-K scan (BLAS's worker
+    threads keep spinning for a while after each GEMM, so a scan on every core would compete
+    with them). With N > 1, N worker threads each take whole blocks and compute their scores
+    with one BLAS thread and scan them on one thread, so no core waits for another phase; on
+    the 2-core machine of docs/performance.md this evaluates Gowalla in about 1.5 s instead of
+    2.0 s. ``score_fn`` is then called from several threads at once and must be thread-safe (a
+    ``U[u] @ V.T`` is; a model forward that caches activations is not). The result does not
+    depend on ``threads``: the blocks are the same and their values are combined in order.
+    While they run, BLAS is limited to one thread in the whole process (threadpoolctl).
 
     Returns ``{"recall@20": float, ..., "users": int}``. Results do not depend on the block
     size when ``score_fn`` is row-wise exact (BLAS may round a GEMM differently per shape).
@@ -180,29 +188,33 @@ def full_ranking(
         block_size = default_block_size(n_items)
     elif isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
         raise ValueError(f"block_size must be a positive int or None, got {block_size!r}")
-    if isinstance(scan_threads, bool) or not isinstance(scan_threads, (int, np.integer)) or scan_threads < 1:
-        raise ValueError(f"scan_threads must be a positive int, got {scan_threads!r}")
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise ValueError(f"threads must be a positive int, got {threads!r}")
     k = max(ks)
-    collected = {f"{name}@{kk}": [] for name in names for kk in ks}
-    with num_threads(min(int(scan_threads), get_num_threads())):
-        for start in range(0, eval_users.size, block_size):
-            block = eval_users[start : start + block_size]
+
+    def evaluate_block(block):
+        """The per-user metric values of one block of users (on one thread of the scan)."""
+        with num_threads(1):
             scores = _block_scores(score_fn, block, n_items, in_place=engine == "numpy")
             relevant = test[block]
             if engine == "numba":  # the kernel also marks the hits, so no hit_matrix lookup
                 _, _, hits = top_k_masked(scores, k, mask=train[block] if exclude_train else None, relevant=relevant)
-                n_relevant = np.diff(relevant.indptr)
-                values = metrics_from_hits(hits, n_relevant, ks, names)
-            else:
-                if exclude_train:
-                    sub = train[block]
-                    rows = np.repeat(np.arange(block.size), np.diff(sub.indptr))
-                    scores[rows, sub.indices] = -np.inf
-                ids, vals = top_k(scores, k)
-                ids[np.isneginf(vals)] = -1
-                values = per_user_metrics(ids, relevant, ks, names)
-            for key, value in values.items():
-                collected[key].append(value)
+                return metrics_from_hits(hits, np.diff(relevant.indptr), ks, names)
+            if exclude_train:
+                sub = train[block]
+                rows = np.repeat(np.arange(block.size), np.diff(sub.indptr))
+                scores[rows, sub.indices] = -np.inf
+            ids, vals = top_k(scores, k)
+            ids[np.isneginf(vals)] = -1
+            return per_user_metrics(ids, relevant, ks, names)
+
+    blocks = [eval_users[start : start + block_size] for start in range(0, eval_users.size, block_size)]
+    if threads == 1 or len(blocks) < 2:
+        per_block = [evaluate_block(block) for block in blocks]
+    else:
+        with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(min(int(threads), len(blocks))) as pool:
+            per_block = list(pool.map(evaluate_block, blocks))  # in block order
+    collected = {f"{name}@{kk}": [values[f"{name}@{kk}"] for values in per_block] for name in names for kk in ks}
     result = {
         key: float(np.concatenate(parts).mean()) if eval_users.size else float("nan")
         for key, parts in collected.items()
@@ -392,8 +404,11 @@ def evaluate_recommender(model, dataset, split="test", ks=(20,), metrics=("recal
     """
     if protocol_for(dataset, split) == "sampled":
         return sampled_ranking(model.score, dataset.test_users, dataset.test_items, dataset.test_negatives, ks=ks)
+    # A factor model's score function is one GEMM on fixed factors, safe to call from several threads;
+    # score_all of the others runs the model's layers, which keep their inputs for a backward pass.
+    threads = get_num_threads() if hasattr(model, "user_factors") else 1
     return full_ranking(model_score_fn(model), _seen_items(dataset, split), getattr(dataset, split), ks=ks,
-                        metrics=metrics)
+                        metrics=metrics, threads=threads)
 
 
 def evaluate_baseline(dataset, split="test", ks=(20,), metrics=("recall", "ndcg")):
