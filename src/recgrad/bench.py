@@ -657,7 +657,8 @@ def bench_eval(results, dataset, sizes):
         return full_ranking(lambda rows: user_vectors[rows] @ item_vectors.T, train, test, ks=(TOP_K,),
                             users=users, block_size=block, **engine)
 
-    implementations = {EVAL_KERNEL: lambda: evaluate(engine="numba"), EVAL_REFERENCE: lambda: evaluate(engine="numpy")}
+    implementations = {EVAL_KERNEL: lambda: evaluate(engine="numba", threads=kernels.get_num_threads()),
+                       EVAL_REFERENCE: lambda: evaluate(engine="numpy")}
     if torch is not None:
         user_tensor, item_tensor = torch.from_numpy(user_vectors), torch.from_numpy(item_vectors)
 
@@ -684,7 +685,7 @@ def bench_eval(results, dataset, sizes):
 def recall_at_k(user_vectors, item_vectors, train, test, k=TOP_K):
     """Mean Recall@k over the users with a test item, training items masked (evaluation.full_ranking)."""
     return full_ranking(lambda rows: user_vectors[rows] @ item_vectors.T, train, test, ks=(k,),
-                        metrics=("recall",))[f"recall@{k}"]
+                        metrics=("recall",), threads=kernels.get_num_threads())[f"recall@{k}"]
 
 
 def time_to_quality(implementation, kind, train_epoch, factors, dataset, budget_seconds, targets=QUALITY_TARGETS,
