@@ -11,10 +11,11 @@ declare -A COMMANDS=(
     [gowalla-mf-bpr]="recgrad train --config recipes/gowalla-mf-bpr.toml"
     [ml1m-gmf]="recgrad train --config recipes/ml1m-gmf.toml --threads 1"
     [gowalla-mf-bpr-tuned]="recgrad train --config recipes/gowalla-mf-bpr-tuned.toml"
+    [gowalla-mf-bpr-dns]="recgrad train --config recipes/gowalla-mf-bpr-dns.toml"
     [gowalla-mf-infonce]="recgrad train --config recipes/gowalla-mf-infonce.toml"
     [ml1m-neumf]="recgrad train --config recipes/ml1m-neumf.toml --threads 1"
 )
-ORDER=(gowalla-mf-bpr ml1m-gmf gowalla-mf-bpr-tuned gowalla-mf-infonce ml1m-neumf)
+ORDER=(gowalla-mf-bpr ml1m-gmf gowalla-mf-bpr-tuned gowalla-mf-bpr-dns gowalla-mf-infonce ml1m-neumf)
 
 for name in "${@:-${ORDER[@]}}"; do
     if [[ -z "${COMMANDS[$name]:-}" ]]; then

@@ -106,6 +106,54 @@ def test_hogwild_sgd_is_the_batch_size_one_reference_step(small, one_thread):
     assert_close(model.item_embedding.weight.data, reference.item_embedding.weight.data)
 
 
+@pytest.mark.parametrize("settings", [
+    {"loss": "bpr", "negatives": 2, "dns_candidates": 4, "l2": 1e-3},
+    {"loss": "bce", "negatives": 3, "dns_candidates": 3},
+    {"loss": "infonce", "negatives": 4, "dns_candidates": 2, "temperature": 0.5},
+    {"loss": "bpr", "negatives": 1, "dns_candidates": 5, "normalize": True},
+])
+def test_dynamic_negative_sampling_matches_the_reference_trainer(small, settings, one_thread):
+    """DNS: given the same candidates, the kernel chooses the negatives the Trainer's model.score picks."""
+    settings = {"optimizer": "sparse_adam", "lr": 0.05, **settings}
+    normalize = settings.pop("normalize", False)
+    reference, ref_losses, candidates = reference_epoch(small, settings, batch_size=64, normalize=normalize)
+    assert candidates.shape == (small.train.nnz, settings["negatives"] * settings["dns_candidates"])
+    model = MF(small.n_users, small.n_items, dim=16, normalize=normalize, rng=7)
+    config = {"negatives_mode": "per_user", "batch_size": 64, "seed": 3, **settings}
+    result = fused_trainer_from_config(model, small.train, config).train_epoch(negatives=candidates)
+    np.testing.assert_allclose(result["batch_losses"], ref_losses, rtol=1e-5)
+    assert_close(model.user_embedding.weight.data, reference.user_embedding.weight.data, 3e-5)
+    assert_close(model.item_embedding.weight.data, reference.item_embedding.weight.data, 3e-5)
+
+
+def test_dynamic_negative_sampling_in_hogwild_sgd_is_the_batch_size_one_reference(small, one_thread):
+    settings = {"loss": "bpr", "optimizer": "sgd", "lr": 0.05, "l2": 1e-2, "weight_decay": 0.0, "negatives": 1,
+                "dns_candidates": 4}
+    reference, ref_losses, candidates = reference_epoch(small, settings, batch_size=1)
+    model = MF(small.n_users, small.n_items, dim=16, rng=7)
+    fused = FusedMFTrainer(model, small.train, loss="bpr", optimizer="sgd", lr=0.05, l2=1e-2, negatives=1,
+                           dns_candidates=4, seed=3)
+    result = fused.train_epoch(negatives=candidates)
+    np.testing.assert_allclose(result["loss"], ref_losses.mean(), rtol=1e-5)
+    assert_close(model.user_embedding.weight.data, reference.user_embedding.weight.data)
+    assert_close(model.item_embedding.weight.data, reference.item_embedding.weight.data)
+
+
+def test_dynamic_negative_sampling_chooses_harder_negatives(data, one_thread):
+    """On a trained model, DNS's own draws give a larger BPR loss per sample than uniform draws."""
+    model = MF(data.n_users, data.n_items, dim=8, rng=0)
+    warm_up = FusedMFTrainer(model, data.train, loss="bpr", optimizer="sgd", lr=0.1, l2=1e-3, seed=0)
+    for _ in range(10):
+        warm_up.train_epoch()
+    losses = {}
+    for per in (1, 8):
+        trial = MF(data.n_users, data.n_items, dim=8, rng=0)
+        trial.load_state_dict(model.state_dict())
+        fused = FusedMFTrainer(trial, data.train, loss="bpr", optimizer="sgd", lr=1e-9, dns_candidates=per, seed=1)
+        losses[per] = fused.train_epoch()["loss"]
+    assert losses[8] > 1.5 * losses[1]
+
+
 @pytest.mark.parametrize("sampling", EPOCH_SAMPLING)
 def test_same_shuffle_as_the_trainer(small, sampling):
     """The fused loop draws its epoch order from the generator exactly as the Trainer's batches do."""

@@ -48,6 +48,7 @@ def test_mf_bpr_beats_popularity_in_a_few_epochs(data):
     {"loss": "infonce", "negatives_mode": "in_batch", "logq_correction": True},
     {"loss": "infonce", "negatives": 32, "negatives_mode": "shared", "similarity": "cosine",
      "logq_correction": True, "sampler": "popularity"},
+    {"loss": "infonce", "negatives": 16, "dns_candidates": 4, "similarity": "cosine"},
 ])
 def test_every_loss_path_reduces_the_loss(data, settings):
     settings = {"optimizer": "sparse_adam", **settings}
@@ -296,6 +297,37 @@ def test_arguments_that_do_not_apply_are_refused(data):
         Trainer(model, metric="auc", epochs=1, progress=False).fit(data)
     with pytest.raises(ValueError, match="dataset"):
         Trainer(MF(3, 4, dim=2), epochs=1, progress=False).fit(data)
+    with pytest.raises(ValueError, match="dns_candidates"):
+        Trainer(model, dns_candidates=0)
+    with pytest.raises(ValueError, match="dns_candidates"):
+        Trainer(model, loss="infonce", negatives_mode="shared", dns_candidates=4)
+    with pytest.raises(ValueError, match="logq_correction"):
+        Trainer(model, loss="infonce", dns_candidates=4, logq_correction=True)
+
+
+def test_mf_bpr_with_dynamic_negative_sampling_beats_popularity(data):
+    """Its BPR loss need not fall (the chosen negatives get harder as the model learns); recall rises."""
+    result = Trainer(mf(data), loss="bpr", optimizer="sparse_adam", lr=0.03, batch_size=256, epochs=5,
+                     dns_candidates=8, progress=False).fit(data)
+    assert result["best_value"] > 1.3 * result["popularity"]["recall@20"]
+
+
+def test_dynamic_negative_sampling_keeps_the_best_scoring_candidate_of_each_group(data):
+    """DNS: negative k is the argmax of model.score over candidates kC .. kC + C - 1 of the sampler's draws."""
+    model = mf(data)
+    trainer = Trainer(model, negatives=3, dns_candidates=5, progress=False)
+    trainer._prepare(data)
+    users = np.arange(40)
+    state = trainer.sampler.rng.bit_generator.state
+    chosen = trainer._per_user_negatives(users)
+    trainer.sampler.rng.bit_generator.state = state
+    drawn = trainer.sampler.sample(users, 15).reshape(40, 3, 5)
+    scores = model.score(users, drawn.reshape(40, 15)).reshape(40, 3, 5)
+    assert chosen.shape == (40, 3)
+    for b in range(40):
+        for k in range(3):
+            assert chosen[b, k] == drawn[b, k, np.argmax(scores[b, k])]
+    assert not np.array_equal(chosen, drawn[:, :, 0])  # the choice is not simply the first draw
 
 
 @pytest.mark.parametrize("settings", [

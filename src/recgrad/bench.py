@@ -563,8 +563,10 @@ FUSED_RECIPES = {
 FUSED_LABELS = {"sgd": "recgrad fused hogwild SGD", "sparse_adam": "recgrad fused minibatch Adam"}
 IMPLICIT = "implicit BPR (hogwild SGD)"
 # Time-to-quality: (label, FusedMFTrainer settings, epochs of a cosine lr schedule down to 0, or None for
-# a constant lr and no epoch limit). The Adam recipe is recipes/gowalla-mf-bpr-tuned.toml's.
+# a constant lr and no epoch limit). The DNS recipe is recipes/gowalla-mf-bpr-dns.toml's.
 QUALITY_RECIPES = (
+    ("recgrad fused hogwild SGD + DNS (32 candidates), l2 0.03, cosine lr 0.05 -> 0 over 60 epochs",
+     {"optimizer": "sgd", "lr": 0.05, "l2": 0.03, "dns_candidates": 32}, 60),
     (FUSED_LABELS["sgd"], FUSED_RECIPES["sgd"], None),
     ("recgrad fused minibatch Adam, 8 negatives, l2 1e-3, cosine lr 5e-3 -> 0 over 25 epochs",
      {"optimizer": "sparse_adam", "lr": 5e-3, "l2": 1e-3, "negatives": 8, "batch_size": BATCH_SIZE}, 25),

@@ -50,6 +50,7 @@ CONFIG_DEFAULTS = {
     "epochs": 20,
     "negatives": None,
     "negatives_mode": "per_user",
+    "dns_candidates": 1,
     "temperature": None,
     "similarity": None,
     "logq_correction": False,
@@ -107,7 +108,8 @@ def _bool(text):
 
 CONVERTERS = {
     "min_rating": float, "test_ratio": float, "validation": float, "dim": int, "hidden": _int_list, "normalize": _bool, "mlp_layers": _int_list,
-    "init_std": float, "lr": float, "lr_min": float, "batch_size": int, "epochs": int, "negatives": int, "temperature": float,
+    "init_std": float, "lr": float, "lr_min": float, "batch_size": int, "epochs": int, "negatives": int,
+    "dns_candidates": int, "temperature": float,
     "logq_correction": _bool, "l2": float, "weight_decay": float, "eval_every": int, "patience": int,
     "topk": _int_list, "seed": int, "threads": int,
 }
@@ -242,7 +244,8 @@ def build_trainer(config, model, out_dir):
         sampler=config["sampler"], negatives_mode=config["negatives_mode"], l2=config["l2"],
         weight_decay=config["weight_decay"], eval_every=config["eval_every"], patience=config["patience"],
         ks=tuple(config["topk"]), metric=config["metric"], seed=config["seed"], out_dir=out_dir,
-        engine=config["engine"], epoch_sampling=config["epoch_sampling"], **infonce_only, **schedule,
+        engine=config["engine"], epoch_sampling=config["epoch_sampling"], dns_candidates=config["dns_candidates"],
+        **infonce_only, **schedule,
     )
 
 
@@ -445,6 +448,9 @@ def _train_flags(parser):
     training.add_argument("--epochs", help="default 20")
     training.add_argument("--negatives", help="negatives per positive (bpr 1, bce 4, infonce 1024)")
     training.add_argument("--negatives-mode", dest="negatives_mode", help="per_user (default), shared, in_batch")
+    training.add_argument("--dns-candidates", dest="dns_candidates",
+                          help="dynamic negative sampling: each negative is the best-scoring of this many draws "
+                               "(default 1: plain sampling)")
     training.add_argument("--temperature", help="infonce temperature (default 0.1)")
     training.add_argument("--similarity", help="infonce: dot (default) or cosine")
     training.add_argument("--logq-correction", dest="logq_correction", help="infonce: log-Q correction (true/false)")

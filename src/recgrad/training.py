@@ -27,6 +27,14 @@ lazy mode: embedding tables built with sparse=True get `SparseAdam` (only the ba
 Adam. "sgd" without weight decay keeps row-sparse gradients as they are: plain SGD on the rows
 present is the dense SGD step exactly.
 
+Dynamic negative sampling (DNS; Zhang, Chen, Wang & Yu, "Optimizing top-n collaborative filtering
+via dynamic negative item sampling", SIGIR 2013; RecBole's `dynamic` sampling with `candidate_num`):
+with dns_candidates = C > 1 and per-user negatives, the sampler draws K C candidates per positive
+and negative k is the one of candidates kC .. kC + C - 1 that the current model scores highest
+(`model.score`, before the step; the first of equal scores). The loss and its gradient are then the
+plain ones on the chosen negatives: the choice is not differentiated. A hard negative carries far
+more gradient than a random one, so fewer, cheaper steps reach a given quality.
+
 Log-Q correction (Yi et al., RecSys 2019), for InfoNCE: every logit is corrected to
 s(a, v) / tau - log q(v), positive included, where q is the sampler's distribution (per_user and
 shared negatives; a uniform sampler makes it a constant shift, i.e. no change) or, in-batch, the
@@ -87,9 +95,9 @@ CHECKPOINT_FORMAT = 1
 # Settings that change what an epoch computes: a resumed run must use the checkpoint's values.
 _RESUME_KEYS = ("loss", "optimizer", "lr", "batch_size", "negatives", "negatives_mode", "sampler", "l2",
                 "weight_decay", "temperature", "similarity", "logq_correction", "popularity_alpha", "seed",
-                "lr_schedule", "lr_min", "engine", "epoch_sampling")
+                "lr_schedule", "lr_min", "engine", "epoch_sampling", "dns_candidates")
 # Values of keys that checkpoints written before the key existed implicitly had.
-_RESUME_DEFAULTS = {"epoch_sampling": "interactions"}
+_RESUME_DEFAULTS = {"epoch_sampling": "interactions", "dns_candidates": 1}
 ENGINES = ("numpy", "fused")
 
 
@@ -113,6 +121,8 @@ class Trainer:
             BPR, 4 for BCE, 64 (per_user) or 1024 (shared) for InfoNCE; must be None for in_batch.
         sampler: "uniform" (default; LightGCN's: positives excluded), "popularity"
             (count^popularity_alpha, positives excluded), or a sampler from recgrad.samplers.
+        dns_candidates: C, candidates per negative for dynamic negative sampling (module doc);
+            default 1 (plain sampling). Needs negatives_mode "per_user".
         negatives_mode: "per_user" (default), "shared" (one set of K negatives for the whole batch,
             drawn from the sampler's q without excluding anyone's positives) or "in_batch"
             (InfoNCE only: the batch's other positives are the negatives).
@@ -149,7 +159,7 @@ class Trainer:
                  sampler="uniform", negatives_mode="per_user", l2=0.0, weight_decay=None, temperature=None,
                  similarity=None, logq_correction=None, popularity_alpha=None, eval_every=1, patience=None,
                  ks=None, metric=None, seed=0, out_dir=None, progress=True, lr_schedule=None, lr_min=None,
-                 engine="numpy", epoch_sampling="interactions"):
+                 engine="numpy", epoch_sampling="interactions", dns_candidates=1):
         if not isinstance(model, Module):
             raise TypeError(f"model: expected a recgrad Module (a recommender), got {type(model).__name__}")
         self.model = model
@@ -168,6 +178,13 @@ class Trainer:
             default = DEFAULT_NEGATIVES.get(loss) or DEFAULT_NEGATIVES[(loss, negatives_mode)]
             negatives = default if negatives is None else positive_int(negatives, "negatives")
         self.negatives = negatives
+        self.dns_candidates = positive_int(dns_candidates, "dns_candidates")
+        if self.dns_candidates > 1 and negatives_mode != "per_user":
+            raise ValueError(f"dns_candidates: dynamic negative sampling needs negatives_mode 'per_user', "
+                             f"got {negatives_mode!r}")
+        if self.dns_candidates > 1 and logq_correction:
+            raise ValueError("logq_correction: the negatives DNS chooses do not follow the sampler's q; "
+                             "use dns_candidates=1 with logq_correction")
         if isinstance(optimizer, Optimizer):
             if weight_decay is not None:
                 raise ValueError("weight_decay: set it on the optimizer instance you pass, not on the Trainer")
@@ -251,7 +268,7 @@ class Trainer:
             "logq_correction": self.logq_correction, "popularity_alpha": self.popularity_alpha,
             "eval_every": self.eval_every, "patience": self.patience, "ks": list(self.ks), "metric": self.metric,
             "seed": self.seed, "lr_schedule": self.lr_schedule, "lr_min": self.lr_min, "engine": self.engine,
-            "epoch_sampling": self.epoch_sampling,
+            "epoch_sampling": self.epoch_sampling, "dns_candidates": self.dns_candidates,
         }
 
     def _prepare(self, dataset):
@@ -379,7 +396,7 @@ class Trainer:
         if self.negatives_mode == "shared":
             negatives = np.broadcast_to(self.sampler.sample_shared(self.negatives), (batch, self.negatives))
         else:
-            negatives = self.sampler.sample(users, self.negatives)
+            negatives = self._per_user_negatives(users)
         scores = self.model.forward(users, np.concatenate([positives[:, None], negatives], axis=1))
         if self.loss == "bpr":
             loss = self._loss_fn(scores[:, 0], scores[:, 1:])
@@ -397,7 +414,7 @@ class Trainer:
         """Forward and backward of InfoNCE through the model's user/item representations."""
         batch, k = users.size, self.negatives
         if self.negatives_mode == "per_user":
-            negatives = self.sampler.sample(users, k).reshape(-1)
+            negatives = self._per_user_negatives(users).reshape(-1)
         elif self.negatives_mode == "shared":
             negatives = self.sampler.sample_shared(k)
         else:
@@ -429,6 +446,16 @@ class Trainer:
         self.model.encode_backward("user", d_anchor)
         self.model.encode_backward("item", d_items)
         return loss
+
+    def _per_user_negatives(self, users):
+        """(B, K) negatives from the sampler; with DNS the best-scoring of each group of C draws."""
+        batch, k, per = users.size, self.negatives, self.dns_candidates
+        drawn = self.sampler.sample(users, k * per)
+        if per == 1:
+            return drawn
+        groups = self.model.score(users, drawn).reshape(batch, k, per)
+        choice = np.argmax(groups, axis=2)[..., None]
+        return np.take_along_axis(drawn.reshape(batch, k, per), choice, axis=2)[..., 0]
 
     def _logq_augment(self, anchor, items, log_q):
         """Vectors whose dot products, divided by tau, are the log-Q corrected logits.

@@ -63,6 +63,11 @@ ValueError when the trainer is built. The draw is uniform over [0, n) by the mul
 map floor(x n / 2^32) of 32 random bits x (bias below n / 2^32, 1e-5 for 41k items) and the alias
 coin uses the other 32 bits.
 
+Dynamic negative sampling (`dns_candidates` C > 1, the Trainer's): K C draws as above, then
+negative k is the highest-scoring of draws kC .. kC + C - 1 under the tables as they are when the
+sample is scored (hogwild: the live rows; minibatch: the rows at the start of the batch, as the
+Trainer's model.score), by <P[u], Q[c]>, or by the cosine for an MF(normalize=True).
+
 Random numbers: splitmix64 (Steele, Lea & Flood, "Fast splittable pseudorandom number
 generators", OOPSLA 2014), a 64-bit state advanced by a constant and mixed. The minibatch path
 gives every sample its own stream, seeded by hashing (run seed, epoch, position in the epoch),
@@ -432,6 +437,31 @@ def _coefficients(P, Q, user, cand, k1, loss, cosine, inv_tau, log_q, w, alpha, 
     return value * w, beta, sumsq
 
 
+@numba.njit(cache=True, error_model="numpy", fastmath={"reassoc", "nsz", "contract"})
+def _hardest(P, Q, user, raw, per, cosine, chosen):
+    """Dynamic negative sampling: chosen[g] = the highest-scoring of raw[g per:(g + 1) per] (the first
+    of equal scores), scored by <P[u], Q[c]>, or by <P[u], Q[c]> / |Q[c]| when `cosine` (the cosine
+    up to the positive factor 1 / |P[u]|, which orders the candidates the same)."""
+    pu = P[user]
+    dim = pu.size
+    zero = P.dtype.type(0.0)
+    for g in range(chosen.size):
+        best = -np.inf
+        pick = raw[g * per]
+        for c in range(g * per, (g + 1) * per):
+            q = Q[raw[c]]
+            s = zero
+            qq = zero
+            for d in range(dim):
+                s += pu[d] * q[d]
+                qq += q[d] * q[d]
+            score = np.float64(s) / max(math.sqrt(np.float64(qq)), _NORM_EPS) if cosine else np.float64(s)
+            if score > best:
+                best = score
+                pick = raw[c]
+        chosen[g] = pick
+
+
 # -------------------------------------------------------------------------- hogwild SGD epoch
 @numba.njit(cache=True, error_model="numpy")
 def _prefetch_sample(P, Q, user, items, indptr, indices, exclude):
@@ -449,8 +479,8 @@ def _prefetch_sample(P, Q, user, items, indptr, indices, exclude):
 
 
 @numba.njit(cache=True, error_model="numpy", parallel=True, fastmath={"reassoc", "nsz", "contract"})
-def _hogwild_epoch(P, Q, users, items, negatives, k, n_items, indptr, indices, alias_prob, alias_item, exclude,
-                   loss, cosine, inv_tau, log_q, lr, l2, key, n_chunks, chunk_loss):
+def _hogwild_epoch(P, Q, users, items, negatives, k, per, select_cosine, n_items, indptr, indices, alias_prob,
+                   alias_item, exclude, loss, cosine, inv_tau, log_q, lr, l2, key, n_chunks, chunk_loss):
     n = users.size
     k1 = k + 1
     dim = P.shape[1]
@@ -467,7 +497,7 @@ def _hogwild_epoch(P, Q, users, items, negatives, k, n_items, indptr, indices, a
         state = _stream(key, t)
         # ring[p % _AHEAD] holds the raw negatives of sample p, drawn _AHEAD samples early so that
         # their rows can be prefetched; the collision check happens when p is trained.
-        ring = np.empty((_AHEAD, k1), np.int64)
+        ring = np.empty((_AHEAD, 1 + k * per), np.int64)
         cand = np.empty(k1, np.int64)
         alpha = np.empty(k1)
         gamma = np.empty(k1)
@@ -487,7 +517,11 @@ def _hogwild_epoch(P, Q, users, items, negatives, k, n_items, indptr, indices, a
             slot = ring[p % _AHEAD]
             if sampled and exclude:
                 state = _verify(state, user, n_items, indptr, indices, alias_prob, alias_item, slot[1:])
-            cand[:] = slot
+            if per == 1:
+                cand[:] = slot
+            else:
+                cand[0] = slot[0]
+                _hardest(P, Q, user, slot[1:], per, select_cosine, cand[1:])
             ahead = p + _AHEAD
             if exclude and ahead + _AHEAD < end:
                 _prefetch(indptr, users[ahead + _AHEAD], 0)
@@ -563,11 +597,11 @@ def _adam_row(theta, m, v, g, omb1, omb2, eps, decay, step_size):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _first_draw(b, start, users, items, negatives, cand, states, k1, key, n_items, alias_prob, alias_item, P, Q,
+def _first_draw(b, start, users, items, negatives, drawn, states, width, key, n_items, alias_prob, alias_item, P, Q,
                 indptr, indices, exclude):
-    """Batch sample b: its candidates [positive, raw negatives], its stream state, and prefetches."""
+    """Batch sample b: its draws [positive, raw negatives (or DNS candidates)], its stream state, and prefetches."""
     p = start + b
-    row = cand[b * k1:(b + 1) * k1]
+    row = drawn[b * width:(b + 1) * width]
     row[0] = items[p]
     if negatives.shape[0]:
         row[1:] = negatives[p]
@@ -577,15 +611,17 @@ def _first_draw(b, start, users, items, negatives, cand, states, k1, key, n_item
 
 
 @numba.njit(cache=True, error_model="numpy", parallel=True, fastmath={"reassoc", "nsz", "contract"})
-def _lazy_adam_epoch(P, Q, mP, vP, mQ, vQ, steps, users, items, negatives, k, batch_size, n_items, indptr,
-                     indices, alias_prob, alias_item, exclude, loss, cosine, inv_tau, log_q, l2, lr, beta1, beta2,
-                     eps, weight_decay, key, n_chunks, batch_losses):
+def _lazy_adam_epoch(P, Q, mP, vP, mQ, vQ, steps, users, items, negatives, k, per, select_cosine, batch_size,
+                     n_items, indptr, indices, alias_prob, alias_item, exclude, loss, cosine, inv_tau, log_q, l2, lr,
+                     beta1, beta2, eps, weight_decay, key, n_chunks, batch_losses):
     n = users.size
     k1 = k + 1
+    width = 1 + k * per
     dim = P.shape[1]
     dtype = P.dtype.type
     cap = min(batch_size, n)
     cand = np.empty(cap * k1, np.int64)
+    drawn = cand if per == 1 else np.empty(cap * width, np.int64)  # with DNS: the candidates before the choice
     states = np.empty(cap, np.uint64)
     alpha = np.empty(cap * k1)
     gamma = np.empty(cap * k1)
@@ -625,15 +661,19 @@ def _lazy_adam_epoch(P, Q, mP, vP, mQ, vQ, steps, users, items, negatives, k, ba
             lo = chunk * size // n_chunks
             hi = (chunk + 1) * size // n_chunks
             for b in range(lo, min(lo + _AHEAD, hi)):
-                _first_draw(b, start, users, items, negatives, cand, states, k1, key, n_items, alias_prob,
+                _first_draw(b, start, users, items, negatives, drawn, states, width, key, n_items, alias_prob,
                             alias_item, P, Q, indptr, indices, exclude)
             for b in range(lo, hi):
                 p = start + b
-                row = cand[b * k1:(b + 1) * k1]
+                raw = drawn[b * width:(b + 1) * width]
                 if negatives.shape[0] == 0 and exclude:
-                    _verify(states[b], users[p], n_items, indptr, indices, alias_prob, alias_item, row[1:])
+                    _verify(states[b], users[p], n_items, indptr, indices, alias_prob, alias_item, raw[1:])
+                row = cand[b * k1:(b + 1) * k1]
+                if per > 1:
+                    row[0] = raw[0]
+                    _hardest(P, Q, users[p], raw[1:], per, select_cosine, row[1:])
                 if b + _AHEAD < hi:
-                    _first_draw(b + _AHEAD, start, users, items, negatives, cand, states, k1, key, n_items,
+                    _first_draw(b + _AHEAD, start, users, items, negatives, drawn, states, width, key, n_items,
                                 alias_prob, alias_item, P, Q, indptr, indices, exclude)
                 a_row = alpha[b * k1:(b + 1) * k1]
                 sample_loss[b], beta[b], sample_sumsq[b] = _coefficients(
@@ -735,6 +775,8 @@ class FusedMFTrainer:
             (sparse_adam only). betas, eps: Adam's.
         batch_size: interactions per Adam step. negatives: K per interaction (default 1 for BPR,
             4 for BCE, 64 for InfoNCE, as the Trainer).
+        dns_candidates: C (default 1). With C > 1, dynamic negative sampling (the Trainer's): each of
+            the K negatives is the highest-scoring of C draws under the current tables (module doc).
         sampler: "uniform" or "popularity" (count^popularity_alpha, default alpha 0.75).
         exclude_positives: re-draw negatives that are the user's positives (default True).
         l2: LightGCN's batch L2 (module doc). temperature, similarity ("dot"/"cosine"),
@@ -761,7 +803,7 @@ class FusedMFTrainer:
     def __init__(self, model, train_csr, loss="bpr", optimizer="sparse_adam", lr=1e-3, batch_size=2048,
                  negatives=None, sampler="uniform", popularity_alpha=0.75, exclude_positives=True, l2=0.0,
                  weight_decay=0.0, betas=(0.9, 0.999), eps=1e-8, temperature=None, similarity=None,
-                 logq_correction=False, seed=0, shuffle_rng=None, epoch_sampling="interactions"):
+                 logq_correction=False, seed=0, shuffle_rng=None, epoch_sampling="interactions", dns_candidates=1):
         if not isinstance(model, MF):
             raise TypeError(f"model: expected a recgrad.models.MF, got {type(model).__name__}")
         self.model = model
@@ -776,6 +818,7 @@ class FusedMFTrainer:
         self.loss = loss
         default_k = {"bpr": 1, "bce": 4, "infonce": 64}[loss]
         self.negatives = default_k if negatives is None else positive_int(negatives, "negatives")
+        self.dns_candidates = positive_int(dns_candidates, "dns_candidates")
         self.batch_size = positive_int(batch_size, "batch_size")
         self.l2 = non_negative_float(l2, "l2")
         for name, value in (("temperature", temperature), ("similarity", similarity)):
@@ -800,6 +843,9 @@ class FusedMFTrainer:
             with np.errstate(divide="ignore"):
                 self._log_q = np.log(q / q.sum())
         self.logq_correction = bool(logq_correction)
+        if self.dns_candidates > 1 and self.logq_correction:
+            raise ValueError("logq_correction: the negatives DNS chooses do not follow the sampler's q; "
+                             "use dns_candidates=1 with logq_correction")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
         self.seed = int(seed)
@@ -844,17 +890,18 @@ class FusedMFTrainer:
     def train_epoch(self, negatives=None):
         """One epoch over every training interaction (module doc); returns a dict of statistics.
 
-        negatives: optional int array (nnz, K): the negatives of the p-th interaction of this
-            epoch's shuffled order (e.g. those the reference sampler drew); None samples them.
+        negatives: optional int array (nnz, K C): the negatives (with DNS: the candidates) of the
+            p-th interaction of this epoch's shuffled order (e.g. those the reference sampler drew);
+            None samples them.
         """
         users, items = epoch_order(self.train, self._shuffle_rng, self.epoch_sampling)
-        k = self.negatives
+        k, per = self.negatives, self.dns_candidates
         if negatives is None:
-            negatives = np.zeros((0, k), dtype=np.int64)
+            negatives = np.zeros((0, k * per), dtype=np.int64)
         else:
             negatives = np.ascontiguousarray(negatives, dtype=np.int64)
-            if negatives.shape != (users.size, k):
-                raise ValueError(f"negatives: expected shape ({users.size}, {k}), got {negatives.shape}")
+            if negatives.shape != (users.size, k * per):
+                raise ValueError(f"negatives: expected shape ({users.size}, {k * per}), got {negatives.shape}")
             if negatives.size and (negatives.min() < 0 or negatives.max() >= self.train.shape[1]):
                 raise ValueError(f"negatives: item ids must be in [0, {self.train.shape[1]})")
         P = self.model.user_embedding.weight.data
@@ -868,7 +915,8 @@ class FusedMFTrainer:
         if self.optimizer_name == "sgd":
             chunks = numba.get_num_threads()
             chunk_loss = np.zeros(chunks)
-            _hogwild_epoch(P, Q, users, items, negatives, k, *common, self.lr, self.l2, key, chunks, chunk_loss)
+            _hogwild_epoch(P, Q, users, items, negatives, k, per, self.model.normalize, *common, self.lr, self.l2,
+                           key, chunks, chunk_loss)
             result["loss"] = float(chunk_loss.sum() / users.size)
         else:
             group, (state_p, state_q) = self._adam_state()
@@ -877,7 +925,8 @@ class FusedMFTrainer:
             n_batches = -(-users.size // self.batch_size)
             batch_losses = np.zeros(n_batches)
             _lazy_adam_epoch(P, Q, state_p["exp_avg"], state_p["exp_avg_sq"], state_q["exp_avg"],
-                             state_q["exp_avg_sq"], steps, users, items, negatives, k, self.batch_size, *common,
+                             state_q["exp_avg_sq"], steps, users, items, negatives, k, per, self.model.normalize,
+                             self.batch_size, *common,
                              self.l2, float(group["lr"]), beta1, beta2, float(group["eps"]),
                              float(group["weight_decay"]), key, numba.get_num_threads(), batch_losses)
             state_p["step"], state_q["step"] = int(steps[0]), int(steps[1])
@@ -920,4 +969,5 @@ def fused_trainer_from_config(model, train_csr, config, optimizer=None, shuffle_
         temperature=config.get("temperature") if infonce else None,
         similarity=config.get("similarity") if infonce else None,
         logq_correction=bool(config.get("logq_correction")) if infonce else False, seed=config.get("seed", 0),
-        shuffle_rng=shuffle_rng, epoch_sampling=config.get("epoch_sampling", "interactions"))
+        shuffle_rng=shuffle_rng, epoch_sampling=config.get("epoch_sampling", "interactions"),
+        dns_candidates=config.get("dns_candidates", 1))
