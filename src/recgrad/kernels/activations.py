@@ -35,6 +35,8 @@ becomes float32, exactly as the reference; then the kernel runs); non-contiguous
 to a C-contiguous array first; size 0 returns an empty array. grad_output and cached are brought
 to their common dtype (NumPy's promotion, as the reference's arithmetic would). Softmax rows lie
 along `axis`: another axis is moved last (a copy), the result is a view with the axis moved back.
+Outputs of 1 MiB or more come from recgrad.kernels.buffers, which hands the memory of dead outputs
+out again instead of a fresh mapping whose page faults would cost as much as the kernel.
 Threads: recgrad.kernels.set_num_threads. Every output element is computed by the same
 instructions whatever the thread count (rows are never split), so results are bit-identical for
 1 and for N threads.
@@ -51,6 +53,7 @@ from numba.extending import intrinsic, overload
 
 from recgrad._arrays import as_float_array, check_same_shape
 from recgrad.activations import _check_approximate
+from recgrad.kernels import buffers
 
 CACHED = {
     "sigmoid": "output",
@@ -745,13 +748,13 @@ def forward(name, x, **params):
         if x.size == 0:
             return np.empty_like(x)
         rows, moved_shape = _as_rows(x, axis)
-        out = np.empty_like(rows)
+        out = buffers.empty(rows.shape, rows.dtype)
         if rows.size < _PARALLEL_FROM:
             _softmax_forward_rows(name == "log_softmax", rows, out, 0, rows.shape[0])
         else:
             _softmax_forward_kernel(name == "log_softmax", rows, out)
         return _from_rows(out, moved_shape, x.ndim, axis)
-    y = np.empty(x.shape, x.dtype)
+    y = buffers.empty(x.shape, x.dtype)
     if x.size:
         run = _forward_kernel if x.size >= _PARALLEL_FROM else _forward_span
         run(op, np.ascontiguousarray(x).reshape(-1), y.reshape(-1), x.dtype.type(beta))
@@ -775,13 +778,13 @@ def backward(name, grad_output, cached, **params):
             return np.empty_like(g)
         g_rows, moved_shape = _as_rows(g, axis)
         c_rows, _ = _as_rows(c, axis)
-        out = np.empty_like(g_rows)
+        out = buffers.empty(g_rows.shape, g_rows.dtype)
         if g_rows.size < _PARALLEL_FROM:
             _softmax_backward_rows(name == "log_softmax", g_rows, c_rows, out, 0, g_rows.shape[0])
         else:
             _softmax_backward_kernel(name == "log_softmax", g_rows, c_rows, out)
         return _from_rows(out, moved_shape, g.ndim, axis)
-    dx = np.empty(g.shape, dtype)
+    dx = buffers.empty(g.shape, dtype)
     if g.size:
         run = _backward_kernel if g.size >= _PARALLEL_FROM else _backward_span
         run(
