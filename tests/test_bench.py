@@ -110,8 +110,12 @@ def test_targets_are_judged_on_the_measured_ratio():
     results.add("copy", "copy", "np.copyto (1 thread)", "probe", [1.0], 40e9, "GB/s")
     results.add("optim", "Adam step, 10M params", "recgrad fused", "kernel", [1.0], 1e9, "GB/s", "torch fused=True")
     results.add("optim", "Adam step, 10M params", "torch fused=True", "peer", [1.3], 1e9, "GB/s", "torch fused=True")
+    results.add("optim", "Adam step, 10M params", bench.TRAFFIC_PROBE, "probe", [0.8], 1e9, "GB/s", "torch fused=True")
     results.finish()
-    verdicts = {target["target"]: target["met"] for target in bench.evaluate_targets(results)}
+    targets = bench.evaluate_targets(results)
+    verdicts = {target["target"]: target["met"] for target in targets}
+    ceiling = [t for t in targets if t["target"] == "Adam step, 10M params: the traffic probe vs torch fused=True (ceiling)"]
+    assert ceiling[0]["met"] is None and ceiling[0]["measured"].startswith("1.62x; recgrad fused at 80% of the probe")
     assert verdicts["sigmoid fwd+bwd: recgrad kernel vs torch autograd"] is False  # 2.9x < 3x
     assert verdicts["sigmoid fwd+bwd: share of copy bandwidth"] is False  # 20 / 40 GB/s = 50% < 55%
     assert verdicts["Adam step, 10M params: recgrad fused vs torch fused=True"] is True  # 1.3x >= 1.25x
