@@ -3,7 +3,7 @@
 Why: a fresh NumPy array of tens of MB is a fresh memory mapping, and the first write to each of
 its pages is a page fault in which the operating system zeroes the page. For an activation's
 forward + backward on 1e7 float32 (two fresh 40 MB outputs) that zeroing took as long as the two
-kernels themselves (docs/kernels.md, "Where the time goes"). A training loop asks for arrays of the
+kernels themselves (docs/kernels.md, "Output memory"). A training loop asks for arrays of the
 same sizes at every step, so keeping the memory of dead outputs and handing it out again removes
 the faults; PyTorch's CUDA caching allocator does the same for the same reason.
 
