@@ -451,11 +451,14 @@ def _hardest(P, Q, user, raw, per, cosine, chosen):
         for c in range(g * per, (g + 1) * per):
             q = Q[raw[c]]
             s = zero
-            qq = zero
             for d in range(dim):
                 s += pu[d] * q[d]
-                qq += q[d] * q[d]
-            score = np.float64(s) / max(math.sqrt(np.float64(qq)), _NORM_EPS) if cosine else np.float64(s)
+            score = np.float64(s)
+            if cosine:
+                qq = zero
+                for d in range(dim):
+                    qq += q[d] * q[d]
+                score /= max(math.sqrt(np.float64(qq)), _NORM_EPS)
             if score > best:
                 best = score
                 pick = raw[c]
