@@ -97,15 +97,11 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from recgrad._checks import non_negative_float, positive_float, positive_int
-from recgrad.models.mf import MF
-from recgrad.optim.sparse_adam import SparseAdam
-from recgrad.samplers import as_canonical_csr, check_epoch_sampling, epoch_order
+from recgrad.kernels.optim import adam_row_step
 
-__all__ = ["FusedMFTrainer", "sample_negatives", "fused_trainer_from_config"]
+__all__ = ["LOSS_CODES", "SAMPLERS", "epoch_key", "sampling_tables", "sample_into", "hogwild_epoch", "lazy_adam_epoch"]
 
-LOSSES = {"bpr": 0, "bce": 1, "infonce": 2}
-OPTIMIZERS = ("sgd", "sparse_adam")
+LOSS_CODES = {"bpr": 0, "bce": 1, "infonce": 2}
 SAMPLERS = ("uniform", "popularity")
 
 _NORM_EPS = 1e-12  # torch.nn.functional.normalize's clamp, as recgrad.losses
@@ -138,7 +134,7 @@ def _stream(key, index):
     return _mix64(key ^ _mix64(np.uint64(index) + _GOLDEN))
 
 
-def _epoch_key(seed, epoch):
+def epoch_key(seed, epoch):
     """uint64 key of an epoch's random streams: a hash of (seed, epoch)."""
     mixed = np.random.SeedSequence([int(seed) & 0xFFFFFFFFFFFFFFFF, int(epoch)]).generate_state(1, np.uint64)
     return np.uint64(mixed[0])
@@ -270,12 +266,12 @@ def _alias_table(weights):
 
 
 @numba.njit(cache=True, error_model="numpy", parallel=True)
-def _sample_kernel(users, k, n_items, indptr, indices, alias_prob, alias_item, exclude, key, out):
+def sample_into(users, k, n_items, indptr, indices, alias_prob, alias_item, exclude, key, out):
     for b in numba.prange(users.size):
         _draw_negatives(_stream(key, b), users[b], n_items, indptr, indices, alias_prob, alias_item, exclude, out[b])
 
 
-def _sampling_tables(train, sampler, alpha, exclude_positives):
+def sampling_tables(train, sampler, alpha, exclude_positives):
     """(indptr as int64, indices as int32, alias prob, alias item); checks that every user can draw.
 
     int32 column ids halve the bytes the positives' binary search reads.
@@ -306,37 +302,6 @@ def _sampling_tables(train, sampler, alpha, exclude_positives):
                 "so no negative exists; drop them or use exclude_positives=False"
             )
     return indptr, indices, prob, alias
-
-
-def sample_negatives(train_csr, users, k, sampler="uniform", popularity_alpha=0.75, exclude_positives=True, seed=0):
-    """Draw k negatives for each user with the fused sampler (module doc), in parallel.
-
-    Args:
-        train_csr: scipy sparse user x item matrix of training positives.
-        users: int array (B,). k: negatives per user.
-        sampler: "uniform" or "popularity" (q(j) proportional to count_j^popularity_alpha).
-        exclude_positives: re-draw the user's positives (True) or keep them.
-        seed: int; user b's draws come from stream b of the key hashed from (seed, 0), so the
-            result does not depend on the thread count.
-
-    Returns:
-        int64 array (B, k).
-    """
-    train = as_canonical_csr(train_csr)
-    users = np.asarray(users)
-    if users.ndim != 1 or users.dtype.kind not in "iu":
-        raise ValueError(f"users: expected a 1-D int array, got dtype {users.dtype} and shape {users.shape}")
-    users = users.astype(np.int64)
-    if users.size and (users.min() < 0 or users.max() >= train.shape[0]):
-        raise ValueError(f"users: ids must be in [0, {train.shape[0]})")
-    k = positive_int(k, "k")
-    indptr, indices, prob, alias = _sampling_tables(train, sampler, popularity_alpha, bool(exclude_positives))
-    if exclude_positives and users.size and np.any(np.diff(indptr)[users] >= train.shape[1]):
-        raise ValueError("users: a user has every item as a positive, so no negative exists")
-    out = np.empty((users.size, k), dtype=np.int64)
-    _sample_kernel(users, k, train.shape[1], indptr, indices, prob, alias, bool(exclude_positives),
-                   _epoch_key(seed, 0), out)
-    return out
 
 
 # ------------------------------------------------------------------------- one sample's math
@@ -482,7 +447,7 @@ def _prefetch_sample(P, Q, user, items, indptr, indices, exclude):
 
 
 @numba.njit(cache=True, error_model="numpy", parallel=True, fastmath={"reassoc", "nsz", "contract"})
-def _hogwild_epoch(P, Q, users, items, negatives, k, per, select_cosine, n_items, indptr, indices, alias_prob,
+def hogwild_epoch(P, Q, users, items, negatives, k, per, select_cosine, n_items, indptr, indices, alias_prob,
                    alias_item, exclude, loss, cosine, inv_tau, log_q, lr, l2, key, n_chunks, chunk_loss):
     n = users.size
     k1 = k + 1
@@ -588,18 +553,6 @@ def _group(ids, n, slot_of, rows, counts, starts, occurrences):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _adam_row(theta, m, v, g, omb1, omb2, eps, decay, step_size):
-    """SparseAdam's step on one row (recgrad.optim.SparseAdam, same operation order and dtype)."""
-    for d in range(theta.size):
-        gd = g[d]
-        md = m[d] + omb1 * (gd - m[d])
-        vd = v[d] + omb2 * (gd * gd - v[d])
-        m[d] = md
-        v[d] = vd
-        theta[d] = theta[d] * decay - step_size * (md / (np.sqrt(vd) + eps))
-
-
-@numba.njit(cache=True, error_model="numpy")
 def _first_draw(b, start, users, items, negatives, drawn, states, width, key, n_items, alias_prob, alias_item, P, Q,
                 indptr, indices, exclude):
     """Batch sample b: its draws [positive, raw negatives (or DNS candidates)], its stream state, and prefetches."""
@@ -614,7 +567,7 @@ def _first_draw(b, start, users, items, negatives, drawn, states, width, key, n_
 
 
 @numba.njit(cache=True, error_model="numpy", parallel=True, fastmath={"reassoc", "nsz", "contract"})
-def _lazy_adam_epoch(P, Q, mP, vP, mQ, vQ, steps, users, items, negatives, k, per, select_cosine, batch_size,
+def lazy_adam_epoch(P, Q, mP, vP, mQ, vQ, steps, users, items, negatives, k, per, select_cosine, batch_size,
                      n_items, indptr, indices, alias_prob, alias_item, exclude, loss, cosine, inv_tau, log_q, l2, lr,
                      beta1, beta2, eps, weight_decay, key, n_chunks, batch_losses):
     n = users.size
@@ -758,219 +711,4 @@ def _lazy_adam_epoch(P, Q, mP, vP, mQ, vQ, steps, users, items, negatives, k, pe
                 c = dtype(own) + dtype(l2_scale * item_counts[i])
             for d in range(dim):
                 g[d] += c * theta[d]
-            _adam_row(theta, m, v, g, omb1, omb2, eps_t, decay, step_size)
-
-
-# ------------------------------------------------------------------------------------ trainer
-class FusedMFTrainer:
-    """Epochs of MF training with the fused kernels, on the model's own tables (updated in place).
-
-    Args:
-        model: a `recgrad.models.MF` (float32 or float64).
-        train_csr: scipy sparse user x item matrix of training interactions (shape = the model's).
-        loss: "bpr", "bce" or "infonce" (module doc; the Trainer's formulas).
-        optimizer: "sparse_adam" (minibatch lazy Adam, the Trainer's "sparse_adam" step), "sgd"
-            (hogwild SGD, one step per interaction; `batch_size` is not used), or a
-            `recgrad.optim.SparseAdam` over exactly [model.user_embedding.weight,
-            model.item_embedding.weight] whose hyper-parameters and state (m, v, step) are used and
-            updated, so that it can be saved with its `state_dict()` (e.g. the Trainer's own).
-        lr: learning rate. weight_decay: SparseAdam's decoupled decay of the batch's rows
-            (sparse_adam only). betas, eps: Adam's.
-        batch_size: interactions per Adam step. negatives: K per interaction (default 1 for BPR,
-            4 for BCE, 64 for InfoNCE, as the Trainer).
-        dns_candidates: C (default 1). With C > 1, dynamic negative sampling (the Trainer's): each of
-            the K negatives is the highest-scoring of C draws under the current tables (module doc).
-        sampler: "uniform" or "popularity" (count^popularity_alpha, default alpha 0.75).
-        exclude_positives: re-draw negatives that are the user's positives (default True).
-        l2: LightGCN's batch L2 (module doc). temperature, similarity ("dot"/"cosine"),
-            logq_correction: InfoNCE only (defaults 0.1, "dot", False).
-        seed: int: the shuffle (the Trainer's) and the negatives' streams.
-        shuffle_rng: a numpy Generator to shuffle with instead (one epoch order per epoch, e.g. the
-            Trainer's own, so that its checkpoint holds the shuffle state); `epoch` (an attribute)
-            selects the negatives' streams.
-        epoch_sampling: "interactions" (every interaction once per epoch) or "users" (the
-            NGCF/LightGCN user-first draws); `recgrad.samplers.epoch_order`, as the Trainer.
-
-    `train_epoch()` runs one epoch and returns {"loss", "samples", "seconds", "samples_per_second",
-    "batch_losses" (sparse_adam)}. Threads: `recgrad.kernels.set_num_threads`.
-
-    Example:
-        >>> from recgrad.data import synthetic
-        >>> data = synthetic(n_users=200, n_items=300, seed=0)
-        >>> model = MF(data.n_users, data.n_items, dim=16, rng=0)
-        >>> trainer = FusedMFTrainer(model, data.train, loss="bpr", optimizer="sparse_adam", lr=1e-2)
-        >>> trainer.train_epoch()["loss"] < 0.7
-        True
-    """
-
-    def __init__(self, model, train_csr, loss="bpr", optimizer="sparse_adam", lr=1e-3, batch_size=2048,
-                 negatives=None, sampler="uniform", popularity_alpha=0.75, exclude_positives=True, l2=0.0,
-                 weight_decay=0.0, betas=(0.9, 0.999), eps=1e-8, temperature=None, similarity=None,
-                 logq_correction=False, seed=0, shuffle_rng=None, epoch_sampling="interactions", dns_candidates=1):
-        if not isinstance(model, MF):
-            raise TypeError(f"model: expected a recgrad.models.MF, got {type(model).__name__}")
-        self.model = model
-        self.train = as_canonical_csr(train_csr)
-        if self.train.shape != (model.n_users, model.n_items):
-            raise ValueError(f"train_csr: shape {self.train.shape}, the model has {model.n_users} users "
-                             f"and {model.n_items} items")
-        if self.train.nnz == 0:
-            raise ValueError("train_csr: no interactions")
-        if loss not in LOSSES:
-            raise ValueError(f"loss: expected one of {tuple(LOSSES)}, got {loss!r}")
-        self.loss = loss
-        default_k = {"bpr": 1, "bce": 4, "infonce": 64}[loss]
-        self.negatives = default_k if negatives is None else positive_int(negatives, "negatives")
-        self.dns_candidates = positive_int(dns_candidates, "dns_candidates")
-        self.batch_size = positive_int(batch_size, "batch_size")
-        self.l2 = non_negative_float(l2, "l2")
-        for name, value in (("temperature", temperature), ("similarity", similarity)):
-            if loss != "infonce" and value is not None:
-                raise ValueError(f"{name}: applies only to loss='infonce' (got loss={loss!r})")
-        if loss != "infonce" and logq_correction:
-            raise ValueError("logq_correction: applies only to loss='infonce'")
-        self.temperature = positive_float(0.1 if temperature is None else temperature, "temperature")
-        self.similarity = "dot" if similarity is None else similarity
-        if self.similarity not in ("dot", "cosine"):
-            raise ValueError(f"similarity: expected 'dot' or 'cosine', got {similarity!r}")
-        # An MF(normalize=True) scores by the cosine for every loss; a cosine InfoNCE takes it either way.
-        self.cosine = self.similarity == "cosine" or model.normalize
-        self.sampler = sampler
-        self.popularity_alpha = popularity_alpha
-        self.exclude_positives = bool(exclude_positives)
-        self._indptr, self._indices, self._alias_prob, self._alias_item = _sampling_tables(
-            self.train, sampler, popularity_alpha, self.exclude_positives)
-        self._log_q = np.zeros(0)
-        if logq_correction and sampler == "popularity":  # uniform: a constant shift, no change
-            q = self._alias_weights()
-            with np.errstate(divide="ignore"):
-                self._log_q = np.log(q / q.sum())
-        self.logq_correction = bool(logq_correction)
-        if self.dns_candidates > 1 and self.logq_correction:
-            raise ValueError("logq_correction: the negatives DNS chooses do not follow the sampler's q; "
-                             "use dns_candidates=1 with logq_correction")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
-        self.seed = int(seed)
-        if shuffle_rng is None:
-            shuffle_rng = np.random.default_rng(np.random.SeedSequence(self.seed).spawn(2)[0])
-        elif not isinstance(shuffle_rng, np.random.Generator):
-            raise TypeError(f"shuffle_rng: expected a numpy.random.Generator, got {type(shuffle_rng).__name__}")
-        self._shuffle_rng = shuffle_rng
-        self.epoch_sampling = check_epoch_sampling(epoch_sampling)
-        self.epoch = 0
-        tables = [model.user_embedding.weight, model.item_embedding.weight]
-        if isinstance(optimizer, SparseAdam):
-            held = [id(p) for group in optimizer.param_groups for p in group["params"]]
-            if len(optimizer.param_groups) != 1 or held != [id(p) for p in tables]:
-                raise ValueError("optimizer: the SparseAdam must hold exactly the model's user and item tables")
-            self.optimizer_name, self.optimizer = "sparse_adam", optimizer
-        elif optimizer == "sparse_adam":
-            self.optimizer_name = "sparse_adam"
-            self.optimizer = SparseAdam(tables, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
-        elif optimizer == "sgd":
-            if weight_decay:
-                raise ValueError("weight_decay: hogwild SGD has none; use l2 (implicit's regularization)")
-            self.optimizer_name, self.optimizer = "sgd", None
-            self.lr = positive_float(lr, "lr")
-        else:
-            raise ValueError(f"optimizer: expected one of {OPTIMIZERS} or a SparseAdam, got {optimizer!r}")
-
-    def _alias_weights(self):
-        counts = np.bincount(self._indices, minlength=self.train.shape[1]).astype(np.float64)
-        return counts ** float(self.popularity_alpha)
-
-    def _adam_state(self):
-        group = self.optimizer.param_groups[0]
-        states = []
-        for index, param in enumerate(group["params"]):
-            state = self.optimizer.state.setdefault(index, {})
-            if not state:
-                state.update(step=0, exp_avg=np.zeros_like(param.data), exp_avg_sq=np.zeros_like(param.data))
-            states.append(state)
-        return group, states
-
-    def train_epoch(self, negatives=None):
-        """One epoch over every training interaction (module doc); returns a dict of statistics.
-
-        negatives: optional int array (nnz, K C): the negatives (with DNS: the candidates) of the
-            p-th interaction of this epoch's shuffled order (e.g. those the reference sampler drew);
-            None samples them.
-        """
-        users, items = epoch_order(self.train, self._shuffle_rng, self.epoch_sampling)
-        k, per = self.negatives, self.dns_candidates
-        if negatives is None:
-            negatives = np.zeros((0, k * per), dtype=np.int64)
-        else:
-            negatives = np.ascontiguousarray(negatives, dtype=np.int64)
-            if negatives.shape != (users.size, k * per):
-                raise ValueError(f"negatives: expected shape ({users.size}, {k * per}), got {negatives.shape}")
-            if negatives.size and (negatives.min() < 0 or negatives.max() >= self.train.shape[1]):
-                raise ValueError(f"negatives: item ids must be in [0, {self.train.shape[1]})")
-        P = self.model.user_embedding.weight.data
-        Q = self.model.item_embedding.weight.data
-        key = _epoch_key(self.seed, self.epoch)
-        common = (self.train.shape[1], self._indptr, self._indices, self._alias_prob, self._alias_item,
-                  self.exclude_positives, LOSSES[self.loss], self.cosine, 1.0 / self.temperature,
-                  self._log_q)
-        start = time.perf_counter()
-        result = {}
-        if self.optimizer_name == "sgd":
-            chunks = numba.get_num_threads()
-            chunk_loss = np.zeros(chunks)
-            _hogwild_epoch(P, Q, users, items, negatives, k, per, self.model.normalize, *common, self.lr, self.l2,
-                           key, chunks, chunk_loss)
-            result["loss"] = float(chunk_loss.sum() / users.size)
-        else:
-            group, (state_p, state_q) = self._adam_state()
-            beta1, beta2 = (float(b) for b in group["betas"])
-            steps = np.array([state_p["step"], state_q["step"]], dtype=np.int64)
-            n_batches = -(-users.size // self.batch_size)
-            batch_losses = np.zeros(n_batches)
-            _lazy_adam_epoch(P, Q, state_p["exp_avg"], state_p["exp_avg_sq"], state_q["exp_avg"],
-                             state_q["exp_avg_sq"], steps, users, items, negatives, k, per, self.model.normalize,
-                             self.batch_size, *common,
-                             self.l2, float(group["lr"]), beta1, beta2, float(group["eps"]),
-                             float(group["weight_decay"]), key, numba.get_num_threads(), batch_losses)
-            state_p["step"], state_q["step"] = int(steps[0]), int(steps[1])
-            sizes = np.minimum(self.batch_size, users.size - self.batch_size * np.arange(n_batches))
-            result["loss"] = float(np.sum(batch_losses * sizes) / users.size)
-            result["batch_losses"] = batch_losses
-        seconds = time.perf_counter() - start
-        self.epoch += 1
-        result.update(samples=int(users.size), seconds=seconds, samples_per_second=users.size / max(seconds, 1e-12))
-        return result
-
-    def state_dict(self):
-        """{"epoch", "shuffle_rng"} (JSON-able); the Adam state is the optimizer's own state_dict()."""
-        return {"epoch": self.epoch, "shuffle_rng": self._shuffle_rng.bit_generator.state}
-
-    def load_state_dict(self, state):
-        """Continue at the start of epoch state["epoch"] with the saved shuffle state."""
-        self.epoch = int(state["epoch"])
-        self._shuffle_rng.bit_generator.state = state["shuffle_rng"]
-
-
-def fused_trainer_from_config(model, train_csr, config, optimizer=None, shuffle_rng=None):
-    """A FusedMFTrainer for a Trainer configuration (`Trainer.config()`'s keys), or ValueError.
-
-    Supported: loss bpr/bce/infonce with negatives_mode "per_user", sampler uniform/popularity,
-    optimizer "sparse_adam" (pass the Trainer's SparseAdam as `optimizer` to share its state) or
-    "sgd" (hogwild, per-interaction steps: not the Trainer's minibatch SGD, so lr differs).
-    """
-    if config.get("negatives_mode", "per_user") != "per_user":
-        raise ValueError(f"negatives_mode: the fused loop supports 'per_user' only, got {config['negatives_mode']!r}")
-    name = config["optimizer"]
-    if name not in OPTIMIZERS:
-        raise ValueError(f"optimizer: the fused loop supports {OPTIMIZERS}, got {name!r}")
-    infonce = config["loss"] == "infonce"
-    return FusedMFTrainer(
-        model, train_csr, loss=config["loss"], optimizer=optimizer if optimizer is not None else name,
-        lr=config["lr"], batch_size=config["batch_size"], negatives=config.get("negatives"),
-        sampler=config.get("sampler", "uniform"), popularity_alpha=config.get("popularity_alpha", 0.75),
-        l2=config.get("l2", 0.0), weight_decay=config.get("weight_decay", 0.0) if name == "sparse_adam" else 0.0,
-        temperature=config.get("temperature") if infonce else None,
-        similarity=config.get("similarity") if infonce else None,
-        logq_correction=bool(config.get("logq_correction")) if infonce else False, seed=config.get("seed", 0),
-        shuffle_rng=shuffle_rng, epoch_sampling=config.get("epoch_sampling", "interactions"),
-        dns_candidates=config.get("dns_candidates", 1))
+            adam_row_step(theta, m, v, g, omb1, omb2, eps_t, decay, step_size)

@@ -27,11 +27,12 @@ FUSED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 # ----------------------------------------------------------------------------------------------
-# Kernels. `_<name>_element` is the update of one entry (inlined into the loops); `_<name>_parallel`
-# runs it over the elements (or, for the lazy steps, the rows) on all threads, `_<name>_serial` in one
-# loop. Arrays with less than PARALLEL_MIN elements take the serial loop: waking the thread pool costs
-# more than updating them (torch's grain size is 32768 too). Division by zero follows NumPy (inf/nan,
-# no exception: error_model="numpy"), which also lets LLVM vectorise the division and the sqrt.
+# Kernels. `_<name>_element` is the update of one entry and `adam_row_step` that of one row of the
+# lazy Adam (inlined into the loops); `_<name>_parallel` runs it over the elements (or, for the lazy
+# steps, the rows) on all threads, `_<name>_serial` in one loop. Arrays with less than PARALLEL_MIN
+# elements take the serial loop: waking the thread pool costs more than updating them (torch's grain
+# size is 32768 too). Division by zero follows NumPy (inf/nan, no exception: error_model="numpy"),
+# which also lets LLVM vectorise the division and the sqrt.
 
 PARALLEL_MIN = 1 << 15
 
@@ -125,34 +126,42 @@ def _sgd_serial(param, grad, momentum_buffer, hyper, use_l2, buffer_mode, nester
 
 
 @_element_jit
-def _sparse_adam_element(theta, g, m, v, sign, decay, one_minus_beta1, one_minus_beta2, step_size, eps):
-    g = sign * g
-    m = m + one_minus_beta1 * (g - m)
-    v = v + one_minus_beta2 * (g * g - v)
-    theta = theta * decay
-    return theta - step_size * (m / (np.sqrt(v) + eps)), m, v
+def adam_row_step(theta, m, v, g, one_minus_beta1, one_minus_beta2, eps, decay, step_size):
+    """SparseAdam's lazy step on one row, in place on theta, m, v (the reference `SparseAdam._update`).
+
+    Per entry j, in the reference's order and in the row's dtype (every scalar already of that dtype)::
+
+        m = m + (1 - beta1) * (g - m);  v = v + (1 - beta2) * (g * g - v)
+        theta = theta * decay - step_size * (m / (sqrt(v) + eps))
+
+    The one lazy Adam element step of the kernels: `sparse_adam_step` below and the MF training loop
+    (`recgrad.kernels.mf`) both call it, so their rows move identically.
+    """
+    for j in range(theta.size):
+        gj = g[j]
+        mj = m[j] + one_minus_beta1 * (gj - m[j])
+        vj = v[j] + one_minus_beta2 * (gj * gj - v[j])
+        m[j] = mj
+        v[j] = vj
+        theta[j] = theta[j] * decay - step_size * (mj / (np.sqrt(vj) + eps))
 
 
 @_parallel_jit
 def _sparse_adam_parallel(table, rows, values, exp_avg, exp_avg_sq, hyper):
-    sign, decay, one_minus_beta1, one_minus_beta2, step_size, eps = hyper
+    decay, one_minus_beta1, one_minus_beta2, step_size, eps = hyper
     for k in numba.prange(rows.size):
         r = rows[k]
-        for j in range(table.shape[1]):
-            table[r, j], exp_avg[r, j], exp_avg_sq[r, j] = _sparse_adam_element(
-                table[r, j], values[k, j], exp_avg[r, j], exp_avg_sq[r, j], sign, decay, one_minus_beta1,
-                one_minus_beta2, step_size, eps)
+        adam_row_step(table[r], exp_avg[r], exp_avg_sq[r], values[k], one_minus_beta1, one_minus_beta2, eps,
+                      decay, step_size)
 
 
 @_serial_jit
 def _sparse_adam_serial(table, rows, values, exp_avg, exp_avg_sq, hyper):
-    sign, decay, one_minus_beta1, one_minus_beta2, step_size, eps = hyper
+    decay, one_minus_beta1, one_minus_beta2, step_size, eps = hyper
     for k in range(rows.size):
         r = rows[k]
-        for j in range(table.shape[1]):
-            table[r, j], exp_avg[r, j], exp_avg_sq[r, j] = _sparse_adam_element(
-                table[r, j], values[k, j], exp_avg[r, j], exp_avg_sq[r, j], sign, decay, one_minus_beta1,
-                one_minus_beta2, step_size, eps)
+        adam_row_step(table[r], exp_avg[r], exp_avg_sq[r], values[k], one_minus_beta1, one_minus_beta2, eps,
+                      decay, step_size)
 
 
 @_parallel_jit
@@ -328,7 +337,9 @@ def sparse_adam_step(param, rows, values, exp_avg, exp_avg_sq, *, beta1, beta2, 
     table = param.reshape(param.shape[0], width)
     m = _flat_state(exp_avg, param, "exp_avg").reshape(table.shape)
     v = _flat_state(exp_avg_sq, param, "exp_avg_sq").reshape(table.shape)
-    hyper = _hyper(param.dtype, -1.0 if maximize else 1.0, decay, 1.0 - beta1, 1.0 - beta2, step_size, eps)
+    if maximize:
+        values = np.negative(values)  # exact, as the reference's -g
+    hyper = _hyper(param.dtype, decay, 1.0 - beta1, 1.0 - beta2, step_size, eps)
     _launch(_sparse_adam_serial, _sparse_adam_parallel, values.size, table, rows, values, m, v, hyper)
 
 
