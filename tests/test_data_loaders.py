@@ -200,7 +200,7 @@ def test_csv_bad_rating_header_only_and_options(tmp_path):
         load_csv(path, "u", "i", "r")
     with pytest.raises(DataFormatError, match="header line but no data"):
         load_csv(write(tmp_path / "h.csv", "u,i\n"), "u", "i")
-    with pytest.raises(ValueError, match="min_rating needs a rating column"):
+    with pytest.raises(ValueError, match=r"min_rating \(--min-rating\) needs a rating column"):
         load_csv(path, "u", "i", min_rating=3)
     with pytest.raises(ValueError, match="on_error"):
         load_csv(path, "u", "i", on_error="ignore")
@@ -272,3 +272,121 @@ def test_long_numeric_ids_stay_exact(tmp_path):
     write(tmp_path / "train.txt", "0 12345678901234567890\n")
     with pytest.raises(DataFormatError, match=r"train\.txt:1: item id '12345678901234567890' has more than 18"):
         load_lightgcn(tmp_path)
+
+
+# --- hostile text: byte-order marks, encodings, long tokens, inflated id spaces ---------------
+
+BOM = b"\xef\xbb\xbf"
+
+
+def write_bytes(path, data):
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("name, body", [
+    ("u.data", b"1\t10\t5\t100\n2\t10\t4\t101\n"),
+    ("ratings.dat", b"1::10::5::100\n2::10::4::101\n"),
+    ("ratings.csv", b"userId,movieId,rating,timestamp\n1,10,5,100\n2,10,4,101\n"),
+])
+def test_movielens_bom_is_stripped_not_a_phantom_user(tmp_path, name, body):
+    (tmp_path / "plain").mkdir()
+    plain = load_movielens(write_bytes(tmp_path / "plain" / name, body))
+    marked = load_movielens(write_bytes(tmp_path / name, BOM + body))
+    assert marked.user_ids.tolist() == plain.user_ids.tolist() == [1, 2]
+    assert dense(marked.train) == dense(plain.train)
+
+
+def test_bom_is_stripped_in_lightgcn_ncf_and_csv(tmp_path):
+    write_bytes(tmp_path / "train.txt", BOM + b"0 1 2\r\n1 0\r\n")
+    write_bytes(tmp_path / "test.txt", BOM + b"0 0\n")
+    data = load_lightgcn(tmp_path)
+    assert dense(data.train) == [[0, 1, 1], [1, 0, 0]] and dense(data.test) == [[1, 0, 0], [0, 0, 0]]
+    ncf = tmp_path / "ncf"
+    ncf.mkdir()
+    write_bytes(ncf / "d.train.rating", BOM + b"0\t1\t5\t9\n1\t0\t4\t9\n")
+    write_bytes(ncf / "d.test.rating", BOM + b"0\t0\t5\t9\n")
+    write_bytes(ncf / "d.test.negative", BOM + b"(0,0)\t1\n")
+    assert load_ncf(ncf).test_negatives.tolist() == [[1]]
+    csv = load_csv(write_bytes(tmp_path / "log.csv", BOM + b"user,item\nalice,x\n"), "user", "item")
+    assert csv.user_ids.tolist() == ["alice"]
+
+
+def test_non_utf8_byte_names_file_line_and_column(tmp_path):
+    path = write_bytes(tmp_path / "log.csv", "user,item\nbjörn,1\n".encode() + b"ren\xe9,2\n")
+    with pytest.raises(DataFormatError, match=r"log\.csv:3: byte 0xe9 at column 4 is not UTF-8"):
+        load_csv(path, "user", "item")
+
+
+def test_long_token_is_quoted_as_a_short_prefix(tmp_path):
+    write_bytes(tmp_path / "train.txt", b"0 1\n1 " + b"x" * 1_000_000 + b"\n")
+    with pytest.raises(DataFormatError) as caught:
+        load_lightgcn(tmp_path)
+    message = str(caught.value)
+    assert "train.txt:2: item id 'xxxx" in message and "(1000000 bytes)" in message and len(message) < 200
+
+
+def test_one_very_long_id_keeps_memory_near_the_file_size(tmp_path):
+    import tracemalloc
+
+    lines = [f"u{k},i{k % 50}" for k in range(20_000)] + ["u" + "z" * 200_000 + ",i1"]
+    path = write(tmp_path / "log.csv", "user,item\n" + "\n".join(lines) + "\n")
+    tracemalloc.start()
+    data = load_csv(path, "user", "item")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert data.n_users == 20_001 and data.user_ids[-1] == "u" + "z" * 200_000
+    assert data.user_index("u7") == 7
+    assert peak < 40 * path.stat().st_size  # a fixed-width array would take 20001 x 200001 bytes
+
+
+def test_stray_item_id_warns_with_slot_counts(tmp_path):
+    write(tmp_path / "train.txt", "".join(f"{u} " + " ".join(str(i) for i in range(50)) + "\n" for u in range(3)))
+    write(tmp_path / "test.txt", "0 5000\n")
+    data = load_lightgcn(tmp_path)
+    assert data.n_items == 5001 and data.report["items_without_train"] == 4951
+    text = " ".join(data.warnings())
+    assert "4951 of 5001 item slot(s) have no training interaction" in text
+    assert "1 test item(s) never occur in training" in text
+
+
+def test_slot_warning_not_repeated_for_test_only_items(tmp_path):
+    write(tmp_path / "train.txt", "0 0 1\n1 1\n")
+    write(tmp_path / "test.txt", "1 2\n")
+    warnings = load_lightgcn(tmp_path).warnings()
+    assert not any("item slot" in text for text in warnings) and any("never occur" in text for text in warnings)
+
+
+@pytest.mark.parametrize("files, where", [
+    ({"train.txt": "0 1\n1 1\n", "test.txt": "0 1\n\n1 999999999999\n"}, r"test\.txt:3: item id 999999999999"),
+    ({"train.txt": "0 1\n7000000 1\n"}, r"train\.txt:2: user id 7000000"),
+])
+def test_lightgcn_id_space_far_beyond_the_ids_is_refused_before_allocating(tmp_path, files, where):
+    import tracemalloc
+
+    for name, text in files.items():
+        write(tmp_path / name, text)
+    tracemalloc.start()
+    with pytest.raises(DataFormatError, match=where + r" makes \d+ \w+ slots for 2 distinct") as caught:
+        load_lightgcn(tmp_path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 1_000_000
+    assert "max(1000000, 10 x distinct ids)" in str(caught.value) and "--format csv" in str(caught.value)
+
+
+def test_ncf_id_space_rule_and_allowed_sparse_ids(tmp_path):
+    write(tmp_path / "d.train.rating", "0\t1\t5\t9\n1\t2\t4\t9\n")
+    write(tmp_path / "d.test.negative", "(0,3)\t2\t123456789\n")
+    with pytest.raises(DataFormatError, match=r"d\.test\.negative:1: item id 123456789 makes 123456790 item slots"):
+        load_ncf(tmp_path)
+    write(tmp_path / "d.test.negative", "(0,3)\t2\t999999\n")  # within the 1,000,000 floor: warned, not refused
+    data = load_ncf(tmp_path)
+    assert data.n_items == 1_000_000 and data.report["items_without_train"] == 1_000_000 - 2
+
+
+def test_test_file_is_recorded_so_a_split_request_can_be_refused(tmp_path):
+    write(tmp_path / "train.txt", "0 0 1\n1 1\n")
+    assert load_lightgcn(tmp_path).test_file is None
+    write(tmp_path / "test.txt", "1 0\n")
+    assert load_lightgcn(tmp_path).test_file == str(tmp_path / "test.txt")

@@ -8,8 +8,14 @@ counts the bad lines. Blank lines are ignored by both paths.
 
 Column kinds: "index" is a non-negative integer (ids that are already internal indices), "id" is any
 non-empty string (raw ids, mapped later), "float" is a finite number (ratings, timestamps).
+
+Every file is text in UTF-8: a byte-order mark at its start is dropped, and a byte sequence that is
+not UTF-8 is an error naming the line. Memory stays a small multiple of the file size: a column
+whose fixed-width byte array would be mostly padding (one very long token among many short ones)
+is kept as an object array instead, and an error message quotes at most `SHOWN_BYTES` of a token.
 """
 
+import codecs
 import csv
 import math
 from pathlib import Path
@@ -20,7 +26,11 @@ from recgrad.data.dataset import DataFormatError
 
 ON_ERROR = ("raise", "skip")
 MAX_INT_DIGITS = 18  # every integer of up to 18 digits fits in int64
+SHOWN_BYTES = 40  # an error message quotes at most this much of a token
+UTF8_BOM = codecs.BOM_UTF8
 _EXAMPLES_KEPT = 5
+_DECODE_CHUNK = 1 << 20
+_PADDING_FACTOR = 8  # a fixed-width token array may be at most this many times the bytes it holds
 
 
 def check_on_error(on_error):
@@ -36,11 +46,36 @@ def read_bytes(path):
     if path.is_dir():
         raise IsADirectoryError(f"{path}: is a directory, expected a file")
     data = path.read_bytes()
+    if data.startswith(UTF8_BOM):
+        data = data[len(UTF8_BOM):]
     if b"\r" in data:
         data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     if not data.strip():
         raise DataFormatError(f"{path}: file is empty")
+    check_utf8(path, data)
     return data
+
+
+def check_utf8(path, data):
+    """DataFormatError naming the line of the first byte sequence of `data` that is not UTF-8.
+
+    Decoded in chunks with an incremental decoder, so the check holds no decoded copy of the file.
+    """
+    if data.isascii():
+        return
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    for start in range(0, len(data), _DECODE_CHUNK):
+        end = start + _DECODE_CHUNK
+        try:
+            decoder.decode(data[start:end], final=end >= len(data))
+        except UnicodeDecodeError as error:
+            # error.object is the chunk after the bytes the decoder held back from the previous one
+            offset = start + error.start - (len(error.object) - (min(end, len(data)) - start))
+            line = data.count(b"\n", 0, offset) + 1
+            column = offset - data.rfind(b"\n", 0, offset)
+            raise DataFormatError(
+                f"{path}:{line}: byte 0x{data[offset]:02x} at column {column} is not UTF-8; save the file as UTF-8"
+            ) from None
 
 
 class Skipped:
@@ -56,17 +91,22 @@ class Skipped:
             self.examples.append(message)
 
 
-def _shown(token):
-    return repr(token.decode("utf-8", errors="replace"))
+def shown(token):
+    """A token quoted for an error message: at most SHOWN_BYTES of it, and its length when cut."""
+    if isinstance(token, str):
+        token = token.encode("utf-8", errors="replace")
+    if len(token) <= SHOWN_BYTES:
+        return repr(token.decode("utf-8", errors="replace"))
+    return f"{token[:SHOWN_BYTES].decode('utf-8', errors='ignore')!r}... ({len(token)} bytes)"
 
 
 def check_token(token, kind, label):
     """Return (value, None) or (None, what was wrong) for one field."""
     if kind == "index":
         if not token.isdigit():
-            return None, f"{label} {_shown(token)} is not a non-negative integer"
+            return None, f"{label} {shown(token)} is not a non-negative integer"
         if len(token) > MAX_INT_DIGITS:
-            return None, f"{label} {_shown(token)} has more than {MAX_INT_DIGITS} digits"
+            return None, f"{label} {shown(token)} has more than {MAX_INT_DIGITS} digits"
         return int(token), None
     if kind == "float":
         try:
@@ -75,7 +115,7 @@ def check_token(token, kind, label):
             value = math.nan
         if math.isfinite(value):
             return value, None
-        return None, f"{label} {_shown(token)} is not a finite number"
+        return None, f"{label} {shown(token)} is not a finite number"
     if token:
         return token, None
     return None, f"{label} is empty"
@@ -128,6 +168,9 @@ def fast_table(body, sep, ncols, wanted):
             numbers = numbers.reshape(n_lines, ncols)
             return [numbers[:, index].astype(np.float64) if kind == "float" else numbers[:, index]
                     for index, kind in wanted]
+    bounds = np.concatenate(([-1], np.sort(np.concatenate((separators, newlines))), [len(buf)]))
+    if (np.diff(bounds).max() - 1) * len(bounds) > _PADDING_FACTOR * len(buf) + 4096:
+        return None  # a fixed-width token array would be mostly padding: the per-line path keeps objects
     tokens = np.array(body.replace(b"\n", sep).split(sep)).reshape(n_lines, ncols)
     if sep != b" " and (b" " in body or b"\t" in body and sep != b"\t"):
         tokens = np.char.strip(tokens)
@@ -138,6 +181,11 @@ def fast_table(body, sep, ncols, wanted):
             return None
         columns.append(column)
     return columns
+
+
+def is_canonical_integer(token):
+    """A byte string that is a non-negative integer of at most MAX_INT_DIGITS digits, no leading zero."""
+    return (token.isdigit() and len(token) <= MAX_INT_DIGITS and (len(token) == 1 or not token.startswith(b"0")))
 
 
 def longest_digit_run(buf):
@@ -190,15 +238,29 @@ def slow_table(path, body, first_lineno, sep, ncols, wanted, labels, on_error, s
             column.append(value)
     if not values[0]:
         raise DataFormatError(f"{path}: no valid lines ({skipped.count} malformed line(s) skipped)")
-    dtypes = {"index": np.int64, "float": np.float64, "id": None}
-    return [np.array(column, dtype=dtypes[kind]) for column, (_, kind) in zip(values, wanted)]
+    dtypes = {"index": np.int64, "float": np.float64}
+    return [bytes_column(column) if kind == "id" else np.array(column, dtype=dtypes[kind])
+            for column, (_, kind) in zip(values, wanted)]
+
+
+def bytes_column(tokens):
+    """A list of byte strings as a fixed-width bytes array, or as an object array when the width of
+    the longest would make the fixed-width array more than _PADDING_FACTOR times their bytes."""
+    longest = max(map(len, tokens))
+    if longest * len(tokens) > _PADDING_FACTOR * sum(map(len, tokens)) + 4096:
+        column = np.empty(len(tokens), dtype=object)
+        column[:] = tokens
+        return column
+    return np.array(tokens)
 
 
 def sniff_separator(path, line):
     for sep in (b"\t", b"::", b","):
         if sep in line:
             return sep
-    raise DataFormatError(f"{path}: cannot tell the separator (no tab, '::' or comma on the first line); pass sep=")
+    raise DataFormatError(
+        f"{path}: cannot tell the separator (no tab, '::' or comma on the first line); pass sep= (--sep)"
+    )
 
 
 def read_table(path, columns, sep=None, has_header=False, on_error="raise", skipped=None):
@@ -258,7 +320,8 @@ def _resolve(path, selector, names, ncols):
         if names is None:
             raise ValueError(f"column {selector!r} is a name but {path} is read without a header; pass a position")
         if selector not in names:
-            raise ValueError(f"{path}: no column named {selector!r}; the header has {names}")
+            listed = ", ".join(shown(name) for name in names[:10]) + (", ..." if len(names) > 10 else "")
+            raise ValueError(f"{path}: no column named {shown(selector)}; the header has {listed}")
         return names.index(selector)
     if not 0 <= selector < ncols:
         raise ValueError(f"{path}: column position {selector} out of range, the file has {ncols} columns")
@@ -339,7 +402,7 @@ def read_negatives(path, on_error="raise", skipped=None):
         inner = key.strip()
         parts = inner[1:-1].split(b",") if inner.startswith(b"(") and inner.endswith(b")") else []
         if len(parts) != 2:
-            problem = f"expected '(user,item)' as the first field, found {_shown(key)}"
+            problem = f"expected '(user,item)' as the first field, found {shown(key)}"
         else:
             (user, problem) = check_token(parts[0].strip(), "index", "user id")
             if not problem:

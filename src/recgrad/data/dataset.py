@@ -5,6 +5,7 @@ user indices and columns internal item indices, both contiguous from 0; `user_id
 `item_ids[i]` give back the ids as they appear in the source files.
 """
 
+import collections
 import dataclasses
 
 import numpy as np
@@ -32,6 +33,8 @@ class Dataset:
         train_timestamps: float64 array aligned with `train.data` (same order as `train.indices`) or None.
         report: what loading found or dropped, a dict of counts (see `loaders` module doc); `warnings()`
             turns it into sentences for the CLI.
+        test_file: the path the test set was read from, or None (no test set, or one made by a split
+            or a generator); a caller asked for a test split can tell the user it does not apply.
     """
 
     train: sp.csr_matrix
@@ -45,6 +48,7 @@ class Dataset:
     test_negatives: np.ndarray | None = None
     train_timestamps: np.ndarray | None = None
     report: dict = dataclasses.field(default_factory=dict)
+    test_file: str | None = None
 
     def __post_init__(self):
         shape = (len(self.user_ids), len(self.item_ids))
@@ -103,7 +107,7 @@ def _lookup(table, ids, original_id, what):
             key = int(key)
         except ValueError:
             raise KeyError(f"unknown {what} id {original_id!r} (ids are integers)") from None
-    elif ids.dtype.kind == "U" and not isinstance(key, str):
+    elif ids.dtype.kind in "UO" and not isinstance(key, str):
         key = str(key)
     try:
         return table[key]
@@ -112,45 +116,67 @@ def _lookup(table, ids, original_id, what):
 
 
 _WARNING_TEXT = {
-    "skipped_lines": "{n} malformed line(s) skipped (on_error='skip')",
-    "duplicates": "{n} duplicate interaction(s) collapsed",
-    "below_min_rating": "{n} interaction(s) below min_rating dropped",
-    "users_without_train": "{n} user(s) have no training interactions",
-    "test_users_without_train": "{n} test user(s) have no training interactions (their embeddings stay untrained)",
-    "test_items_unseen_in_train": (
-        "{n} test item(s) never occur in training ({m} test interaction(s)); they stay in the test set "
-        "and count in the denominators, but no model has learned them"
+    "skipped_lines": "{skipped_lines} malformed line(s) skipped (on_error='skip')",
+    "duplicates": "{duplicates} duplicate interaction(s) collapsed",
+    "below_min_rating": "{below_min_rating} interaction(s) below min_rating dropped",
+    "users_without_train": "{users_without_train} of {user_slots} user slot(s) have no training interaction",
+    "items_without_train": (
+        "{items_without_train} of {item_slots} item slot(s) have no training interaction: no model learns "
+        "them, yet full ranking scores them (ids used as indices leave such gaps)"
     ),
-    "train_test_overlap": "{n} test interaction(s) also appear in train (they are masked out in full ranking)",
-    "negatives_in_train": "{n} sampled negative(s) are training items of their user",
-    "test_item_among_negatives": "{n} test row(s) list their own test item among the negatives",
-    "negative_keys_not_in_test": "{n} row(s) of the negatives file name a (user, item) not in the test file",
+    "test_users_without_train": (
+        "{test_users_without_train} test user(s) have no training interactions (their embeddings stay untrained)"
+    ),
+    "test_items_unseen_in_train": (
+        "{test_items_unseen_in_train} test item(s) never occur in training ({test_interactions_unseen_item} "
+        "test interaction(s)); they stay in the test set and count in the denominators, but no model has learned them"
+    ),
+    "train_test_overlap": (
+        "{train_test_overlap} test interaction(s) also appear in train (they are masked out in full ranking)"
+    ),
+    "negatives_in_train": "{negatives_in_train} sampled negative(s) are training items of their user",
+    "test_item_among_negatives": "{test_item_among_negatives} test row(s) list their own test item among the negatives",
+    "negative_keys_not_in_test": (
+        "{negative_keys_not_in_test} row(s) of the negatives file name a (user, item) not in the test file"
+    ),
 }
 
 
 def report_warnings(report):
-    """Human sentences for the non-zero counts of a loader report, in a fixed order."""
+    """Human sentences for the non-zero counts of a loader report, in a fixed order.
+
+    Item slots without training interaction are not repeated when they are exactly the test items
+    unseen in training (that sentence says more).
+    """
+    counts = collections.defaultdict(int, report)
     lines = []
     for key, text in _WARNING_TEXT.items():
-        n = report.get(key, 0)
-        if n:
-            lines.append(text.format(n=n, m=report.get("test_interactions_unseen_item", 0)))
+        if key == "items_without_train" and counts[key] == counts["test_items_unseen_in_train"]:
+            continue
+        if counts[key]:
+            lines.append(text.format_map(counts))
     return lines
 
 
 def diagnose(train, test=None):
     """Counts of the conditions a caller must be told about (never raised, never silently dropped).
 
-    Returns a dict with `users_without_train`, and when `test` is given `test_users_without_train`,
-    `test_items_unseen_in_train` (distinct items), `test_interactions_unseen_item` and
-    `train_test_overlap`.
+    Returns a dict with `user_slots`, `item_slots` (the matrix shape), `users_without_train`,
+    `items_without_train` (slots no training interaction touches), and when `test` is given
+    `test_users_without_train`, `test_items_unseen_in_train` (distinct items),
+    `test_interactions_unseen_item` and `train_test_overlap`.
     """
     train_user_counts = np.diff(train.indptr)
-    found = {"users_without_train": int(np.count_nonzero(train_user_counts == 0))}
+    seen_items = np.bincount(train.indices, minlength=train.shape[1]) > 0
+    found = {
+        "user_slots": int(train.shape[0]),
+        "item_slots": int(train.shape[1]),
+        "users_without_train": int(np.count_nonzero(train_user_counts == 0)),
+        "items_without_train": int(train.shape[1] - np.count_nonzero(seen_items)),
+    }
     if test is None:
         return found
     test_user_counts = np.diff(test.indptr)
-    seen_items = np.bincount(train.indices, minlength=train.shape[1]) > 0
     unseen = ~seen_items[test.indices]
     found["test_users_without_train"] = int(np.count_nonzero((test_user_counts > 0) & (train_user_counts == 0)))
     found["test_items_unseen_in_train"] = int(np.unique(test.indices[unseen]).size)

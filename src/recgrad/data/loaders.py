@@ -32,6 +32,7 @@ without training data are kept in the test set, never dropped: they count in the
 denominators although no model can have learned them; `Dataset.warnings()` says so.
 """
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -41,9 +42,19 @@ from recgrad.data.dataset import DataFormatError, Dataset, diagnose, interaction
 
 
 def _int_or_str_ids(values):
-    """Original-id array: int64 when every value is a canonical non-negative integer, else str."""
+    """Original-id array: int64 when every value is a canonical non-negative integer, else str.
+
+    An object array of byte strings (a column with a very long id, see `_parse.bytes_column`) gives
+    an object array of str, so no fixed-width copy is made.
+    """
     if values.dtype.kind in "iu":
         return values.astype(np.int64)
+    if values.dtype.kind == "O":
+        if len(values) and all(_parse.is_canonical_integer(value) for value in values):
+            return np.array([int(value) for value in values], dtype=np.int64)
+        texts = np.empty(len(values), dtype=object)
+        texts[:] = [value.decode("utf-8") for value in values]  # UTF-8 was checked when the file was read
+        return texts
     if values.dtype.kind == "S":
         length = np.char.str_len(values)
         canonical = (np.char.isdigit(values) & (length <= _parse.MAX_INT_DIGITS)
@@ -59,6 +70,9 @@ def map_ids(*columns):
 
     Returns (list of int64 index arrays, one per column; array of original ids, index = internal id).
     """
+    if any(column.dtype.kind == "O" for column in columns):
+        columns = [column if column.dtype.kind == "O" else column.astype(np.bytes_).astype(object)
+                   for column in columns]
     joined = np.concatenate(columns)
     uniques, first, inverse = np.unique(joined, return_index=True, return_inverse=True)
     order = np.argsort(first, kind="stable")
@@ -69,10 +83,48 @@ def map_ids(*columns):
     return np.split(indices, bounds), _int_or_str_ids(uniques[order])
 
 
+MIN_ID_SPACE = 1_000_000
+ID_SPACE_FACTOR = 10
+
+
+def check_id_space(what, id_arrays, files, format_name):
+    """The number of slots (largest id + 1) of ids used as indices, refused when far too many.
+
+    Rule: largest id + 1 <= max(MIN_ID_SPACE, ID_SPACE_FACTOR x the number of distinct ids). It
+    is checked on the parsed ids, before anything of the catalogue's size is allocated; the error
+    names the first line holding the largest id.
+    """
+    joined = np.concatenate(id_arrays)
+    slots = int(joined.max(initial=-1)) + 1
+    if slots <= MIN_ID_SPACE:
+        return slots
+    distinct = int(np.unique(joined).size)
+    if slots > max(MIN_ID_SPACE, ID_SPACE_FACTOR * distinct):
+        raise DataFormatError(
+            f"{_where(files, slots - 1)}: {what} id {slots - 1} makes {slots} {what} slots for {distinct} "
+            f"distinct {what} ids; the {format_name} format uses ids as indices, allowed are at most "
+            f"max({MIN_ID_SPACE}, {ID_SPACE_FACTOR} x distinct ids) slots: write the interactions as a CSV "
+            f"with user and item columns (--format csv --user-col/--item-col), whose raw ids are remapped"
+        )
+    return slots
+
+
+def _where(files, value):
+    """'path:line' of the first line of `files` with `value` as a whole number, else the first path."""
+    pattern = re.compile(rb"(?<![0-9])0*" + str(value).encode() + rb"(?![0-9])")
+    for path in files:
+        data = _parse.read_bytes(path)
+        found = pattern.search(data)
+        if found:
+            line = data.count(b"\n", 0, found.start()) + 1
+            return f"{path}:{line}"
+    return str(files[0])
+
+
 def _check_options(min_rating, on_error, has_ratings):
     _parse.check_on_error(on_error)
     if min_rating is not None and not has_ratings:
-        raise ValueError("min_rating needs a rating column (rating_col)")
+        raise ValueError("min_rating (--min-rating) needs a rating column: pass rating_col= (--rating-col)")
 
 
 def _build(parts, shape, min_rating, binary, dedupe, report):
@@ -150,8 +202,9 @@ def load_lightgcn(path, dedupe=True, on_error="raise", name=None):
         id_lists.append(_read_id_list(list_path, on_error, skipped) if list_path.exists() else None)
         if list_path.exists():
             files.append(list_path)
-    n_users = 1 + max(int(a.max(initial=-1)) for a in (train_line_users, test_line_users))
-    n_items = 1 + max(int(a.max(initial=-1)) for a in (train_items, test_items))
+    data_files = [train_path, test_path] if has_test else [train_path]
+    n_users = check_id_space("user", [train_line_users, test_line_users], data_files, "lightgcn")
+    n_items = check_id_space("item", [train_items, test_items], data_files, "lightgcn")
     user_ids, item_ids = id_lists
     user_ids = np.arange(n_users) if user_ids is None else user_ids
     item_ids = np.arange(n_items) if item_ids is None else item_ids
@@ -170,7 +223,7 @@ def load_lightgcn(path, dedupe=True, on_error="raise", name=None):
     test = matrices[1] if len(matrices) > 1 else None
     _finish(report, skipped, matrices[0], test)
     return Dataset(train=matrices[0], test=test, user_ids=user_ids, item_ids=item_ids,
-                   name=name or folder.resolve().name, report=report)
+                   name=name or folder.resolve().name, report=report, test_file=str(test_path) if has_test else None)
 
 
 def _ncf_prefix(path):
@@ -216,8 +269,8 @@ def load_ncf(path, min_rating=None, binary=True, dedupe=True, on_error="raise", 
         files.append(negative_path)
     user_arrays = [part[0] for part in parts] + ([negatives[0]] if negatives is not None else [])
     item_arrays = [part[1] for part in parts] + ([negatives[1], negatives[2].ravel()] if negatives is not None else [])
-    n_users = 1 + max(int(array.max(initial=-1)) for array in user_arrays)
-    n_items = 1 + max(int(array.max(initial=-1)) for array in item_arrays)
+    n_users = check_id_space("user", user_arrays, files, "ncf")
+    n_items = check_id_space("item", item_arrays, files, "ncf")
     shape = (n_users, n_items)
     report = _new_report(files)
     matrices, _ = _build(parts, shape, min_rating, binary, dedupe, report)
@@ -234,7 +287,8 @@ def load_ncf(path, min_rating=None, binary=True, dedupe=True, on_error="raise", 
         keys_in_test = _contains(test, users, items) if test is not None else np.zeros(len(users), bool)
         report["negative_keys_not_in_test"] = int(np.count_nonzero(~keys_in_test))
     return Dataset(train=train, test=test, user_ids=np.arange(n_users), item_ids=np.arange(n_items),
-                   name=name or Path(prefix).name, report=report, **fields)
+                   name=name or Path(prefix).name, report=report,
+                   test_file=None if test is None else str(test_path), **fields)
 
 
 def _contains(matrix, users, items):
@@ -324,7 +378,8 @@ def load_csv(path, user_col, item_col, rating_col=None, timestamp_col=None, sep=
     test = matrices[1] if len(matrices) > 1 else None
     _finish(report, skipped, matrices[0], test)
     return Dataset(train=matrices[0], test=test, user_ids=user_ids, item_ids=item_ids,
-                   name=name or paths[0].stem, train_timestamps=timestamps[0], report=report)
+                   name=name or paths[0].stem, train_timestamps=timestamps[0], report=report,
+                   test_file=None if test_path is None else str(test_path))
 
 
 def _read_parquet(path, selectors, kinds):
@@ -372,7 +427,7 @@ def detect_format(path):
             return "ncf"
         if any((path / file_name).exists() for file_name in _MOVIELENS_FILES):
             return "movielens"
-        raise ValueError(f"{path}: cannot tell the format of this folder; pass format=")
+        raise ValueError(f"{path}: cannot tell the format of this folder; pass format= (--format)")
     if path.name in ("train.txt", "test.txt"):
         return "lightgcn"
     if path.name.endswith((".train.rating", ".test.rating", ".test.negative")):
@@ -385,7 +440,7 @@ def detect_format(path):
         return "csv"
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder")
-    raise ValueError(f"{path}: cannot tell the format from the name; pass format=")
+    raise ValueError(f"{path}: cannot tell the format from the name; pass format= (--format)")
 
 
 def load(path, format="auto", **options):
@@ -406,6 +461,8 @@ def load(path, format="auto", **options):
     if format == "auto":
         format = detect_format(path)
     if format == "csv" and not {"user_col", "item_col"} <= options.keys():
-        raise ValueError(f"{path}: the csv format needs user_col= and item_col= (the column names)")
+        raise ValueError(
+            f"{path}: the csv format needs user_col= and item_col= (--user-col, --item-col: the column names)"
+        )
     loader = {"lightgcn": load_lightgcn, "ncf": load_ncf, "movielens": load_movielens, "csv": load_csv}[format]
     return loader(path, **options)
