@@ -3,7 +3,7 @@
 python scripts/kernels/bench_activations.py [--n 10000000] [--threads 2] [--repeats 9]
 Times are the fastest of the repeats (recgrad and torch run in turn), so background load biases neither.
 GB/s counts 20 bytes per float32 element (read x, write y, read g, read the cache, write dx).
-Not a test; `recgrad bench` will own the maintained version of these numbers.
+Not a test: `recgrad bench --cases activations` measures the same pairs beside a memory-copy probe.
 """
 
 import argparse
@@ -48,6 +48,25 @@ def interleaved(functions, repeats):
     return [min(bucket) for bucket in times]
 
 
+def case_functions(torch, x, g, name, params, torch_forward, ref_forward, ref_backward):
+    """(recgrad kernel, torch autograd, NumPy reference): each runs one forward + backward of one activation."""
+    cached_is_output = K.CACHED[name] == "output"
+    xt, gt = torch.from_numpy(x).requires_grad_(), torch.from_numpy(g)
+
+    def ours():
+        y = K.forward(name, x, **params)
+        K.backward(name, g, y if cached_is_output else x, **params)
+
+    def theirs():
+        torch_forward(xt).backward(gt)
+        xt.grad = None
+
+    def reference():
+        ref_backward(g, x, ref_forward(x))
+
+    return ours, theirs, reference
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10_000_000)
@@ -74,22 +93,8 @@ def main():
     header = ("op", "recgrad ms", "GB/s", "torch ms", "GB/s", "numpy ms", "x torch", "x numpy")
     print(f"{header[0]:12} " + " ".join(f"{h:>10}" for h in header[1:]))
     for name, params, torch_name, ref_forward, ref_backward in CASES:
-        cached_is_output = K.CACHED[name] == "output"
-
-        def ours():
-            y = K.forward(name, x, **params)
-            K.backward(name, g, y if cached_is_output else x, **params)
-
-        xt, gt = torch.from_numpy(x).requires_grad_(), torch.from_numpy(g)
-
-        def theirs():
-            torch_fns[torch_name](xt).backward(gt)
-            xt.grad = None
-
-        def reference():
-            y = ref_forward(x)
-            ref_backward(g, x, y)
-
+        ours, theirs, reference = case_functions(torch, x, g, name, params, torch_fns[torch_name], ref_forward,
+                                                 ref_backward)
         ours(), theirs()
         t_ours, t_torch = interleaved([ours, theirs], args.repeats)
         t_ref = best_of(reference, max(2, args.repeats // 3))

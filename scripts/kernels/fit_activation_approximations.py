@@ -77,7 +77,7 @@ def fit_q(dtype):
     a, b = -LN2_HALF, LN2_HALF
     for degree in range(3, 20):
         monomial = chebyshev_to_monomial(chebyshev_fit(q, a, b, degree), a, b)
-        error = max_relative_error(mp.exp, lambda r: 1 + r + r * r * mp.polyval(monomial[::-1], r), a, b, 400)
+        error = max_relative_error(mp.exp, lambda r, m=monomial: 1 + r + r * r * mp.polyval(m[::-1], r), a, b, 400)
         if error < TARGET_EXP[dtype]:
             return monomial, error
 
@@ -92,7 +92,7 @@ def fit_f(dtype):
     for degree in range(4, 60):
         monomial = chebyshev_to_monomial(chebyshev_fit(f, t_min, 1, degree), -1, 1)  # in w, not t
         error = max_relative_error(
-            f, lambda t: mp.polyval(monomial[::-1], (2 * t - 1 - t_min) / (1 - t_min)), t_min, 1, 400
+            f, lambda t, m=monomial: mp.polyval(m[::-1], (2 * t - 1 - t_min) / (1 - t_min)), t_min, 1, 400
         )
         if error < TARGET_F[dtype]:
             return monomial, error, t_min
