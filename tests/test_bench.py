@@ -1,4 +1,5 @@
-"""`recgrad bench` in its tiny mode: the table and JSON structure, the targets' verdicts, the helpers.
+"""`recgrad bench` in its tiny mode: the table and JSON structure, the goals' verdicts, the data it
+runs on (--data, or the synthetic set, said in the output), the helpers.
 
 No timing is asserted (the machine is shared); only what the numbers are attached to.
 """
@@ -6,6 +7,7 @@ No timing is asserted (the machine is shared); only what the numbers are attache
 import argparse
 import importlib.util
 import json
+import types
 
 import numpy as np
 import pytest
@@ -114,7 +116,8 @@ def test_targets_are_judged_on_the_measured_ratio():
     results.finish()
     targets = bench.evaluate_targets(results)
     verdicts = {target["target"]: target["met"] for target in targets}
-    ceiling = [t for t in targets if t["target"] == "Adam step, 10M params: the traffic probe vs torch fused=True (ceiling)"]
+    ceiling_name = "Adam step, 10M params: the traffic probe vs torch fused=True (ceiling)"
+    ceiling = [t for t in targets if t["target"] == ceiling_name]
     assert ceiling[0]["met"] is None and ceiling[0]["measured"].startswith("1.62x; recgrad fused at 80% of the probe")
     assert verdicts["sigmoid fwd+bwd: recgrad kernel vs torch autograd"] is False  # 2.9x < 3x
     assert verdicts["sigmoid fwd+bwd: share of copy bandwidth"] is False  # 20 / 40 GB/s = 50% < 55%
@@ -150,19 +153,100 @@ def test_time_to_quality_records_the_first_evaluation_reaching_each_target():
 
 
 def test_cosine_epochs_anneal_the_lr_to_zero_over_the_schedule():
-    class Hogwild:  # FusedMFTrainer's hogwild mode keeps lr on the trainer and has no optimizer
-        optimizer = None
-        lr = None
-
+    class Loop:  # CompiledMFLoop's seam: the optimizer whose lr the next epoch reads
         def __init__(self):
+            self.optimizer = types.SimpleNamespace(param_groups=[{"lr": None}])
             self.seen = []
 
         def train_epoch(self):
-            self.seen.append(self.lr)
+            self.seen.append(self.optimizer.param_groups[0]["lr"])
             return {}
 
-    trainer = Hogwild()
+    trainer = Loop()
     step = bench.cosine_epochs(trainer, 0.4, epochs=4)
     for _ in range(4):
         step()
     assert trainer.seen == pytest.approx([0.4, 0.2 * (1 + np.cos(np.pi / 4)), 0.2, 0.2 * (1 + np.cos(3 * np.pi / 4))])
+
+
+def run_eval_case(capsys, tmp_path, *flags):
+    """`recgrad bench --cases eval` (the quickest case that needs data) with `flags`:
+    (status, report, stdout, stderr)."""
+    report_path = tmp_path / "bench.json"
+    status = bench.run(parse("--quick", "--repeats", "1", "--threads", "1", "--cases", "eval",
+                             "--json", str(report_path), *flags))
+    captured = capsys.readouterr()
+    report = json.loads(report_path.read_text()) if report_path.exists() else None
+    return status, report, captured.out, captured.err
+
+
+def write_lightgcn(folder, train_lines, test_lines=None):
+    folder.mkdir()
+    (folder / "train.txt").write_text("\n".join(train_lines) + "\n")
+    if test_lines is not None:
+        (folder / "test.txt").write_text("\n".join(test_lines) + "\n")
+    return folder
+
+
+def test_data_flag_runs_on_the_named_folder_and_names_it(capsys, tmp_path):
+    folder = write_lightgcn(tmp_path / "tiny", ["0 0 1 2", "1 1 2 3", "2 0 3 4"], ["0 3", "1 4", "2 1"])
+    status, report, out, err = run_eval_case(capsys, tmp_path, "--data", str(folder))
+    assert status == 0
+    assert report["data"] == {"label": f"tiny ({folder})", "synthetic": False}
+    assert f"data: tiny ({folder})" in report["notes"]
+    assert "SYNTHETIC" not in out and "SYNTHETIC" not in err
+    eval_rows = [row for row in report["rows"] if row["group"] == "eval"]
+    assert eval_rows and all(row["case"] == "full ranking top-20, 3 users x 5 items" for row in eval_rows)
+
+
+def test_data_without_a_test_file_is_split_per_user(capsys, tmp_path):
+    lines = [f"{user} " + " ".join(str((user + k) % 12) for k in range(6)) for user in range(8)]
+    folder = write_lightgcn(tmp_path / "no-test", lines)
+    status, report, _, _ = run_eval_case(capsys, tmp_path, "--data", str(folder))
+    assert status == 0 and report["data"]["synthetic"] is False
+    case = {row["case"] for row in report["rows"] if row["group"] == "eval"}
+    assert case == {"full ranking top-20, 8 users x 12 items"}  # every user holds out round(0.2 * 6) = 1 item
+
+
+def test_without_data_the_synthetic_set_is_used_and_said(capsys, tmp_path):
+    status, report, out, err = run_eval_case(capsys, tmp_path, "--scale", "0.002")
+    assert status == 0
+    assert report["data"] == {"label": "SYNTHETIC, Gowalla's shape x 0.002", "synthetic": True}
+    notice = [note for note in report["notes"] if note.startswith("data: ")]
+    assert len(notice) == 1 and "SYNTHETIC" in notice[0] and "pass --data PATH" in notice[0]
+    assert f"note: {notice[0]}" in out  # in the printed report
+    assert f"recgrad bench: {notice[0]}" in err  # and before the cases run
+
+
+def test_quality_is_skipped_on_synthetic_data_with_a_note():
+    results = bench.Results()
+    bench.bench_quality(results, dataset=None, real=False, budget_seconds=1.0, threads=1)
+    assert results.quality == [] and results.notes == [
+        "time-to-quality skipped: it needs real data (--data; recall on synthetic data means nothing)"]
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (("--data", "{missing}"), "recgrad bench: error: --data {missing}: "),
+    (("--data", "{tiny}", "--scale", "0.5"), "recgrad bench: error: --scale: below 1 (0.5) scales the synthetic "
+                                              "data set; drop --data {tiny}"),
+])
+def test_bad_data_is_one_line_naming_the_flag_and_status_2(capsys, tmp_path, flags, expected):
+    paths = {"missing": tmp_path / "nowhere", "tiny": write_lightgcn(tmp_path / "tiny", ["0 0 1"], ["0 2"])}
+    flags = [flag.format(**paths) for flag in flags]
+    status, report, out, err = run_eval_case(capsys, tmp_path, *flags)
+    assert status == 2 and report is None and out == ""
+    assert err.startswith(expected.format(**paths)) and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_goals_are_the_projects_and_name_no_bookkeeping(tiny_run, capsys):
+    _, report, markdown = tiny_run
+    assert "| performance goal (docs/performance.md) | goal | measured | verdict |" in markdown
+    results = bench.Results()
+    results.add("activations", "ReLU fwd+bwd", "recgrad kernel", "kernel", [1.0], 20e9, "GB/s", "torch autograd")
+    results.add("activations", "ReLU fwd+bwd", "torch autograd", "peer", [4.0], 20e9, "GB/s", "torch autograd")
+    results.finish()
+    text = bench.format_text(results, bench.evaluate_targets(results), report["machine"])
+    assert "performance goals (docs/performance.md):" in text
+    assert "[MET] ReLU fwd+bwd: recgrad kernel vs torch autograd: 4.00x (20.0 vs 5.0 GB/s) (goal >= 3x)" in text
+    for document in (text, markdown):
+        assert "issue" not in document.lower()
