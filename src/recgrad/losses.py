@@ -1,9 +1,11 @@
-"""Recommender losses as Modules: BPR, binary cross-entropy on logits, and InfoNCE.
+"""Losses as Modules: the recommender losses (BPR, binary cross-entropy on logits, InfoNCE) and
+the classification losses a PyTorch user expects (CrossEntropyLoss, NLLLoss, MSELoss).
 
 Each loss is a `recgrad.nn.Module`. `forward(...)` returns the reduced loss (a 0-d NumPy scalar of
 the input dtype for reduction "mean" or "sum") or the per-element loss (reduction "none").
 `backward(grad_output=None)` returns the gradients of the differentiable inputs, in the order of
-forward's arguments. For "mean" and "sum", `grad_output` is an optional scalar (default 1); for
+forward's arguments (only the first, the prediction, for the classification losses: targets
+are not differentiated). For "mean" and "sum", `grad_output` is an optional scalar (default 1); for
 "none" it is required and has the loss's shape, as in `loss.backward(gradient=...)` in PyTorch.
 
 Every loss is computed from scores/logits with the stable primitives of `recgrad.activations`
@@ -41,6 +43,16 @@ class _Loss(Module):
             return np.sum(elementwise)
         return elementwise
 
+    def _reduce_weighted(self, elementwise, loss_shape, divisor):
+        """Per-sample losses reduced with "mean" = sum / divisor (a weighted mean), "sum", or "none"."""
+        if self.reduction == "none":
+            return elementwise.reshape(loss_shape)
+        total = np.sum(elementwise)
+        if self.reduction == "sum":
+            return total
+        with np.errstate(divide="ignore", invalid="ignore"):  # 0 / 0 = NaN when every target is ignored
+            return (total / np.asarray(divisor, dtype=elementwise.dtype)).astype(elementwise.dtype)
+
     def _element_weight(self, grad_output):
         """d(output)/d(element) times grad_output: a 0-d array for "mean"/"sum", an array for "none".
 
@@ -65,7 +77,11 @@ class _Loss(Module):
             )
         weight = grad_output.astype(dtype)
         if self.reduction == "mean":
-            weight = weight / int(np.prod(shape))
+            # A loss whose mean is not over its elements (CrossEntropyLoss's weighted mean) caches
+            # its divisor; a divisor of 0 gives inf here and a NaN loss, as in torch.
+            divisor = self.cache.get("mean_divisor", int(np.prod(shape)))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                weight = weight / divisor
         return weight
 
 
@@ -327,3 +343,251 @@ def l2_normalize_backward(grad_unit, unit, denominator):
     """
     radial = np.where(denominator > _NORMALIZE_EPS, np.sum(unit * grad_unit, axis=-1, keepdims=True), 0.0)
     return (grad_unit - unit * radial) / denominator
+
+
+# ---------------------------------------------------------------- classification losses
+
+
+class CrossEntropyLoss(_Loss):
+    """Cross-entropy of targets under softmax(logits), exactly torch.nn.CrossEntropyLoss.
+
+    With log p = log_softmax(x) over the classes, class weights w (all 1 when `weight` is None),
+    C classes and smoothing eps, each sample's loss is a weighted sum of -log p:
+
+        class index y:        l = (1 - eps) w_y (-log p_y) + (eps / C) sum_c w_c (-log p_c)
+                              (0 where y == ignore_index; without smoothing only the first term)
+        probabilities t:      l = sum_c w_c q_c (-log p_c),  q = (1 - eps) t + eps / C
+
+    "mean" divides the sum of l by sum_n w_{y_n} over the non-ignored samples for class indices
+    (the weighted mean; every target ignored gives 0/0 = NaN, as torch), and by the number of
+    samples for probabilities (the weights do not enter the divisor there, as in torch).
+
+    Gradient: writing l = sum_c a_c (-log p_c) with the coefficients a above,
+    dl/dx_j = p_j sum_c a_c - a_j (softmax minus the target, weighted); ignored samples get 0.
+
+    Stability: log p comes from the max-shifted log-sum-exp, so the loss is exact for any finite
+    logits (logits of +-1e4 give losses of order 1e4, never inf); a -inf logit has p = 0 and a
+    finite gradient, and as the target it gives an infinite loss. As in torch, a -inf logit with a
+    zero coefficient (a probability target of 0) gives NaN (0 * -inf), and so does a +inf logit.
+
+    Shapes: logits (N, C) or (N, C, d1, ...) (classes in dimension 1); target integer class
+    indices (N,) or (N, d1, ...), or floating class probabilities of the logits' shape; `weight`
+    (C,). "none" returns (N,) or (N, d1, ...). backward returns d_logits (the target is not
+    differentiated).
+
+    Reference: torch.nn.CrossEntropyLoss and its implementation (aten LossNLL.cpp,
+    cross_entropy_loss_label_smoothing and cross_entropy_loss_prob_target).
+    """
+
+    def __init__(self, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+        super().__init__(reduction)
+        self.weight = _class_weight(weight)
+        self.ignore_index = _integer(ignore_index, "ignore_index")
+        if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real):
+            raise TypeError(f"label_smoothing: expected a real number, got {type(label_smoothing).__name__}")
+        if not 0.0 <= float(label_smoothing) <= 1.0:
+            raise ValueError(f"label_smoothing: must lie in [0, 1], got {label_smoothing}")
+        self.label_smoothing = float(label_smoothing)
+
+    def forward(self, input, target):
+        x = as_float_array(input, "input")
+        rows = _class_rows(x, "input")
+        classes = rows.shape[1]
+        w = _weight_for(self.weight, classes, x.dtype)
+        log_p = log_softmax(rows, axis=1)
+        eps = self.label_smoothing
+        with np.errstate(invalid="ignore"):  # 0 * -inf is NaN, as in torch
+            if np.asarray(target).dtype.kind in "iu":
+                labels, ignored = _class_indices(target, x.shape, self.ignore_index)
+                target_weight = np.where(ignored, 0.0, w[labels]).astype(x.dtype, copy=False)
+                coefficients = np.zeros_like(rows)
+                coefficients[np.arange(labels.size), labels] = target_weight
+                elementwise = np.where(ignored, 0.0, -target_weight * log_p[np.arange(labels.size), labels])
+                if eps > 0.0:
+                    smooth = np.where(ignored, 0.0, -np.sum(log_p * w, axis=1))
+                    elementwise = (1.0 - eps) * elementwise + (eps / classes) * smooth
+                    coefficients = (1.0 - eps) * coefficients + (eps / classes) * w * ~ignored[:, None]
+                divisor = np.sum(target_weight)
+            else:
+                probabilities = _class_probabilities(target, x)
+                coefficients = w * (probabilities if eps == 0.0 else (1.0 - eps) * probabilities + eps / classes)
+                elementwise = -np.sum(log_p * coefficients, axis=1)
+                ignored = np.zeros(rows.shape[0], dtype=bool)
+                divisor = rows.shape[0]
+        loss_shape = (x.shape[0], *x.shape[2:])
+        self.cache = {
+            "probs": np.exp(log_p),
+            "coefficients": coefficients.astype(x.dtype, copy=False),
+            "ignored": ignored,
+            "mean_divisor": divisor,
+            "input_shape": x.shape,
+            "loss_shape": loss_shape,
+            "dtype": x.dtype,
+        }
+        return self._reduce_weighted(elementwise.astype(x.dtype, copy=False), loss_shape, divisor)
+
+    def backward(self, grad_output=None):
+        """Returns d_logits (the logits' shape): (p sum_c a_c - a) times d(output)/d(sample loss)."""
+        weight = self._element_weight(grad_output)
+        c = self.cache
+        a = c["coefficients"]
+        with np.errstate(invalid="ignore", over="ignore"):
+            grad = (c["probs"] * np.sum(a, axis=1, keepdims=True) - a) * _per_sample(weight)[..., None]
+        grad[c["ignored"]] = 0.0  # also where the weight is 0 * inf (a mean over no target)
+        return _from_class_rows(grad.astype(c["dtype"], copy=False), c["input_shape"])
+
+
+class NLLLoss(_Loss):
+    """Negative log-likelihood of class indices given log-probabilities, exactly torch.nn.NLLLoss.
+
+        l_n = -w_{y_n} input[n, y_n]   (0 where y_n == ignore_index)
+
+    "mean" divides the sum by sum_n w_{y_n} over the non-ignored samples (NaN when all are
+    ignored, as torch). Gradient: dl_n/d input[n, y_n] = -w_{y_n}, 0 elsewhere. The input is
+    not checked to be log-probabilities: NLLLoss(log_softmax(x)) is CrossEntropyLoss(x).
+
+    Shapes: input (N, C) or (N, C, d1, ...), target integer (N,) or (N, d1, ...), weight (C,).
+    Reference: torch.nn.NLLLoss.
+    """
+
+    def __init__(self, weight=None, ignore_index=-100, reduction="mean"):
+        super().__init__(reduction)
+        self.weight = _class_weight(weight)
+        self.ignore_index = _integer(ignore_index, "ignore_index")
+
+    def forward(self, input, target):
+        x = as_float_array(input, "input")
+        rows = _class_rows(x, "input")
+        w = _weight_for(self.weight, rows.shape[1], x.dtype)
+        if np.asarray(target).dtype.kind not in "iu":
+            raise ValueError(f"target: expected integer class indices, got dtype {np.asarray(target).dtype}")
+        labels, ignored = _class_indices(target, x.shape, self.ignore_index)
+        target_weight = np.where(ignored, 0.0, w[labels]).astype(x.dtype, copy=False)
+        with np.errstate(invalid="ignore"):
+            elementwise = np.where(ignored, 0.0, -target_weight * rows[np.arange(labels.size), labels])
+        loss_shape = (x.shape[0], *x.shape[2:])
+        divisor = np.sum(target_weight)
+        self.cache = {
+            "labels": labels,
+            "ignored": ignored,
+            "target_weight": target_weight,
+            "mean_divisor": divisor,
+            "input_shape": x.shape,
+            "loss_shape": loss_shape,
+            "dtype": x.dtype,
+        }
+        return self._reduce_weighted(elementwise.astype(x.dtype, copy=False), loss_shape, divisor)
+
+    def backward(self, grad_output=None):
+        """Returns d_input (the input's shape): -w_y times d(output)/d(sample loss) at each target."""
+        weight = self._element_weight(grad_output)
+        c = self.cache
+        shape = c["input_shape"]
+        grad = np.zeros((c["labels"].size, shape[1]), dtype=c["dtype"])
+        with np.errstate(invalid="ignore"):
+            grad[np.arange(c["labels"].size), c["labels"]] = -c["target_weight"] * _per_sample(weight)
+        grad[c["ignored"]] = 0.0  # also where the weight is 0 * inf (a mean over no target)
+        return _from_class_rows(grad, shape)
+
+
+class MSELoss(_Loss):
+    """Mean squared error, torch.nn.MSELoss: l = (input - target)^2 per element.
+
+    Gradient: dl/d input = 2 (input - target) (and -2 (input - target) for the target, which
+    backward does not return: the target is data here). Shapes: input and target equal shapes
+    (torch broadcasts with a warning; recgrad refuses, as a mismatch is almost always a bug).
+    Reference: torch.nn.MSELoss.
+    """
+
+    def __init__(self, reduction="mean"):
+        super().__init__(reduction)
+
+    def forward(self, input, target):
+        x = as_float_array(input, "input")
+        y = as_float_array(target, "target").astype(x.dtype, copy=False)
+        check_same_shape(x, y, "input", "target")
+        diff = x - y
+        self.cache = {"diff": diff, "loss_shape": x.shape, "dtype": x.dtype}
+        return self._reduce(diff * diff)
+
+    def backward(self, grad_output=None):
+        """Returns d_input (the input's shape): 2 (input - target) weight."""
+        weight = self._element_weight(grad_output)
+        return (2.0 * self.cache["diff"] * weight).astype(self.cache["dtype"], copy=False)
+
+
+def _class_rows(x, name):
+    """(N, C, d1, ...) -> (N * d1 * ..., C): one row of class scores per sample and position."""
+    if x.ndim < 2:
+        raise ValueError(f"{name}: expected shape (N, C) or (N, C, d1, ...), got {x.shape}")
+    return np.moveaxis(x, 1, -1).reshape(-1, x.shape[1])
+
+
+def _from_class_rows(rows, shape):
+    """The inverse of _class_rows: (N * d1 * ..., C) back to `shape` = (N, C, d1, ...)."""
+    return np.moveaxis(rows.reshape((shape[0], *shape[2:], shape[1])), -1, 1)
+
+
+def _per_sample(weight):
+    """d(output)/d(sample loss) per row of _class_rows: a 0-d weight, or the flattened "none" array."""
+    return weight if weight.ndim == 0 else weight.reshape(-1)
+
+
+def _class_weight(weight):
+    """The `weight` argument: None or a 1-D float array of per-class weights."""
+    if weight is None:
+        return None
+    weight = as_float_array(weight, "weight")
+    if weight.ndim != 1:
+        raise ValueError(f"weight: expected a 1-D array of per-class weights (C,), got shape {weight.shape}")
+    return weight
+
+
+def _weight_for(weight, classes, dtype):
+    """Per-class weights (C,) in `dtype`: ones when None; a length other than C is an error."""
+    if weight is None:
+        return np.ones(classes, dtype=dtype)
+    if weight.shape != (classes,):
+        raise ValueError(f"weight: expected shape ({classes},) for input with {classes} classes, got {weight.shape}")
+    return weight.astype(dtype, copy=False)
+
+
+def _integer(value, name):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected an integer, got {type(value).__name__}")
+    return int(value)
+
+
+def _class_indices(target, input_shape, ignore_index):
+    """Flattened class indices (with ignored ones replaced by 0, a valid index) and the ignored mask."""
+    target = np.asarray(target)
+    expected = (input_shape[0], *input_shape[2:])
+    if target.shape != expected:
+        raise ValueError(
+            f"target: expected class indices of shape {expected} for input {input_shape}, got {target.shape}"
+        )
+    labels = target.reshape(-1).astype(np.int64)
+    ignored = labels == ignore_index
+    classes = input_shape[1]
+    outside = ~ignored & ((labels < 0) | (labels >= classes))
+    if np.any(outside):
+        raise ValueError(
+            f"target: class index {labels[outside][0]} is outside [0, {classes}) and is not "
+            f"ignore_index ({ignore_index})"
+        )
+    return np.where(ignored, 0, labels), ignored
+
+
+def _class_probabilities(target, x):
+    """Floating class probabilities of the input's shape, as rows (N * d1 * ..., C) in its dtype."""
+    target = np.asarray(target)
+    if target.dtype.kind != "f":
+        raise ValueError(
+            f"target: expected integer class indices or floating class probabilities, got dtype {target.dtype}"
+        )
+    if target.shape != x.shape:
+        raise ValueError(
+            f"target: floating targets are class probabilities and need the input's shape {x.shape}, "
+            f"got {target.shape} (class indices must be an integer array)"
+        )
+    return _class_rows(as_float_array(target, "target").astype(x.dtype, copy=False), "target")

@@ -46,7 +46,9 @@ def _module_case(module):
         grad_input = module.backward(grad_output)
         return (grad_input, *[parameter.grad for parameter in parameters])
 
-    inputs_for = lambda x: (x, *[parameter.data.astype(np.float64) for parameter in parameters])
+    def inputs_for(x):
+        return (x, *[parameter.data.astype(np.float64) for parameter in parameters])
+
     return fn, grad_fn, inputs_for
 
 
@@ -166,6 +168,19 @@ def _cases(rng):
         cases.append((f"InfoNCELoss({similarity}, per-anchor)", *_loss_case(loss, 3), (anchor, positive, per_anchor)))
         cases.append((f"InfoNCELoss({similarity}, shared)", *_loss_case(loss, 3), (anchor, positive, shared)))
         cases.append((f"InfoNCELoss({similarity}, in-batch)", *_loss_case(loss, 2), (anchor, positive)))
+    classes = rng.integers(0, k, size=batch)
+    classes[0] = -100
+    class_weight = np.array([0.5, 1.0, 2.0])
+    probabilities = rng.dirichlet(np.ones(k), size=batch)
+    classification = [
+        ("CrossEntropyLoss(indices, weight, smoothing)",
+         losses.CrossEntropyLoss(weight=class_weight, label_smoothing=0.2), classes),
+        ("CrossEntropyLoss(probabilities, weight)", losses.CrossEntropyLoss(weight=class_weight), probabilities),
+        ("NLLLoss(weight, ignore_index)", losses.NLLLoss(weight=class_weight), classes),
+        ("MSELoss", losses.MSELoss(), logits[::-1]),
+    ]
+    for name, loss, target in classification:
+        cases.append((name, *_loss_case(loss, 1, constants=(target,)), (logits,)))
     n_users, n_items = 5, 6
     users = rng.integers(0, n_users, size=4)
     items = rng.integers(0, n_items, size=(4, 3))
