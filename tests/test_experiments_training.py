@@ -19,10 +19,7 @@ from recgrad.experiments import convergence, losses_compare, optimizers, runner
 MAX_FIGURE_BYTES = 200_000
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    with runner.limited_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread_module")  # the experiments' module fixtures run on one thread
 
 
 def _run(module, tmp_path_factory):

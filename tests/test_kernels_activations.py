@@ -254,18 +254,14 @@ def test_non_contiguous_input_is_copied(case):
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
-def test_one_and_two_threads_agree_bitwise(case):
+def test_one_and_two_threads_agree_bitwise(case, kernel_threads):
     name, params = case
     x, g = sample((300, 1000), np.float32, 4)
-    before = kernels.get_num_threads()
-    try:
-        results = []
-        for threads in sorted({1, min(2, before)}):
-            kernels.set_num_threads(threads)
-            y = K.forward(name, x, **params)
-            results.append((y, K.backward(name, g, y if K.CACHED[name] == "output" else x, **params)))
-    finally:
-        kernels.set_num_threads(before)
+    results = []
+    for threads in sorted({1, min(2, kernels.get_num_threads())}):
+        kernel_threads(threads)
+        y = K.forward(name, x, **params)
+        results.append((y, K.backward(name, g, y if K.CACHED[name] == "output" else x, **params)))
     for y, dx in results[1:]:
         np.testing.assert_array_equal(y, results[0][0])
         np.testing.assert_array_equal(dx, results[0][1])

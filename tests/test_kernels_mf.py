@@ -25,14 +25,6 @@ def data():
     return synthetic(n_users=600, n_items=400, dim=8, interactions_per_user=20, seed=0)
 
 
-@pytest.fixture
-def one_thread():
-    before = kernels.get_num_threads()
-    kernels.set_num_threads(1)
-    yield
-    kernels.set_num_threads(before)
-
-
 class RecordingSampler(UniformSampler):
     """The reference uniform sampler, keeping every block of negatives it hands out."""
 
@@ -207,16 +199,12 @@ def test_popularity_sampler_follows_count_to_the_alpha_restricted_to_non_positiv
     assert abs(statistic - dof) < 6 * np.sqrt(2 * dof), statistic
 
 
-def test_sampler_is_independent_of_the_thread_count(data):
+def test_sampler_is_independent_of_the_thread_count(data, kernel_threads):
     users = np.arange(data.n_users)
-    before = kernels.get_num_threads()
-    try:
-        kernels.set_num_threads(1)
-        one = sample_negatives(data.train, users, 4, sampler="popularity", seed=1)
-        kernels.set_num_threads(kernels.numba.config.NUMBA_NUM_THREADS)
-        many = sample_negatives(data.train, users, 4, sampler="popularity", seed=1)
-    finally:
-        kernels.set_num_threads(before)
+    kernel_threads(1)
+    one = sample_negatives(data.train, users, 4, sampler="popularity", seed=1)
+    kernel_threads(kernels.numba.config.NUMBA_NUM_THREADS)
+    many = sample_negatives(data.train, users, 4, sampler="popularity", seed=1)
     np.testing.assert_array_equal(one, many)
 
 
@@ -271,17 +259,13 @@ def test_one_thread_is_bit_reproducible(data, optimizer, one_thread):
     np.testing.assert_array_equal(tables[0][1], tables[1][1])
 
 
-def test_lazy_adam_does_not_depend_on_the_thread_count(small):
+def test_lazy_adam_does_not_depend_on_the_thread_count(small, kernel_threads):
     results = []
-    before = kernels.get_num_threads()
-    try:
-        for threads in (1, kernels.numba.config.NUMBA_NUM_THREADS):
-            kernels.set_num_threads(threads)
-            model = MF(small.n_users, small.n_items, dim=8, rng=0)
-            FusedMFTrainer(model, small.train, lr=0.02, negatives=3, l2=1e-3, seed=4, batch_size=256).train_epoch()
-            results.append(model.item_embedding.weight.data.copy())
-    finally:
-        kernels.set_num_threads(before)
+    for threads in (1, kernels.numba.config.NUMBA_NUM_THREADS):
+        kernel_threads(threads)
+        model = MF(small.n_users, small.n_items, dim=8, rng=0)
+        FusedMFTrainer(model, small.train, lr=0.02, negatives=3, l2=1e-3, seed=4, batch_size=256).train_epoch()
+        results.append(model.item_embedding.weight.data.copy())
     np.testing.assert_array_equal(results[0], results[1])
 
 

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recgrad import kernels
 from recgrad.evaluation import evaluate_popularity, full_ranking, top_k
 from recgrad.kernels.topk import _CHUNK, _bits_above, top_k_masked
 from recgrad.metrics import hit_matrix
@@ -148,19 +147,15 @@ def test_hits_equal_metrics_hit_matrix(dtype):
     assert top_k_masked(scores, 3)[2] is None
 
 
-def test_thread_count_does_not_change_the_result():
+def test_thread_count_does_not_change_the_result(kernel_threads):
     rng = np.random.default_rng(5)
     scores = rng.integers(0, 3, size=(64, 2000)).astype(np.float32)
     mask = random_mask(rng, scores.shape, 0.1)
-    before = kernels.get_num_threads()
-    try:
-        kernels.set_num_threads(1)
-        one = top_k_masked(scores, 20, mask=mask)
-        again = top_k_masked(scores, 20, mask=mask)
-        kernels.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-        many = top_k_masked(scores, 20, mask=mask)
-    finally:
-        kernels.set_num_threads(before)
+    kernel_threads(1)
+    one = top_k_masked(scores, 20, mask=mask)
+    again = top_k_masked(scores, 20, mask=mask)
+    kernel_threads(numba.config.NUMBA_NUM_THREADS)
+    many = top_k_masked(scores, 20, mask=mask)
     for a, b, c in zip(one[:2], again[:2], many[:2]):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(a, c)
