@@ -12,8 +12,12 @@ the model's loss expects: a dot product for MF/TwoTower, a logit for GMF/NeuMF; 
 always means a better item.
 """
 
+import inspect
 import json
+import math
 import os
+import zipfile
+import zlib
 
 import numpy as np
 import scipy.sparse
@@ -285,19 +289,162 @@ def release_caches(module):
         release_caches(child)
 
 
+class ModelFileError(ValueError):
+    """A model file that cannot be loaded: the message names the file and what is wrong with it."""
+
+
+_DEFLATE_MAX_RATIO = 1032  # deflate cannot expand one compressed byte into more bytes than this
+_TRIAL_BUDGET = 1 << 22  # elements the small trial models of `load_model` may hold at the least
+_HEADER_ENTRIES = ("__model__", "__config__", "__format__")
+
+
 def load_model(file):
-    """Rebuild the model saved in `file` (any recommender class) with np.load(allow_pickle=False)."""
-    archive = np.load(file, allow_pickle=False)
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ValueError(f"{file!r} is not an .npz archive written by Recommender.save")
+    """Rebuild the model saved in `file` (any recommender class); nothing in a file can run code.
+
+    Everything is checked before the model is built, so a hostile or damaged file costs no more
+    memory than its own size: the archive must be a zip of .npy entries (read with
+    allow_pickle=False) whose declared array sizes fit in the entry; it must name a known class
+    whose constructor takes exactly the stored config's keywords; the parameters must be finite
+    floats; and the config must describe exactly as many parameter values as the file stores
+    (counted on three tiny trial models with 1 or 2 users and items, so a config claiming 1e12
+    users is refused without allocating anything of that size). Any failure raises
+    `ModelFileError` (a ValueError) with one line naming the file; a missing file raises
+    FileNotFoundError.
+    """
+    label = os.fspath(file) if isinstance(file, (str, os.PathLike)) else getattr(file, "name", "model file")
+    try:
+        archive = zipfile.ZipFile(file)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{label}: no such model file") from None
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
+        raise ModelFileError(f"{label}: not a recgrad model file (not a readable .npz archive: "
+                             f"{_short(error)})") from None
     with archive:
-        if "__model__" not in archive.files or "__config__" not in archive.files:
-            raise ValueError(f"{file!r} is not a recgrad model archive (no __model__/__config__ entry)")
-        name = str(archive["__model__"][()])
-        config = json.loads(str(archive["__config__"][()]))
-        state = {key[len("param."):]: archive[key] for key in archive.files if key.startswith("param.")}
+        entries = _read_entries(archive, label)
+    name = _text_entry(entries, "__model__", label)
     if name not in _REGISTRY:
-        raise ValueError(f"{file!r} holds an unknown model class {name!r}; known: {sorted(_REGISTRY)}")
-    model = _REGISTRY[name](**config, rng=0)  # the seeded initial draw is overwritten just below
-    model.load_state_dict(state)
+        raise ModelFileError(f"{label}: holds an unknown model class {_short(name)}; known: {sorted(_REGISTRY)}")
+    cls = _REGISTRY[name]
+    version = entries.get("__format__", np.array(FORMAT_VERSION))
+    if version.shape != () or version.dtype.kind not in "iu" or int(version) != FORMAT_VERSION:
+        raise ModelFileError(f"{label}: model file format {_short(version, 40)}, this recgrad reads {FORMAT_VERSION}")
+    config = _config_entry(entries, cls, label)
+    state = {key[len("param."):]: value for key, value in entries.items() if key.startswith("param.")}
+    extra = sorted(key for key in entries if key not in _HEADER_ENTRIES and not key.startswith("param."))
+    if extra:
+        raise ModelFileError(f"{label}: unexpected entries {[_short(key) for key in extra[:5]]}")
+    for key, value in state.items():
+        if value.dtype.kind != "f":
+            raise ModelFileError(f"{label}: parameter {_short(key)} has dtype {value.dtype}, expected float")
+        bad = value.size - int(np.count_nonzero(np.isfinite(value)))
+        if bad:
+            raise ModelFileError(f"{label}: parameter {_short(key)} holds {bad} NaN or infinite value(s)")
+    _check_size(cls, config, sum(value.size for value in state.values()), label)
+    try:
+        model = cls(**config, rng=0)  # the seeded initial draw is overwritten just below
+        model.load_state_dict(state)
+    except (KeyError, TypeError, ValueError) as error:
+        raise ModelFileError(f"{label}: {name} config and parameters do not fit: {_short(error)}") from None
     return model
+
+
+def _short(value, limit=200):
+    """str(value) on one line, cut to `limit` characters (messages never quote a whole hostile entry)."""
+    text = " ".join(str(value.args[0] if isinstance(value, KeyError) and value.args else value).split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _read_entries(archive, label):
+    """The .npy entries of an open zip archive as arrays, each checked against its stored size first."""
+    entries = {}
+    for info in archive.infolist():
+        key = info.filename[: -len(".npy")]
+        if not info.filename.endswith(".npy"):
+            raise ModelFileError(f"{label}: entry {_short(info.filename)} is not a .npy array")
+        if info.file_size > _DEFLATE_MAX_RATIO * info.compress_size + 4096:
+            raise ModelFileError(f"{label}: entry {_short(key)} claims {info.file_size} bytes from "
+                                 f"{info.compress_size} compressed ones")
+        try:
+            with archive.open(info) as stream:
+                version = np.lib.format.read_magic(stream)
+                if version not in ((1, 0), (2, 0)):
+                    raise ValueError(f".npy format version {version}, expected 1.0 or 2.0")
+                header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                    np.lib.format.read_array_header_2_0
+                shape, _, dtype = header(stream)
+            if dtype.hasobject:
+                raise ModelFileError(f"{label}: entry {_short(key)} holds Python objects, which a model file "
+                                     "never does (they could run code)")
+            if math.prod(shape) * dtype.itemsize > info.file_size:
+                raise ModelFileError(f"{label}: entry {_short(key)} declares shape {shape} of {dtype}, larger "
+                                     f"than its {info.file_size} bytes")
+            with archive.open(info) as stream:
+                entries[key] = np.lib.format.read_array(stream, allow_pickle=False)
+        except ModelFileError:
+            raise
+        except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, TypeError) as error:
+            raise ModelFileError(f"{label}: entry {_short(key)} is damaged ({_short(error)})") from None
+    return entries
+
+
+def _text_entry(entries, key, label):
+    value = entries.get(key)
+    if value is None or value.shape != () or value.dtype.kind != "U":
+        raise ModelFileError(f"{label}: not a recgrad model file (no {key} text entry)")
+    return str(value[()])
+
+
+def _config_entry(entries, cls, label):
+    """The stored constructor keywords, which must be exactly ones `cls` takes (rng aside)."""
+    text = _text_entry(entries, "__config__", label)
+    try:
+        config = json.loads(text)
+    except ValueError:
+        config = None
+    if not isinstance(config, dict):
+        raise ModelFileError(f"{label}: the config entry is not a JSON object: {_short(text, 60)}")
+    parameters = inspect.signature(cls.__init__).parameters
+    accepted = set(parameters) - {"self", "rng"}
+    required = {key for key in accepted if parameters[key].default is inspect.Parameter.empty}
+    unknown = sorted(set(config) - accepted)
+    missing = sorted(required - set(config))
+    if unknown or missing:
+        raise ModelFileError(f"{label}: the {cls.__name__} config has unknown keyword(s) "
+                             f"{[_short(key, 40) for key in unknown[:5]]} and lacks {missing}; "
+                             f"{cls.__name__} takes {sorted(accepted)}")
+    return config
+
+
+def _check_size(cls, config, stored, label):
+    """ModelFileError unless `cls(**config)` holds exactly `stored` parameter values.
+
+    The count is extrapolated from trial models with 1-2 users and items (a model's parameters grow
+    linearly in each); the trials themselves are built only when the config's other sizes stay
+    within a budget proportional to the file's parameters.
+    """
+    for key in ("n_users", "n_items"):
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ModelFileError(f"{label}: config {key} = {_short(value, 40)}, expected a positive int")
+    sizes = sorted((value for key, value in config.items() if key not in ("n_users", "n_items")
+                    for value in (value if isinstance(value, list) else [value])
+                    if isinstance(value, int) and not isinstance(value, bool)), reverse=True)
+    largest = sizes[0] if sizes else 1
+    second = sizes[1] if len(sizes) > 1 else 1
+    if len(sizes) * largest * second > max(4 * stored, _TRIAL_BUDGET):
+        raise ModelFileError(f"{label}: config sizes {sizes[:5]} are far too large for the {stored} parameter "
+                             "values the file holds")
+
+    def count(n_users, n_items):
+        try:
+            trial = cls(**{**config, "n_users": n_users, "n_items": n_items}, rng=0)
+        except (TypeError, ValueError) as error:
+            raise ModelFileError(f"{label}: invalid {cls.__name__} config: {_short(error)}") from None
+        return sum(parameter.data.size for _, parameter in trial.named_parameters())
+
+    base = count(1, 1)
+    per_user, per_item = count(2, 1) - base, count(1, 2) - base
+    needed = base + (config["n_users"] - 1) * per_user + (config["n_items"] - 1) * per_item
+    if needed != stored:
+        raise ModelFileError(f"{label}: the config ({config['n_users']} users x {config['n_items']} items) needs "
+                             f"{needed} parameter values but the file holds {stored}")
