@@ -203,7 +203,8 @@ def test_input_validation():
         layer.backward(np.zeros((4, 3)))
 
 
-@pytest.mark.parametrize("bad, error", [(0, ValueError), (-2, ValueError), (2.0, TypeError), (True, TypeError), ("3", TypeError)])
+@pytest.mark.parametrize("bad, error", [(0, ValueError), (-2, ValueError), (2.0, TypeError), (True, TypeError),
+                                        ("3", TypeError)])
 def test_feature_count_validation(bad, error):
     with pytest.raises(error, match="in_features"):
         Linear(bad, 2)

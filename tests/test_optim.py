@@ -1,4 +1,8 @@
-"""Optimizers: PyTorch parity (fixture + live), closed forms, equivalences, convergence, state dicts, errors."""
+"""Optimizers: PyTorch parity (fixture + live), closed forms, equivalences, convergence, state dicts, errors.
+
+These tests check the NumPy reference steps (engine "numpy", the oracle); tests/test_kernels_optim.py
+checks that the compiled steps, which optimizers run by default, equal them bit for bit.
+"""
 
 import doctest
 import importlib.util
@@ -10,9 +14,9 @@ import numpy as np
 import pytest
 
 from recgrad import gradcheck
+from recgrad.engine import default_engine_set
 from recgrad.nn import Parameter, RowSparseGrad
-from recgrad.optim import SGD, Adam, AdamW, SparseAdam
-from recgrad.optim import adam, adamw, optimizer, sgd, sparse_adam
+from recgrad.optim import SGD, Adam, AdamW, SparseAdam, adam, adamw, optimizer, sgd, sparse_adam
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "optim.npz"
@@ -30,6 +34,12 @@ def _load_generator():
 gen = _load_generator()
 DENSE = gen.dense_grid()
 SPARSE = gen.sparse_grid()
+
+
+@pytest.fixture(autouse=True)
+def reference_engine():
+    with default_engine_set("numpy"):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -47,7 +47,6 @@ from collections import namedtuple
 from decimal import Decimal, localcontext
 
 import numpy as np
-from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 

@@ -14,16 +14,17 @@ How bit-identity is kept:
   * flags (maximize, weight decay, AMSGrad, momentum mode) are loop-invariant branches; maximize is
     a multiplication by -1, which is exact.
 
-Usage is through the optimizers, `Adam(params, fused=True)` and so on; the functions below are the
-kernels' Python wrappers (validation, scalar casting, size 0). Each parallel loop splits the elements
-(or, for the lazy steps, the rows) among `recgrad.kernels.get_num_threads()` threads; there is no
-reduction, so the result does not depend on the number of threads.
+Usage is through the optimizers, which run these steps by default (`Adam(params)`; engine="numpy"
+runs the reference, see `recgrad.optim.Optimizer`); the functions below are the kernels' Python
+wrappers (validation, scalar casting, size 0). Each parallel loop splits the elements (or, for the
+lazy steps, the rows) among `recgrad.kernels.get_num_threads()` threads; there is no reduction, so
+the result does not depend on the number of threads.
 """
 
 import numba
 import numpy as np
 
-FUSED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -191,28 +192,33 @@ def _launch(serial, parallel, work, *args):
 # Validation
 
 
-def is_fusable(array):
-    """Whether the fused steps can update `array`: a writeable C-contiguous float32/float64 ndarray."""
-    return (isinstance(array, np.ndarray) and array.dtype in FUSED_DTYPES and array.flags.c_contiguous
-            and array.flags.writeable)
+def uncovered_reason(array):
+    """None when the compiled steps can update `array` in place (a writeable C-contiguous float32 or
+    float64 ndarray, as torch's fused steps need dense contiguous floating-point tensors), else what
+    it is instead, for a notice: "a float16 array", "a non-contiguous array", ..."""
+    if not isinstance(array, np.ndarray):
+        return f"a {type(array).__name__}"
+    if array.dtype not in DTYPES:
+        return f"a {array.dtype} array"
+    if not array.flags.c_contiguous:
+        return "a non-contiguous array"
+    if not array.flags.writeable:
+        return "a read-only array"
+    return None
 
 
-def check_fusable(array, name="param"):
-    """Raise TypeError unless `array` is float32 or float64, ValueError unless it is C-contiguous.
-
-    The fused steps update the array in place through a flat view, so both are required (as
-    torch's `fused=True` requires floating-point, dense, contiguous parameters).
-    """
-    if is_fusable(array):
+def check_array(array, name="param"):
+    """Raise TypeError unless `array` is a float32/float64 ndarray, ValueError unless it is writeable
+    and C-contiguous: the kernels update it in place through a flat view."""
+    reason = uncovered_reason(array)
+    if reason is None:
         return
-    if not isinstance(array, np.ndarray) or array.dtype not in FUSED_DTYPES:
-        kind = array.dtype if isinstance(array, np.ndarray) else type(array).__name__
-        raise TypeError(f"{name}: fused=True supports float32 and float64 arrays, got {kind}")
-    if not array.flags.c_contiguous or not array.flags.writeable:
-        raise ValueError(
-            f"{name}: fused=True needs a writeable C-contiguous array (got shape {array.shape}, "
-            f"strides {array.strides}); use fused=False, or make the parameter's data contiguous"
-        )
+    if not isinstance(array, np.ndarray) or array.dtype not in DTYPES:
+        raise TypeError(f"{name}: the compiled steps support float32 and float64 arrays, got {reason}")
+    raise ValueError(
+        f"{name}: the compiled steps need a writeable C-contiguous array, got {reason} (shape {array.shape}, "
+        f"strides {array.strides}); use engine='numpy', or make the parameter's data contiguous"
+    )
 
 
 def _flat_gradient(grad, param):
@@ -226,7 +232,7 @@ def _flat_gradient(grad, param):
 def _flat_state(array, param, name):
     if not isinstance(array, np.ndarray) or array.dtype != param.dtype or array.shape != param.shape:
         raise ValueError(f"{name}: the optimizer state must be an array of the parameter's shape and dtype")
-    check_fusable(array, name)
+    check_array(array, name)
     return array.reshape(-1)
 
 
@@ -274,7 +280,7 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, beta1, beta2,
     with step_size = lr / (1 - beta1^t) and sqrt_bias_correction2 = sqrt(1 - beta2^t).
     `decay` = 1 is exact (theta * 1 = theta), so Adam and AdamW share the kernel.
     """
-    check_fusable(param)
+    check_array(param)
     if param.size == 0:
         return
     flat = param.reshape(-1)
@@ -301,7 +307,7 @@ def sgd_step(param, grad, momentum_buffer, *, lr, momentum=0.0, dampening=0.0, w
 
     momentum_buffer=None means no momentum; with first_step=True its contents are overwritten.
     """
-    check_fusable(param)
+    check_array(param)
     if param.size == 0:
         return
     flat = param.reshape(-1)
@@ -328,7 +334,7 @@ def sparse_adam_step(param, rows, values, exp_avg, exp_avg_sq, *, beta1, beta2, 
 
     Other rows, and their m and v, are not read or written.
     """
-    check_fusable(param)
+    check_array(param)
     if param.ndim == 0:
         raise ValueError("param: a row-sparse step needs a table with at least one dimension")
     rows, values, width = _rows_and_values(rows, values, param)
@@ -345,7 +351,7 @@ def sparse_adam_step(param, rows, values, exp_avg, exp_avg_sq, *, beta1, beta2, 
 
 def sparse_sgd_step(param, rows, values, *, lr, maximize=False):
     """theta[rows] = theta[rows] - lr * (±values), in place, parallel over the rows (plain SGD, lazy)."""
-    check_fusable(param)
+    check_array(param)
     if param.ndim == 0:
         raise ValueError("param: a row-sparse step needs a table with at least one dimension")
     rows, values, width = _rows_and_values(rows, values, param)

@@ -4,8 +4,10 @@ Dense: `SGD`, `Adam`, `AdamW` update every parameter entry. Lazy: `SparseAdam` u
 of an embedding table present in its `RowSparseGrad` (and `SGD` accepts a RowSparseGrad without
 momentum or weight decay). Schedulers: `StepLR`, `ExponentialLR`, `CosineAnnealingLR`, `LinearLR`.
 
-Every optimizer takes `fused=None` (PyTorch's name): True runs a single-pass compiled step from
-`recgrad.kernels.optim` with the same numbers and the same state; see `Optimizer` and docs/kernels.md.
+By default every optimizer updates a float32/float64 C-contiguous parameter with a single-pass
+compiled step from `recgrad.kernels.optim` (the same numbers and state as the NumPy reference step);
+`engine="numpy"` (or `recgrad.engine.set_default_engine("numpy")`) runs the reference. Unlike
+PyTorch there is no `fused`/`foreach` flag to pass: see `Optimizer` and docs/kernels.md.
 """
 
 from recgrad.optim.adam import Adam

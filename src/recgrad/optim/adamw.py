@@ -2,9 +2,14 @@
 
 import math
 
-from recgrad.kernels import optim as fused_kernels
-from recgrad.optim.adam import (adam_move, advance_adam_state, bias_corrections, check_adam_hyperparameters,
-                                reject_row_sparse)
+from recgrad.kernels import optim as optim_kernels
+from recgrad.optim.adam import (
+    adam_move,
+    advance_adam_state,
+    bias_corrections,
+    check_adam_hyperparameters,
+    reject_row_sparse,
+)
 from recgrad.optim.optimizer import Optimizer
 
 
@@ -31,8 +36,9 @@ class AdamW(Optimizer):
     Args:
         params: iterable of Parameters or of param-group dicts.
         lr (1e-3), betas ((0.9, 0.999)), eps (1e-8), weight_decay (1e-2), amsgrad (False), maximize (False).
-        fused (None): True runs the single-pass compiled step (`recgrad.kernels.optim.adam_step` with
-            decay = 1 - lr * lambda), same numbers and state; float32/float64 C-contiguous parameters only.
+        engine (None): how to compute (`recgrad.engine`); by default the single-pass compiled step
+            (`recgrad.kernels.optim.adam_step` with decay = 1 - lr * lambda, same numbers and state)
+            for float32/float64 C-contiguous parameters, the NumPy reference for others.
 
     >>> import numpy as np
     >>> from recgrad.nn import Parameter
@@ -46,23 +52,23 @@ class AdamW(Optimizer):
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False,
-                 maximize=False, fused=None):
+                 maximize=False, engine=None):
         defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay,
-                    "amsgrad": amsgrad, "maximize": maximize, "fused": fused}
-        super().__init__(params, defaults)
+                    "amsgrad": amsgrad, "maximize": maximize}
+        super().__init__(params, defaults, engine)
 
     def _check_hyperparameters(self, hyper):
         check_adam_hyperparameters(hyper)
 
-    def _update(self, param, grad, state, group):
+    def _update(self, param, grad, state, group, compiled):
         reject_row_sparse(grad, "AdamW")
         lr, eps, weight_decay = float(group["lr"]), float(group["eps"]), float(group["weight_decay"])
         beta1, beta2 = (float(beta) for beta in group["betas"])
         theta = param.data
         m, v, v_max, t = advance_adam_state(theta, state, group)
         bias_correction1, bias_correction2 = bias_corrections(beta1, beta2, t)
-        if group["fused"]:
-            fused_kernels.adam_step(
+        if compiled:
+            optim_kernels.adam_step(
                 theta, grad, m, v, v_max, beta1=beta1, beta2=beta2, eps=eps, step_size=lr / bias_correction1,
                 sqrt_bias_correction2=math.sqrt(bias_correction2), decay=1.0 - lr * weight_decay,
                 maximize=group["maximize"],

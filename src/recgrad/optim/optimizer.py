@@ -18,20 +18,28 @@ A subclass validates its hyper-parameters in `_check_hyperparameters(group)` (ca
 and for every group) and updates one parameter in `_update(param, grad, state, group)`; parameters whose
 `.grad` is None are skipped, as in PyTorch.
 
-`fused` (every optimizer's last argument, PyTorch's name, default None): None or False runs the readable
-NumPy step, the reference; True runs the compiled single-pass kernel of `recgrad.kernels.optim`, which
-computes the same numbers (bit for bit in the tests) with one read and one write of each array. Like
-torch, fused=True needs float32 or float64 parameters that are C-contiguous (checked when a group is
-added and before each fused step; TypeError / ValueError otherwise). The state layout does not depend
-on `fused`, so a state dict saved from either path loads into either. Unlike torch, which takes "fused"
-from the saved param groups, `load_state_dict` keeps this optimizer's own "fused": it is a choice of
-how to compute, not a hyper-parameter, and checkpoints written before it existed load unchanged.
+`engine` (every optimizer's last argument; see `recgrad.engine`): by default (None, "auto") a
+parameter whose data is a writeable C-contiguous float32/float64 array is updated by the compiled
+single-pass kernel of `recgrad.kernels.optim`, which computes the reference's numbers (bit for bit in
+tests/test_kernels_optim.py) with one read and one write of each array; any other parameter takes the
+readable NumPy step, the reference. engine="numpy" (or `recgrad.engine.set_default_engine("numpy")`,
+or RECGRAD_ENGINE=numpy) runs the reference everywhere; engine="compiled" prints a one-line notice
+for a parameter the kernels do not cover, then runs the reference. The choice is made at each step,
+per parameter, so a parameter whose data is replaced later is still handled.
+
+How this departs from PyTorch: torch's optimizers take `foreach` and `fused` flags and default to
+the slower per-tensor loop; here the single-pass step is the default, so there is no speed flag to
+pass, and `engine` only chooses between two computations of the same numbers. The engine is a choice
+of how to compute, not a hyper-parameter: it is not in the param groups, a state dict saved with one
+engine loads into an optimizer with the other, and a "fused" entry in an older checkpoint's groups
+is ignored.
 """
 
 import numpy as np
 
-from recgrad.kernels.optim import check_fusable
-from recgrad.nn.module import Parameter
+from recgrad.engine import check_engine, use_compiled
+from recgrad.kernels.optim import uncovered_reason
+from recgrad.nn.module import Parameter, RowSparseGrad
 
 
 class Optimizer:
@@ -46,9 +54,9 @@ class Optimizer:
     [0.1, 0.5]
     """
 
-    def __init__(self, params, defaults):
+    def __init__(self, params, defaults, engine=None):
+        self.engine = check_engine(engine)
         self._check_hyperparameters(defaults)
-        check_fused(defaults)
         self.defaults = dict(defaults)
         self.param_groups = []
         self.state = {}
@@ -89,10 +97,6 @@ class Optimizer:
             raise ValueError("params: some parameters appear more than once (in a group or in two groups)")
         group = {**self.defaults, **param_group, "params": params}
         self._check_hyperparameters(group)
-        check_fused(group)
-        if group["fused"]:
-            for param in params:
-                check_fusable(param.data, "params")
         self.param_groups.append(group)
         self._params.extend(params)
 
@@ -111,13 +115,25 @@ class Optimizer:
         for group in self.param_groups:
             for param in group["params"]:
                 if param.grad is not None:
-                    if group["fused"]:
-                        check_fusable(param.data, "params")
-                    self._update(param, param.grad, self.state.setdefault(index, {}), group)
+                    self._update(param, param.grad, self.state.setdefault(index, {}), group,
+                                 self._compiled(param.data, param.grad))
                 index += 1
         return loss
 
-    def _update(self, param, grad, state, group):
+    def _compiled(self, theta, grad):
+        """Whether this step of the parameter `theta` runs the compiled kernel (see the module doc)."""
+        reason = uncovered_reason(theta)
+        if reason is None:
+            if isinstance(grad, RowSparseGrad):
+                shape, expected = np.shape(grad.values), (grad.rows.size,) + theta.shape[1:]
+            else:
+                shape, expected = np.shape(grad), theta.shape
+            if shape != expected:  # the reference broadcasts it, the kernels refuse it
+                reason = f"a gradient of shape {shape} for a parameter of shape {theta.shape}"
+        return use_compiled(self.engine, reason is None, f"{type(self).__name__} on {reason}")
+
+    def _update(self, param, grad, state, group, compiled):
+        """Update one parameter: the compiled kernel if `compiled`, else the NumPy reference."""
         raise NotImplementedError(f"{type(self).__name__} must define _update")
 
     def state_dict(self):
@@ -141,7 +157,7 @@ class Optimizer:
     def load_state_dict(self, state_dict):
         """Restore hyper-parameters and state saved by `state_dict()` from an optimizer over the same
         parameters (same groups, same sizes, same order). Arrays are copied and cast to the
-        parameter's dtype; a mismatch raises ValueError. Each group keeps this optimizer's "fused"."""
+        parameter's dtype; a mismatch raises ValueError. The engine is this optimizer's own."""
         saved_groups = state_dict["param_groups"]
         if len(saved_groups) != len(self.param_groups):
             raise ValueError(
@@ -163,9 +179,10 @@ class Optimizer:
             new_state[position] = {name: _restore(name, value, param) for name, value in entry.items()}
         new_groups = []
         for saved, group in zip(saved_groups, self.param_groups):
+            # "fused": a flag that checkpoints written before `engine` existed hold; not a hyper-parameter
             hyper = {key: value for key, value in saved.items() if key not in ("params", "fused")}
             self._check_hyperparameters(hyper)
-            new_groups.append({**hyper, "fused": group["fused"], "params": group["params"]})
+            new_groups.append({**hyper, "params": group["params"]})
         self.param_groups = new_groups
         self.state = new_state
 
@@ -183,12 +200,6 @@ def _restore(name, value, param):
             f"load_state_dict: state {name!r} has shape {array.shape}, the parameter has {param.data.shape}"
         )
     return array
-
-
-def check_fused(hyper):
-    """Raise TypeError unless hyper["fused"] is None, False or True (as torch's `fused`)."""
-    if hyper["fused"] not in (None, False, True):
-        raise TypeError(f"fused: expected None, False or True, got {hyper['fused']!r}")
 
 
 def check_non_negative(name, value, what):

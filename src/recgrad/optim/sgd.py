@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from recgrad.kernels import optim as fused_kernels
+from recgrad.kernels import optim as optim_kernels
 from recgrad.nn.module import RowSparseGrad
 from recgrad.optim.optimizer import Optimizer, check_non_negative
 
@@ -34,9 +34,10 @@ class SGD(Optimizer):
         params: iterable of Parameters or of param-group dicts.
         lr: learning rate eta (default 1e-3), momentum (default 0), dampening (default 0),
         weight_decay: L2 coefficient (default 0), nesterov (default False), maximize (default False).
-        fused (None): True runs the single-pass compiled step (`recgrad.kernels.optim.sgd_step`, or
-            `sparse_sgd_step` for a RowSparseGrad, parallel over its rows), same numbers and state;
-            float32/float64 C-contiguous parameters only (see `Optimizer`).
+        engine (None): how to compute (`recgrad.engine`); by default the single-pass compiled step
+            (`recgrad.kernels.optim.sgd_step`, or `sparse_sgd_step` for a RowSparseGrad, parallel over
+            its rows; same numbers and state) for float32/float64 C-contiguous parameters, the NumPy
+            reference for others (see `Optimizer`).
 
     >>> import numpy as np
     >>> from recgrad.nn import Parameter
@@ -49,10 +50,10 @@ class SGD(Optimizer):
     """
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
-                 maximize=False, fused=None):
+                 maximize=False, engine=None):
         defaults = {"lr": lr, "momentum": momentum, "dampening": dampening, "weight_decay": weight_decay,
-                    "nesterov": nesterov, "maximize": maximize, "fused": fused}
-        super().__init__(params, defaults)
+                    "nesterov": nesterov, "maximize": maximize}
+        super().__init__(params, defaults, engine)
 
     def _check_hyperparameters(self, hyper):
         check_non_negative("lr", hyper["lr"], "learning rate")
@@ -61,7 +62,7 @@ class SGD(Optimizer):
         if hyper["nesterov"] and (hyper["momentum"] <= 0 or hyper["dampening"] != 0):
             raise ValueError("nesterov: Nesterov momentum requires a momentum > 0 and zero dampening")
 
-    def _update(self, param, grad, state, group):
+    def _update(self, param, grad, state, group, compiled):
         lr = float(group["lr"])
         momentum = float(group["momentum"])
         dampening = float(group["dampening"])
@@ -75,8 +76,8 @@ class SGD(Optimizer):
                     f"weight_decay=0 (got momentum={momentum}, weight_decay={weight_decay}): both touch every "
                     "row. Use SparseAdam for lazy updates or pass grad.to_dense(shape) for a dense step."
                 )
-            if group["fused"]:
-                fused_kernels.sparse_sgd_step(theta, grad.rows, grad.values, lr=lr, maximize=group["maximize"])
+            if compiled:
+                optim_kernels.sparse_sgd_step(theta, grad.rows, grad.values, lr=lr, maximize=group["maximize"])
                 return
             values = np.asarray(grad.values, dtype=theta.dtype)
             if group["maximize"]:
@@ -84,11 +85,11 @@ class SGD(Optimizer):
             theta[grad.rows] -= lr * values
             return
 
-        if group["fused"]:
+        if compiled:
             first_step = momentum != 0.0 and "momentum_buffer" not in state
             if first_step:
                 state["momentum_buffer"] = np.zeros_like(theta)  # the kernel writes b = g into it
-            fused_kernels.sgd_step(
+            optim_kernels.sgd_step(
                 theta, grad, state["momentum_buffer"] if momentum != 0.0 else None, lr=lr, momentum=momentum,
                 dampening=dampening, weight_decay=weight_decay, nesterov=group["nesterov"],
                 maximize=group["maximize"], first_step=first_step,

@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from recgrad.kernels import optim as fused_kernels
+from recgrad.kernels import optim as optim_kernels
 from recgrad.nn.module import RowSparseGrad
 from recgrad.optim.adam import bias_corrections
 from recgrad.optim.optimizer import Optimizer, check_betas, check_non_negative
@@ -38,9 +38,10 @@ class SparseAdam(Optimizer):
     Validation as torch's SparseAdam: lr > 0 and eps > 0 (strict), betas in [0, 1); weight_decay >= 0.
     State per parameter: "step" (int), "exp_avg" (m), "exp_avg_sq" (v), both of the full table shape.
 
-    fused (default None): True runs `recgrad.kernels.optim.sparse_adam_step`, one compiled pass over
-    the given rows only, in parallel over rows (the rows of a RowSparseGrad are unique, so no two
-    threads touch one row); same numbers and state. float32/float64 C-contiguous tables only.
+    engine (default None, see `recgrad.engine`): by default a float32/float64 C-contiguous table is
+    updated by `recgrad.kernels.optim.sparse_adam_step`, one compiled pass over the given rows only,
+    in parallel over rows (the rows of a RowSparseGrad are unique, so no two threads touch one row);
+    same numbers and state. Other tables, or engine="numpy", take the NumPy reference below.
 
     >>> import numpy as np
     >>> from recgrad.nn import Parameter, RowSparseGrad
@@ -57,10 +58,10 @@ class SparseAdam(Optimizer):
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, maximize=False,
-                 fused=None):
+                 engine=None):
         defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay,
-                    "maximize": maximize, "fused": fused}
-        super().__init__(params, defaults)
+                    "maximize": maximize}
+        super().__init__(params, defaults, engine)
 
     def _check_hyperparameters(self, hyper):
         if not hyper["lr"] > 0.0:
@@ -70,7 +71,7 @@ class SparseAdam(Optimizer):
         check_betas(hyper["betas"])
         check_non_negative("weight_decay", hyper["weight_decay"], "weight_decay value")
 
-    def _update(self, param, grad, state, group):
+    def _update(self, param, grad, state, group, compiled):
         if not isinstance(grad, RowSparseGrad):
             raise TypeError(
                 "SparseAdam needs a row-sparse gradient (RowSparseGrad, e.g. from an embedding table); "
@@ -88,8 +89,8 @@ class SparseAdam(Optimizer):
             return
         bias_correction1, bias_correction2 = bias_corrections(beta1, beta2, t)
         step_size = lr * math.sqrt(bias_correction2) / bias_correction1
-        if group["fused"]:
-            fused_kernels.sparse_adam_step(
+        if compiled:
+            optim_kernels.sparse_adam_step(
                 theta, rows, grad.values, state["exp_avg"], state["exp_avg_sq"], beta1=beta1, beta2=beta2,
                 eps=eps, step_size=step_size, decay=1.0 - lr * weight_decay, maximize=group["maximize"],
             )
