@@ -264,7 +264,10 @@ def _load_run(args):
     model_file = next((run / name for name in ("best.npz", "last.npz") if (run / name).exists()), None)
     if model_file is None:
         raise UsageError(f"{run}: holds no best.npz or last.npz model")
-    model = load_model(model_file)
+    try:
+        model = load_model(model_file)
+    except ValueError as error:  # ModelFileError: one line naming the file
+        raise UsageError(str(error)) from None
     dataset = load_dataset(config)
     if (model.n_users, model.n_items) != (dataset.n_users, dataset.n_items):
         raise UsageError(f"{model_file} has {model.n_users} users x {model.n_items} items but the data has "
