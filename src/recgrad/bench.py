@@ -76,8 +76,8 @@ from recgrad.evaluation import default_block_size, full_ranking
 from recgrad.kernels import activations as activation_kernels
 from recgrad.models import MF
 from recgrad.nn.module import Parameter
+from recgrad.train import Trainer
 from recgrad.train.compiled_mf import CompiledMFLoop
-from recgrad.training import Trainer
 
 __all__ = ["add_arguments", "run"]
 
@@ -951,7 +951,8 @@ def format_markdown(results, targets, machine):
     if results.notes:
         lines.append("")
         lines.extend(f"- {note}" for note in results.notes)
-    lines += ["", "| performance goal (docs/performance.md) | goal | measured | verdict |", "|---|---|---|---|"]
+    lines += ["", "Performance goals (docs/performance.md):", "",
+              "| performance goal | goal | measured | verdict |", "|---|---|---|---|"]
     for target in targets:
         verdict = {True: "met", False: "**missed**", None: "(reported)"}[target["met"]]
         lines.append(f"| {target['target']} | {target['goal']} | {target['measured']} | {verdict} |")
