@@ -17,6 +17,7 @@ from scipy.special import ndtr
 import recgrad.activations as A
 from recgrad import kernels
 from recgrad.kernels import activations as K
+from recgrad.nn import GELU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Swish, Tanh
 
 DTYPES = [np.float32, np.float64]
 RTOL = {np.float32: 1e-6, np.float64: 1e-12}
@@ -41,32 +42,18 @@ def case_id(case):
     return name + "".join(f"-{k}={v}" for k, v in params.items())
 
 
+# The NumPy reference of each kernel is the recgrad.nn layer's engine="numpy" path (recgrad.activations).
+LAYERS = {"sigmoid": Sigmoid, "tanh": Tanh, "relu": ReLU, "gelu": GELU, "swish": Swish, "silu": SiLU,
+          "softmax": Softmax, "log_softmax": LogSoftmax}
+
+
 def reference_forward(name, x, params):
-    if name == "gelu":
-        return A.gelu(x, params.get("approximate", "none"))
-    if name in ("swish", "silu"):
-        return A.swish(x, params.get("beta", 1.0))
-    if name in ("softmax", "log_softmax"):
-        return getattr(A, name)(x, axis=params.get("axis", -1))
-    return getattr(A, name)(x)
+    return LAYERS[name](**params).reference_forward(x)
 
 
 def reference_backward(name, g, x, y, params):
-    """The reference's dL/dx, written as recgrad.nn.activation wrote it before the kernels."""
-    if name == "sigmoid":
-        return g * y * (1.0 - y)
-    if name == "tanh":
-        return g * (1.0 - y * y)
-    if name == "relu":
-        return g * A.relu_grad(x)
-    if name == "gelu":
-        return g * A.gelu_grad(x, params.get("approximate", "none"))
-    if name in ("swish", "silu"):
-        return g * A.swish_grad(x, params.get("beta", 1.0))
-    axis = params.get("axis", -1)
-    if name == "softmax":
-        return A.softmax_backward(g, y, axis=axis)
-    return A.log_softmax_backward(g, y, axis=axis)
+    """The reference's dL/dx from what the layer caches (y or x, K.CACHED)."""
+    return LAYERS[name](**params).reference_backward(g, y if K.CACHED[name] == "output" else x)
 
 
 def two_z(x):

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from recgrad import evaluation
+from recgrad.engine import default_engine_set
 from recgrad.evaluation import evaluate_popularity, full_ranking, top_k
 from recgrad.kernels.topk import _CHUNK, _bits_above, top_k_masked
 from recgrad.metrics import hit_matrix
@@ -205,11 +207,11 @@ def test_full_ranking_engines_give_identical_metrics_for_any_block_size(dtype):
     kwargs = dict(ks=(1, 5, 20), metrics=("recall", "ndcg", "hr", "precision", "mrr", "map"))
     expected = full_ranking(lambda u: scores[u], train, test, engine="numpy", **kwargs)
     for block_size in (1, 7, scores.shape[0], None):
-        for engine in ("numba", "numpy"):
+        for engine in ("compiled", "numpy"):
             got = full_ranking(lambda u: scores[u], train, test, block_size=block_size, engine=engine, **kwargs)
             assert got == expected, (block_size, engine)
     unmasked = [full_ranking(lambda u: scores[u], train, test, exclude_train=False, engine=e, **kwargs)
-                for e in ("numba", "numpy")]
+                for e in ("compiled", "numpy")]
     assert unmasked[0] == unmasked[1] != expected
 
 
@@ -218,7 +220,7 @@ def test_full_ranking_engines_on_factor_scores_and_popularity():
     _, train, test = synthetic_case(4, n_users=60, n_items=150)
     users, items = rng.standard_normal((60, 8)).astype(np.float32), rng.standard_normal((150, 8)).astype(np.float32)
     results = [full_ranking(lambda u: users[u] @ items.T, train, test, ks=(10,), block_size=None, engine=e)
-               for e in ("numba", "numpy")]
+               for e in ("compiled", "numpy")]
     assert results[0] == results[1]
     # popularity: a read-only broadcast block (the reference copies it, the kernel only reads it)
     assert evaluate_popularity(train, test, ks=(5,)) == full_ranking(
@@ -228,10 +230,29 @@ def test_full_ranking_engines_on_factor_scores_and_popularity():
 
 def test_full_ranking_engine_errors():
     scores, train, test = synthetic_case(2)
-    with pytest.raises(ValueError, match="engine"):
+    with pytest.raises(ValueError, match="^engine: expected one of auto, compiled, numpy, got 'torch'$"):
         full_ranking(lambda u: scores[u], train, test, engine="torch")
     bad = scores.copy()
     bad[5, 7] = np.nan
-    for engine in ("numba", "numpy"):
+    for engine in ("compiled", "numpy"):
         with pytest.raises(ValueError, match="NaN"):
             full_ranking(lambda u: bad[u], train, test, engine=engine, exclude_train=False)
+
+
+def test_full_ranking_runs_the_kernel_by_default_and_the_reference_when_switched(monkeypatch):
+    scores, train, test = synthetic_case(5)
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return top_k_masked(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "top_k_masked", counted)
+    default = full_ranking(lambda u: scores[u], train, test, block_size=10)
+    assert len(calls) == 4  # 40 evaluated users in blocks of 10
+    with default_engine_set("numpy"):
+        forced = full_ranking(lambda u: scores[u], train, test, block_size=10)
+        assert len(calls) == 4
+        full_ranking(lambda u: scores[u], train, test, block_size=10, engine="compiled")
+        assert len(calls) == 8
+    assert forced == default

@@ -1,4 +1,5 @@
-"""recgrad.nn activation modules: backward by finite differences, caching, errors, PyTorch parity."""
+"""recgrad.nn activation modules: backward by finite differences, caching, errors, PyTorch parity,
+on both engines (the compiled kernels by default, the NumPy reference with engine="numpy")."""
 
 import importlib.util
 from pathlib import Path
@@ -7,7 +8,8 @@ import numpy as np
 import pytest
 
 import recgrad.activations as A
-from recgrad import gradcheck
+from recgrad import engine, gradcheck
+from recgrad.kernels import activations as kernels
 from recgrad.nn import GELU, LogSoftmax, ReLU, Sequential, Sigmoid, SiLU, Softmax, Swish, Tanh
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -15,6 +17,7 @@ FIXTURE = ROOT / "tests" / "fixtures" / "activations.npz"
 EDGES = np.array([0.0, 1e-8, -1e-8, 20.0, -20.0, 1e4, -1e4])
 SHAPES = [(), (7,), (3, 4), (2, 3, 4)]
 TOLERANCE = {"float32": dict(rtol=1e-5, atol=2e-6), "float64": dict(rtol=1e-6, atol=1e-12)}
+ENGINES = [None, "numpy"]  # the default (compiled kernels) and the reference
 
 # fixture case name -> module factory (the generator's names; see scripts/fixtures/make_activations.py)
 MODULES = {
@@ -53,22 +56,26 @@ def module_gradcheck(module, x):
     return gradcheck(lambda v: module.forward(v), (x,), backward)
 
 
+@pytest.mark.parametrize("engine_name", ENGINES)
 @pytest.mark.parametrize("name", FD_MODULES)
 @pytest.mark.parametrize("shape", SHAPES)
-def test_backward_matches_finite_differences_random(name, shape):
+def test_backward_matches_finite_differences_random(name, shape, engine_name):
     if name.endswith("axis0") and shape == ():
         pytest.skip("a 0-d array has no axis 0")
     x = 2.5 * np.random.default_rng(1).standard_normal(shape)
     if name == "relu":
         x = np.where(np.abs(x) < 1e-3, 0.5, x)  # keep central differences off the kink
-    ok, max_abs, max_rel = module_gradcheck(FD_MODULES[name](), x)
+    with engine.default_engine_set(engine_name):
+        ok, max_abs, max_rel = module_gradcheck(FD_MODULES[name](), x)
     assert ok, (name, shape, max_abs, max_rel)
 
 
+@pytest.mark.parametrize("engine_name", ENGINES)
 @pytest.mark.parametrize("name", FD_MODULES)
-def test_backward_matches_finite_differences_edges(name):
+def test_backward_matches_finite_differences_edges(name, engine_name):
     x = EDGES[np.abs(EDGES) > 1e-6] if name == "relu" else EDGES  # relu: 0 and +-1e-8 straddle the kink
-    ok, max_abs, max_rel = module_gradcheck(FD_MODULES[name](), x)
+    with engine.default_engine_set(engine_name):
+        ok, max_abs, max_rel = module_gradcheck(FD_MODULES[name](), x)
     assert ok, (name, max_abs, max_rel)
 
 
@@ -171,13 +178,14 @@ def load_generator():
     return module
 
 
-def check_parity(reference):
+def check_parity(reference, engine_name):
     """Module forward = torch's value and module backward = torch's x.grad, both dtypes."""
     for name, factory in MODULES.items():
         x, g = reference[f"{name}__x"], reference[f"{name}__grad_output"]
         for dtype in ("float32", "float64"):
             key = f"{name}__{dtype}"
             module = factory()
+            module.engine = engine_name
             y = module.forward(x.astype(dtype))
             grad_input = module.backward(g.astype(dtype))
             assert y.dtype == dtype and grad_input.dtype == dtype
@@ -185,12 +193,84 @@ def check_parity(reference):
             np.testing.assert_allclose(grad_input, reference[f"{key}__vjp"], **TOLERANCE[dtype], err_msg=key)
 
 
-def test_parity_with_recorded_pytorch():
+@pytest.mark.parametrize("engine_name", ENGINES)
+def test_parity_with_recorded_pytorch(engine_name):
     with np.load(FIXTURE, allow_pickle=False) as data:
-        check_parity(dict(data))
+        check_parity(dict(data), engine_name)
 
 
 @pytest.mark.torch
-def test_parity_with_live_pytorch():
+@pytest.mark.parametrize("engine_name", ENGINES)
+def test_parity_with_live_pytorch(engine_name):
     pytest.importorskip("torch")
-    check_parity(load_generator().reference())
+    check_parity(load_generator().reference(), engine_name)
+
+
+# ---------------------------------------------------------------- which path runs
+
+
+@pytest.fixture
+def kernel_calls(monkeypatch):
+    """Count the calls of the kernels' forward and backward (which still run)."""
+    calls = []
+
+    def counting(name):
+        kernel = getattr(kernels, name)
+
+        def counted(*args, **kwargs):
+            calls.append(name)
+            return kernel(*args, **kwargs)
+        return counted
+
+    for name in ("forward", "backward"):
+        monkeypatch.setattr(kernels, name, counting(name))
+    return calls
+
+
+def _forward_backward(module, x, g):
+    return module.forward(x).copy(), module.backward(g).copy()  # copies: kernel outputs are recycled buffers
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_the_default_runs_the_kernels_and_numpy_runs_the_reference(kernel_calls, name):
+    rng = np.random.default_rng(5)
+    x, g = 3.0 * rng.standard_normal((4, 6)), rng.standard_normal((4, 6))
+    module = MODULES[name]()
+    assert module.engine is None and module.compiled()
+    compiled = _forward_backward(module, x, g)
+    assert kernel_calls == ["forward", "backward"]
+    module.engine = "numpy"
+    assert not module.compiled()
+    numpy_path = _forward_backward(module, x, g)
+    assert kernel_calls == ["forward", "backward"]  # no more kernel calls
+    expected = module.reference_forward(x), module.reference_backward(g, module.cache)
+    for ours, theirs in zip(numpy_path, expected):
+        np.testing.assert_array_equal(ours, theirs)
+    for ours, theirs in zip(compiled, numpy_path):  # docs/kernels.md: float64 within 1e-12 of the terms
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-12 * np.max(np.abs(theirs)))
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_the_process_default_forces_the_reference_unless_an_engine_is_passed(kernel_calls, name):
+    x = np.linspace(-3, 3, 12, dtype=np.float32).reshape(3, 4)
+    with engine.default_engine_set("numpy"):
+        forced = _forward_backward(MODULES[name](), x, np.ones_like(x))
+        assert kernel_calls == []
+        module = MODULES[name]()
+        module.engine = "compiled"
+        _forward_backward(module, x, np.ones_like(x))
+        assert kernel_calls == ["forward", "backward"]
+    module = MODULES[name]()
+    y = module.reference_forward(x)
+    expected = y, module.reference_backward(np.ones_like(x), y if kernels.CACHED[module.kernel] == "output" else x)
+    for ours, theirs in zip(forced, expected):
+        assert ours.dtype == np.float32
+        np.testing.assert_array_equal(ours, theirs)
+
+
+def test_the_engine_is_a_keyword_argument_and_is_checked():
+    assert GELU("tanh", engine="numpy").engine == "numpy" and Softmax(0, engine="compiled").axis == 0
+    assert Swish(2.0, engine="auto").beta == 2.0 and SiLU(engine="numpy").beta == 1.0
+    for factory in (Sigmoid, Tanh, ReLU, GELU, Swish, SiLU, Softmax, LogSoftmax):
+        with pytest.raises(ValueError, match="^engine: expected one of auto, compiled, numpy, got 'fast'$"):
+            factory(engine="fast")

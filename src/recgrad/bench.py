@@ -689,7 +689,7 @@ def bench_eval(results, dataset, sizes):
         return full_ranking(lambda rows: user_vectors[rows] @ item_vectors.T, train, test, ks=(TOP_K,),
                             users=users, block_size=block, **engine)
 
-    implementations = {EVAL_KERNEL: lambda: evaluate(engine="numba", threads=kernels.get_num_threads()),
+    implementations = {EVAL_KERNEL: lambda: evaluate(engine="compiled", threads=kernels.get_num_threads()),
                        EVAL_REFERENCE: lambda: evaluate(engine="numpy")}
     if torch is not None:
         user_tensor, item_tensor = torch.from_numpy(user_vectors), torch.from_numpy(item_vectors)

@@ -5,7 +5,7 @@
 - ``full_ranking``: the LightGCN/NGCF protocol (score every item, mask the user's training
   items, take the top K, average Recall/NDCG/... over the users with a test item), in blocks
   of users so memory stays bounded whatever the number of users; the mask and the top K run
-  in the compiled kernel ``recgrad.kernels.topk`` (``engine="numba"``) or in NumPy.
+  in the compiled kernel ``recgrad.kernels.topk`` (the default) or in NumPy (``engine="numpy"``).
 - ``sampled_ranking``: the NCF protocol (rank the held-out item among 99 given negatives).
 - ``popularity_scores`` / ``evaluate_popularity`` / ``evaluate_popularity_sampled``: the
   most-popular baseline under the same protocols, to print beside every model.
@@ -21,13 +21,13 @@ import scipy.sparse
 from threadpoolctl import threadpool_limits
 
 from recgrad._arrays import as_float_array
+from recgrad.engine import use_compiled
 from recgrad.kernels import get_num_threads, num_threads
 from recgrad.kernels.topk import top_k_masked
 from recgrad.metrics import METRIC_NAMES, _check_ks, _check_metric_names, metrics_from_hits, per_user_metrics
 
 # Default memory budget for one block of full-ranking scores: 64 MiB of float32.
 SCORE_BLOCK_BYTES = 64 * 2**20
-ENGINES = ("numba", "numpy")
 
 
 def top_k(scores, k):
@@ -124,7 +124,7 @@ def full_ranking(
     users=None,
     block_size=None,
     exclude_train=True,
-    engine="numba",
+    engine=None,
     threads=1,
 ):
     """Full-ranking evaluation: every item is a candidate, the user's training items masked.
@@ -136,7 +136,8 @@ def full_ranking(
     scoring -inf is never listed (a short list ends with the padding -1). Per-user metric
     values from ``recgrad.metrics`` are averaged over all evaluated users.
 
-    engine: "numba" (default) runs the masking and the top K in one compiled pass per block,
+    engine (``recgrad.engine``): by default (None, "auto", "compiled") the masking and the top K
+    run in one compiled pass per block,
     parallel over the users (``recgrad.kernels.topk.top_k_masked``: each row is scanned once,
     its training items skipped, a sorted buffer of K kept; nothing is written into the scores).
     "numpy" is the reference: write -inf into the training items, ``top_k``, then turn ids
@@ -153,7 +154,7 @@ def full_ranking(
     ``score_fn`` returns when that array is writeable and owns its memory, which saves a copy
     of every block. A fresh ``U[u] @ V.T`` is such an array; a view or a read-only array (e.g.
     ``np.broadcast_to``) is copied first. Do not return an array you keep and reuse. The
-    "numba" engine only reads the scores (a non-contiguous array is copied).
+    compiled path only reads the scores (a non-contiguous array is copied).
 
     threads: how many blocks are evaluated at once (default 1). With 1, the blocks go one after
     another: ``score_fn`` on BLAS's own threads, then a one-thread top-K scan (BLAS's worker
@@ -169,8 +170,7 @@ def full_ranking(
     Returns ``{"recall@20": float, ..., "users": int}``. Results do not depend on the block
     size when ``score_fn`` is row-wise exact (BLAS may round a GEMM differently per shape).
     """
-    if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    compiled = use_compiled(engine, True, "full_ranking")  # the kernel covers every score array
     ks = _check_ks(ks)
     names = _check_metric_names(metrics, METRIC_NAMES)
     train = _check_csr(train, "train")
@@ -195,9 +195,9 @@ def full_ranking(
     def evaluate_block(block):
         """The per-user metric values of one block of users (on one thread of the scan)."""
         with num_threads(1):
-            scores = _block_scores(score_fn, block, n_items, in_place=engine == "numpy")
+            scores = _block_scores(score_fn, block, n_items, in_place=not compiled)
             relevant = test[block]
-            if engine == "numba":  # the kernel also marks the hits, so no hit_matrix lookup
+            if compiled:  # the kernel also marks the hits, so no hit_matrix lookup
                 _, _, hits = top_k_masked(scores, k, mask=train[block] if exclude_train else None, relevant=relevant)
                 return metrics_from_hits(hits, np.diff(relevant.indptr), ks, names)
             if exclude_train:

@@ -5,64 +5,102 @@ the output y for Sigmoid (y (1 - y)), Tanh (1 - y^2), Softmax and LogSoftmax (th
 vector-Jacobian products need only y); the input x for ReLU, GELU and Swish/SiLU (their
 derivatives are not functions of y alone). No layer has parameters. backward(grad_output)
 returns dL/dx, of the input's shape; calling it before forward raises RuntimeError.
-Formulas and derivations: recgrad.activations and docs/formulas.md. The arithmetic runs in the
-fused, multi-threaded kernels of recgrad.kernels.activations (one pass forward, one backward),
-which evaluate the same expressions as the NumPy reference functions; see docs/kernels.md.
+Formulas and derivations: recgrad.activations and docs/formulas.md.
+
+Two computations of the same layer, chosen by `engine` (keyword, default None; see recgrad.engine):
+by default the compiled, multi-threaded kernels of recgrad.kernels.activations (one pass forward,
+one backward), which evaluate the reference's expressions with vectorised transcendental functions
+(agreement: docs/kernels.md); engine="numpy", or the process-wide switch
+`recgrad.engine.set_default_engine("numpy")`, runs the NumPy reference written below in each
+layer's `reference_forward` / `reference_backward` (recgrad.activations). The kernels cover every
+input the layers accept, so engine="compiled" never falls back. The engine is read at each call.
 """
 
 import operator
 
+import numpy as np
+
+import recgrad.activations as reference
 from recgrad._arrays import as_float_array, check_same_shape
 from recgrad.activations import _check_approximate
-from recgrad.kernels.activations import backward, forward
+from recgrad.engine import check_engine, use_compiled
+from recgrad.kernels import activations as kernels
 from recgrad.nn.module import Module
 
 
 class _Activation(Module):
-    """Shared plumbing: fetch the cached array and check grad_output against it."""
+    """Shared plumbing: the engine choice, the cache, and the check of grad_output against it.
 
-    def _cached_and_grad(self, grad_output):
+    A subclass names its kernel (`kernel`, a name of recgrad.kernels.activations), the kernel's
+    parameters (`kernel_params`) and the NumPy reference pair (`reference_forward(x)` and
+    `reference_backward(grad_output, cached)`, cached being what CACHED[kernel] says).
+    """
+
+    kernel = None
+
+    def __init__(self, *, engine=None):
+        self.engine = check_engine(engine)
+
+    def kernel_params(self) -> dict:
+        return {}
+
+    def compiled(self) -> bool:
+        """Whether the next forward/backward runs the compiled kernels (they cover every input)."""
+        return use_compiled(self.engine, True, type(self).__name__)
+
+    def forward(self, x) -> np.ndarray:
+        x = as_float_array(x)
+        if self.compiled():
+            y = kernels.forward(self.kernel, x, **self.kernel_params())
+        else:
+            y = self.reference_forward(x)
+        self.cache = y if kernels.CACHED[self.kernel] == "output" else x
+        return y
+
+    def backward(self, grad_output) -> np.ndarray:
         if self.cache is None:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward: nothing is cached")
         grad_output = as_float_array(grad_output, "grad_output")
         check_same_shape(grad_output, self.cache, "grad_output", "the forward array")
-        return self.cache, grad_output
+        if self.compiled():
+            return kernels.backward(self.kernel, grad_output, self.cache, **self.kernel_params())
+        return self.reference_backward(grad_output, self.cache)
 
 
 class Sigmoid(_Activation):
     """y = sigmoid(x); caches y; dL/dx = g * y * (1 - y). Shape: any. Reference: torch.nn.Sigmoid."""
 
-    def forward(self, x):
-        self.cache = forward("sigmoid", x)
-        return self.cache
+    kernel = "sigmoid"
 
-    def backward(self, grad_output):
-        y, g = self._cached_and_grad(grad_output)
-        return backward("sigmoid", g, y)
+    def reference_forward(self, x):
+        return reference.sigmoid(x)
+
+    def reference_backward(self, g, y):
+        return g * y * (1.0 - y)
 
 
 class Tanh(_Activation):
     """y = tanh(x); caches y; dL/dx = g * (1 - y^2). Shape: any. Reference: torch.nn.Tanh."""
 
-    def forward(self, x):
-        self.cache = forward("tanh", x)
-        return self.cache
+    kernel = "tanh"
 
-    def backward(self, grad_output):
-        y, g = self._cached_and_grad(grad_output)
-        return backward("tanh", g, y)
+    def reference_forward(self, x):
+        return reference.tanh(x)
+
+    def reference_backward(self, g, y):
+        return g * (1.0 - y * y)
 
 
 class ReLU(_Activation):
     """y = max(x, 0); caches x; dL/dx = g * [x > 0] (0 at x == 0, as PyTorch). Reference: torch.nn.ReLU."""
 
-    def forward(self, x):
-        self.cache = as_float_array(x)
-        return forward("relu", self.cache)
+    kernel = "relu"
 
-    def backward(self, grad_output):
-        x, g = self._cached_and_grad(grad_output)
-        return backward("relu", g, x)
+    def reference_forward(self, x):
+        return reference.relu(x)
+
+    def reference_backward(self, g, x):
+        return g * reference.relu_grad(x)
 
 
 class GELU(_Activation):
@@ -72,16 +110,20 @@ class GELU(_Activation):
     as torch.nn.GELU; anything else raises ValueError at construction.
     """
 
-    def __init__(self, approximate="none"):
+    kernel = "gelu"
+
+    def __init__(self, approximate="none", *, engine=None):
+        super().__init__(engine=engine)
         self.approximate = _check_approximate(approximate)
 
-    def forward(self, x):
-        self.cache = as_float_array(x)
-        return forward("gelu", self.cache, approximate=self.approximate)
+    def kernel_params(self):
+        return {"approximate": self.approximate}
 
-    def backward(self, grad_output):
-        x, g = self._cached_and_grad(grad_output)
-        return backward("gelu", g, x, approximate=self.approximate)
+    def reference_forward(self, x):
+        return reference.gelu(x, self.approximate)
+
+    def reference_backward(self, g, x):
+        return g * reference.gelu_grad(x, self.approximate)
 
 
 class Swish(_Activation):
@@ -91,23 +133,27 @@ class Swish(_Activation):
     Reference: Ramachandran et al., 2017; torch.nn.SiLU for beta = 1.
     """
 
-    def __init__(self, beta=1.0):
+    kernel = "swish"
+
+    def __init__(self, beta=1.0, *, engine=None):
+        super().__init__(engine=engine)
         self.beta = float(beta)
 
-    def forward(self, x):
-        self.cache = as_float_array(x)
-        return forward("swish", self.cache, beta=self.beta)
+    def kernel_params(self):
+        return {"beta": self.beta}
 
-    def backward(self, grad_output):
-        x, g = self._cached_and_grad(grad_output)
-        return backward("swish", g, x, beta=self.beta)
+    def reference_forward(self, x):
+        return reference.swish(x, self.beta)
+
+    def reference_backward(self, g, x):
+        return g * reference.swish_grad(x, self.beta)
 
 
 class SiLU(Swish):
     """y = x sigmoid(x), Swish with beta = 1. Reference: torch.nn.SiLU."""
 
-    def __init__(self):
-        super().__init__(beta=1.0)
+    def __init__(self, *, engine=None):
+        super().__init__(beta=1.0, engine=engine)
 
 
 class Softmax(_Activation):
@@ -117,16 +163,20 @@ class Softmax(_Activation):
     (torch's `dim`). Reference: torch.nn.Softmax.
     """
 
-    def __init__(self, axis=-1):
+    kernel = "softmax"
+
+    def __init__(self, axis=-1, *, engine=None):
+        super().__init__(engine=engine)
         self.axis = operator.index(axis)
 
-    def forward(self, x):
-        self.cache = forward("softmax", x, axis=self.axis)
-        return self.cache
+    def kernel_params(self):
+        return {"axis": self.axis}
 
-    def backward(self, grad_output):
-        y, g = self._cached_and_grad(grad_output)
-        return backward("softmax", g, y, axis=self.axis)
+    def reference_forward(self, x):
+        return reference.softmax(x, axis=self.axis)
+
+    def reference_backward(self, g, y):
+        return reference.softmax_backward(g, y, axis=self.axis)
 
 
 class LogSoftmax(_Activation):
@@ -135,13 +185,17 @@ class LogSoftmax(_Activation):
     Shape: any; `axis` is an int (torch's `dim`). Reference: torch.nn.LogSoftmax.
     """
 
-    def __init__(self, axis=-1):
+    kernel = "log_softmax"
+
+    def __init__(self, axis=-1, *, engine=None):
+        super().__init__(engine=engine)
         self.axis = operator.index(axis)
 
-    def forward(self, x):
-        self.cache = forward("log_softmax", x, axis=self.axis)
-        return self.cache
+    def kernel_params(self):
+        return {"axis": self.axis}
 
-    def backward(self, grad_output):
-        y, g = self._cached_and_grad(grad_output)
-        return backward("log_softmax", g, y, axis=self.axis)
+    def reference_forward(self, x):
+        return reference.log_softmax(x, axis=self.axis)
+
+    def reference_backward(self, g, y):
+        return reference.log_softmax_backward(g, y, axis=self.axis)
