@@ -489,7 +489,7 @@ def data_notice(label, real):
     """The line that says which data the MF, evaluation and quality cases ran on."""
     if real:
         return f"data: {label}"
-    return (f"data: {label}: a built-in SYNTHETIC data set (generated, not real users), for timings only; "
+    return (f"data: {label} (built in; generated, not real users), for timings only; "
             "pass --data PATH for real data")
 
 
