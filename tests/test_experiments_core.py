@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from recgrad.experiments import activations_plot, cost, depth, dying_relu, init_distributions
+from recgrad.experiments import activations_plot, common, cost, depth, dying_relu, init_distributions
 
 VERDICTS = {"holds", "holds with conditions", "does not hold"}
 MAX_FIGURE_BYTES = 200_000
@@ -34,13 +34,14 @@ def _check_contract(module, out_dir, result):
     with open(out_dir / f"{module.NAME}.json", encoding="utf-8") as handle:
         assert json.load(handle) == json.loads(json.dumps(result))
     for entry in result["claims"]:
-        assert set(entry) == {"claim", "verdict", "evidence"}
+        assert {"claim", "verdict", "evidence"} <= set(entry) <= {"claim", "verdict", "evidence", "figure", "data"}
         assert entry["verdict"] in VERDICTS
     assert isinstance(result["verdict"], str) and len(result["verdict"]) > 80
 
 
-def _verdicts(result):
-    return {entry["claim"]: entry["verdict"] for entry in result["claims"]}
+def _verdicts(result, data="synthetic"):
+    """{claim: verdict} of the claims judged on `data` (or carrying no data set)."""
+    return {entry["claim"]: entry["verdict"] for entry in result["claims"] if entry.get("data", data) == data}
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +97,7 @@ def test_depth_contract(depth_run):
 
 
 def test_depth_sigmoid_gradients_vanish(depth_run):
-    results = depth_run[1]["numbers"]["results"]
+    results = depth_run[1]["numbers"]["results"]["synthetic"]
     for scheme in ("xavier", "kaiming", "default"):
         summary = results["sigmoid"][scheme]["summary"]["init"]
         assert summary["weight_grad_first_over_last"] < 1e-3, scheme
@@ -107,7 +108,7 @@ def test_depth_sigmoid_gradients_vanish(depth_run):
 
 
 def test_depth_init_pairings(depth_run):
-    results = depth_run[1]["numbers"]["results"]
+    results = depth_run[1]["numbers"]["results"]["synthetic"]
 
     def spread(activation, scheme):
         return results[activation][scheme]["summary"]["init"]["output_grad_spread"]
@@ -127,7 +128,7 @@ def test_depth_init_pairings(depth_run):
 def test_depth_relu_weight_gradients_are_scale_balanced(depth_run):
     # Positive homogeneity: without biases, rescaling a ReLU net's weights moves every layer's weight
     # gradient together, so even Xavier keeps ||dL/dW_l|| balanced while ||dL/dz_l|| vanishes.
-    results = depth_run[1]["numbers"]["results"]
+    results = depth_run[1]["numbers"]["results"]["synthetic"]
     assert results["relu"]["xavier"]["summary"]["init"]["weight_grad_spread"] < 10.0
     assert np.isfinite(results["relu"]["kaiming"]["summary"]["trained"]["loss"])
 
@@ -137,7 +138,7 @@ def test_dying_relu_contract(dying_run):
 
 
 def test_relu_dies_at_a_large_learning_rate_only(dying_run):
-    results = dying_run[1]["numbers"]["results"]
+    results = dying_run[1]["numbers"]["results"]["synthetic"]
     assert results["relu"]["0.01"]["final_dead_fraction"] == 0.0
     assert results["relu"]["0.3"]["final_dead_fraction"] > 0.1
     assert results["relu"]["1"]["final_dead_fraction"] > 0.3
@@ -197,3 +198,40 @@ def test_init_signal_through_depth(init_run):
     assert results["tanh"]["xavier"]["last_over_first"] < 0.1  # gain 1 lets tanh's signal decay
     assert results["tanh"]["xavier-gain-5/3"]["last_over_first"] > 0.1
     assert results["sigmoid"]["xavier"]["signal_last_over_first"] < 1e-6
+
+
+# ---------------------------------------------------------------- the real data set (scikit-learn's digits)
+
+
+def test_digits_data_is_standardised_and_split():
+    pytest.importorskip("sklearn")
+    data = common.digits_classification(360, np.random.default_rng(0))
+    assert (data.name, data.features, data.classes) == ("digits", 64, 10)
+    assert data.x.shape == (1437, 64) and data.x_test.shape == (360, 64)
+    np.testing.assert_allclose(data.x.mean(axis=0), 0.0, atol=1e-12)
+    assert set(np.unique(data.y)) == set(range(10))
+
+
+@pytest.mark.parametrize("module, name", [(depth, "digits"), (dying_relu, "digits")])
+def test_claims_are_judged_on_the_digits_too(module, name, depth_run, dying_run):
+    pytest.importorskip("sklearn")
+    result = {depth: depth_run, dying_relu: dying_run}[module][1]
+    judged = {entry.get("data") for entry in result["claims"]}
+    assert judged == {"synthetic", name}
+    per_data = [_verdicts(result, data) for data in ("synthetic", name)]
+    assert set(per_data[0]) == set(per_data[1])  # every claim on both data sets
+    assert any(figure.endswith(f"_{name}.png") for figure in result["figures"])
+
+
+def test_depth_sigmoid_vanishes_on_the_digits_too(depth_run):
+    pytest.importorskip("sklearn")
+    assert _verdicts(depth_run[1], "digits")["Sigmoid causes vanishing gradients in deep networks"] == "holds"
+
+
+def test_without_scikit_learn_the_real_data_part_is_skipped_with_a_message(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(common, "digits_classification", lambda n_test, rng: None)
+    result = depth.run(tmp_path, quick=True, seed=0)
+    assert {entry["data"] for entry in result["claims"]} == {"synthetic"}
+    assert list(result["numbers"]["results"]) == ["synthetic"]
+    assert common.DIGITS_MISSING in result["verdict"]
+    assert "depth: scikit-learn is not installed" in capsys.readouterr().err

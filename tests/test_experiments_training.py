@@ -57,15 +57,31 @@ def losses_run(tmp_path_factory):
 def test_convergence_writes_figures_and_numbers(convergence_run):
     result, out = convergence_run
     _check_files(result, out)
-    assert [c["claim"] for c in result["claims"]] == [
-        "tanh converges faster than sigmoid", "Swish/GELU are better than ReLU in deep models"]
+    claims = [(c["claim"], c["data"]) for c in result["claims"]]
+    per_data = ["tanh converges faster than sigmoid", "Swish/GELU are better than ReLU in deep models"]
+    data_sets = ["synthetic"] + (["digits"] if "digits" in result["numbers"]["mlp"] else [])
+    assert claims == [(c, d) for d in data_sets for c in per_data] + [(c, "synthetic interactions") for c in per_data]
+
+
+def test_convergence_verdicts_weigh_every_measure(convergence_run):
+    """The deep-model claim names each measure it weighs (test accuracy, training loss, Recall@20), and its
+    verdict follows from them: all ahead = holds, none ahead = does not hold."""
+    for entry in convergence_run[0]["claims"]:
+        outcomes = entry["evidence"].split("Per measure: ")[1].rstrip(".").split("; ")
+        results = [outcome.rsplit(": ", 1)[1] for outcome in outcomes]
+        expected = ("holds" if all(r == "ahead" for r in results) else
+                    "does not hold" if "ahead" not in results else "holds with conditions")
+        assert entry["verdict"] == expected, entry
+        if entry["claim"].startswith("Swish/GELU") and entry["data"] != "synthetic interactions":
+            assert {"gelu test accuracy", "gelu training loss", "swish test accuracy", "swish training loss"} == {
+                outcome.rsplit(": ", 1)[0] for outcome in outcomes}
 
 
 def test_tanh_reaches_half_the_initial_loss_before_sigmoid(convergence_run):
     """The verdict on tanh vs sigmoid rests on this: with Xavier init and the same SGD, the shallow and
     the deep MLP with tanh bring the training loss to ln(4)/2 in fewer steps than with sigmoid, and
     after the last step tanh's loss is below sigmoid's."""
-    mlp = convergence_run[0]["numbers"]["mlp"]
+    mlp = convergence_run[0]["numbers"]["mlp"]["synthetic"]
     for depth in ("shallow", "deep"):
         tanh, sigmoid = mlp[depth]["tanh"], mlp[depth]["sigmoid"]
         assert tanh["mean_steps_to_target"] is not None
@@ -153,6 +169,27 @@ def _args(*argv):
     return runner.add_arguments(argparse.ArgumentParser()).parse_args(list(argv))
 
 
+def test_experiments_that_train_recommenders_take_data(tmp_path, capsys):
+    assert [name for name in experiments.names() if runner.uses_data(experiments.load(name))] == [
+        "convergence", "optimizers", "losses"]
+    assert runner.run(_args("depth", "--data", "../shared/data/gowalla", "--out", str(tmp_path))) == 2
+    assert "--data: experiment 'depth' trains no recommender" in capsys.readouterr().err
+    assert runner.run(_args("optimizers", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path))) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"recgrad experiment: error: --data {tmp_path / 'nowhere'}") and err.count("\n") == 1
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_given_data_is_subsampled_and_named(tmp_path, capsys):
+    from recgrad.data import synthetic
+
+    data = synthetic(n_users=500, n_items=400, interactions_per_user=15, seed=1)
+    data.name = "mine"
+    result = runner.run_one(optimizers, tmp_path, quick=True, seed=0, data=data)
+    assert result["numbers"]["dataset"] == "mine-400-users" and result["numbers"]["n_users"] == 400
+    assert "optimizers: recommender data: mine (500 users, 400 items)" in capsys.readouterr().err
+
+
 def test_registry_lists_the_eight_experiments_in_order():
     assert experiments.names() == ["activations", "depth", "dying-relu", "convergence", "cost", "optimizers",
                                    "losses", "init"]
@@ -187,7 +224,8 @@ def _fake_module(name, verdict="holds", figure=True, fail=False):
     def run(out_dir, quick=False, seed=0):
         if fail:
             raise RuntimeError("boom")
-        from recgrad.experiments.common import figure as new_figure, save_figure, write_result
+        from recgrad.experiments.common import figure as new_figure
+        from recgrad.experiments.common import save_figure, write_result
 
         fig, axes = new_figure(1, 1)
         axes[0, 0].plot([0, 1], [seed, quick])
@@ -214,7 +252,8 @@ def test_all_quick_writes_results_and_findings(tmp_path, fake_registry, capsys):
     out = tmp_path / "docs" / "figures"
     assert runner.run(_args("all", "--quick", "--out", str(out), "--seed", "3")) == 0
     findings = (tmp_path / "docs" / "findings.md").read_text()
-    row = "| alpha \\| claim | [alpha](#alpha) | measured 3 at quick=True ([figure](figures/alpha.png)) | **holds** |"
+    row = ("| alpha \\| claim |  | [alpha](#alpha) | measured 3 at quick=True ([figure](figures/alpha.png)) "
+           "| **holds** |")
     assert row in findings
     assert "**does not hold**" in findings
     assert "beta verdict paragraph" in findings and "![beta: beta.png](figures/beta.png)" in findings
@@ -255,3 +294,18 @@ def test_missing_module_and_malformed_results_are_clear_errors(tmp_path, monkeyp
                                                           "claims": [], "verdict": "v"}
     with pytest.raises(experiments.ExperimentError, match="figure 'missing.png' was not written"):
         runner.run_one(no_figure, tmp_path)
+
+
+def test_findings_list_the_verdicts_that_change_with_the_data(tmp_path):
+    from recgrad.experiments import findings
+
+    claims = [{"claim": "c", "verdict": "holds", "evidence": "e", "data": "synthetic"},
+              {"claim": "c", "verdict": "does not hold", "evidence": "e", "data": "digits"},
+              {"claim": "d", "verdict": "holds", "evidence": "e", "data": "synthetic"},
+              {"claim": "d", "verdict": "holds", "evidence": "e", "data": "digits"}]
+    result = {"name": "x", "figures": [], "numbers": {}, "claims": claims, "verdict": "v", "seconds": 1.0,
+              "quick": True, "description": "x"}
+    page = findings.write([result], [], tmp_path / "f.md", tmp_path, command="cmd", seed=0).read_text()
+    assert "| c | digits | [x](#x) | e | **does not hold** |" in page
+    assert "- c: holds on synthetic; does not hold on digits." in page
+    assert "- d:" not in page

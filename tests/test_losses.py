@@ -341,6 +341,9 @@ def test_fixture_matches_its_generator_inputs():
         for recorded, drawn in zip(inputs, arrays["inputs"]):
             np.testing.assert_array_equal(recorded, drawn)
         np.testing.assert_array_equal(grad_output, arrays["grad_output"])
+        assert (pos_weight is None) == ("pos_weight" not in arrays), spec["name"]
+        if pos_weight is not None:
+            np.testing.assert_array_equal(pos_weight, arrays["pos_weight"])
 
 
 @pytest.mark.torch

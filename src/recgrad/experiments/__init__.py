@@ -3,8 +3,10 @@
 Each module defines `NAME` (its name on the command line), `DESCRIPTION` (one line) and
 `run(out_dir, quick=False, seed=0) -> dict`, which writes its PNG figures and `<NAME>.json` into
 `out_dir` and returns {"name", "figures", "numbers", "claims", "verdict"} (see
-`recgrad.experiments.runner`). `recgrad experiment --list` lists them; `recgrad experiment all`
-runs them in the order below and regenerates docs/findings.md.
+`recgrad.experiments.runner`). A module whose experiment trains recommenders also sets
+`USES_RECOMMENDER_DATA = True`, and its `run` takes `data=None`: a `recgrad.data.Dataset` from
+`--data`, or None for the built-in synthetic set. `recgrad experiment --list` lists them;
+`recgrad experiment all` runs them in the order below and regenerates docs/findings.md.
 
 Modules are imported only when an experiment is asked for, so one that is missing or broken
 fails with a message naming it and leaves the others usable.
@@ -12,7 +14,7 @@ fails with a message naming it and leaves the others usable.
 
 import importlib
 
-# (command-line name, module in this package), in the order of issue 5.
+# (command-line name, module in this package), in running order.
 EXPERIMENTS = (
     ("activations", "activations_plot"),
     ("depth", "depth"),

@@ -97,7 +97,7 @@ def _load_kernels():
 def _time(implementations, x, g, repeats):
     """Fastest seconds per fwd+bwd over the repeats for each (implementation, activation), round-robin."""
     samples = {impl: {name: [] for name in cases} for impl, cases in implementations.items()}
-    for impl, cases in implementations.items():  # warm up: compile kernels, touch memory
+    for cases in implementations.values():  # warm up: compile kernels, touch memory
         for name, fwd_bwd in cases.items():
             fwd_bwd(*_shaped(name, x[:4096], g[:4096]))
     for _ in range(repeats):

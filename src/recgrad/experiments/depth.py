@@ -2,8 +2,10 @@
 
 A 30-layer MLP (29 hidden layers of width 64; quick: width 32) is built for every activation
 (sigmoid, tanh, ReLU, GELU, Swish) and every initialisation of `common.INIT_SCHEMES` (Xavier with
-gain 1, Kaiming for ReLU, PyTorch's Linear default), from the same seed. On a fixed probe batch of
-a synthetic 4-class task we record per layer l:
+gain 1, Kaiming for ReLU, PyTorch's Linear default), from the same seed, on two data sets: a
+synthetic 4-class task (`common.classification_task`, as many features as the width) and, when
+scikit-learn is installed, its handwritten digits (64 standardised pixels, 10 classes; the
+1437 training images). On a fixed probe batch of each we record per layer l:
 
 - ||dL/dz_l||, the back-propagated gradient at the output z_l of Linear layer l,
 - ||dL/dW_l||, the weight gradient (= dL/dz_l^T h_{l-1}, so it also carries the forward signal),
@@ -15,7 +17,9 @@ quick: 10 steps). "Spread" is max/min over the layers; "first/last" divides laye
 Why both gradients: a ReLU network without biases is positively homogeneous, so rescaling its
 weights moves all weight-gradient norms together and ||dL/dW_l|| stays balanced across layers
 under any scale; the back-propagated gradient shows the vanishing that a too-small init causes.
-The init-pairing claims are therefore read off ||dL/dz_l|| and Var(h_l).
+The init-pairing claims are therefore read off ||dL/dz_l|| and Var(h_l) at initialisation, where
+the claims are made (the training loss and accuracy are reported beside them but do not decide).
+Every claim is judged on each data set separately.
 """
 
 import math
@@ -24,16 +28,18 @@ import numpy as np
 
 from recgrad.experiments.common import (
     ACTIVATION_LAYERS,
+    DIGITS_MISSING,
     INIT_SCHEMES,
     claim,
-    classification_task,
     figure,
     finite_or_none,
     forward_backward,
     linear_layers,
     mlp,
+    real_classification,
     save_figure,
     single_threaded,
+    synthetic_classification,
     write_result,
 )
 from recgrad.optim import SGD
@@ -42,7 +48,8 @@ NAME = "depth"
 DESCRIPTION = "per-layer gradient norms and activation variance of a 30-layer MLP, per activation x init"
 
 DEPTH = 30
-CLASSES = 4
+CLASSES = 4  # of the synthetic task
+DIGITS_TEST = 360  # digits held out (unused here: the probe and the training batches come from the rest)
 LEARNING_RATE = 0.01
 MOMENTUM = 0.9
 _FLOOR = 1e-30  # per-layer values are drawn as log10, floored here (the JSON keeps them exact)
@@ -73,10 +80,10 @@ def _spread(values):
     return finite_or_none(max(values) / min(values))
 
 
-def _train(activation, scheme, x, y, s, seed):
+def _train(activation, scheme, x, y, classes, s, seed):
     """Build, probe, train and probe again one configuration; returns its numbers."""
     rng = np.random.default_rng(seed + 1)  # the same weight draws for every activation of a scheme
-    model = mlp(x.shape[1], s["width"], CLASSES, DEPTH, activation, scheme, rng)
+    model = mlp(x.shape[1], s["width"], classes, DEPTH, activation, scheme, rng)
     probe_x, probe_y = x[: s["probe"]], y[: s["probe"]]
     first_weight = linear_layers(model)[0].weight.data.copy()
     at_init = _clean(forward_backward(model, probe_x, probe_y))
@@ -134,27 +141,28 @@ def _plot_per_layer(results, key, ylabel, title, out_dir, filename, stages=("ini
     return save_figure(fig, out_dir, filename)
 
 
-def _plot_losses(results, s, out_dir):
+def _plot_losses(results, s, classes, data_name, out_dir, filename):
     fig, axes = figure(1, len(ACTIVATION_LAYERS), panel_width=2.6, panel_height=2.2)
     for col, activation in enumerate(ACTIVATION_LAYERS):
         ax = axes[0, col]
         for scheme in INIT_SCHEMES:
             curve = results[activation][scheme]["loss_curve"]
             ax.plot(np.arange(len(curve)) * s["record_every"], curve, label=scheme)
-        ax.axhline(math.log(CLASSES), color="0.6", linestyle=":", linewidth=1)
+        ax.axhline(math.log(classes), color="0.6", linestyle=":", linewidth=1)
         ax.set_title(activation, fontsize=9)
         ax.set_xlabel("SGD step", fontsize=8)
-    axes[0, 0].set_ylabel("training loss (dotted: log 4, chance)", fontsize=8)
+    axes[0, 0].set_ylabel(f"training loss (dotted: log {classes}, chance)", fontsize=8)
     axes[0, 0].legend(fontsize=7)
-    fig.suptitle(f"Training a {DEPTH}-layer MLP with SGD (lr {LEARNING_RATE:g}, momentum {MOMENTUM:g})")
-    return save_figure(fig, out_dir, "depth_loss.png")
+    fig.suptitle(f"Training a {DEPTH}-layer MLP with SGD (lr {LEARNING_RATE:g}, momentum {MOMENTUM:g}) "
+                 f"on {data_name}")
+    return save_figure(fig, out_dir, filename)
 
 
 def _fmt(value):
     return "n/a" if value is None else f"{value:.1e}"
 
 
-def _pairing_claim(statement, results, activation, scheme, others):
+def _pairing_claim(statement, results, activation, scheme, others, data_name):
     """Does `scheme` keep the gradients (spread <= 10) and, better still, the forward signal for `activation`?
 
     holds: back-propagated gradient spread <= 10 and activation variance last/first in [0.1, 10];
@@ -174,10 +182,10 @@ def _pairing_claim(statement, results, activation, scheme, others):
         f"{_fmt(spread)} (other inits: {rivals}; in range means <= {_WITHIN:g}), activation variance "
         f"last/first hidden layer {_fmt(var_ratio)}."
     )
-    return claim(statement, verdict, evidence)
+    return claim(statement, verdict, evidence, data=data_name)
 
 
-def _claims(results):
+def _claims(results, classes, data_name):
     claims = []
     sigmoid_ratios = {scheme: results["sigmoid"][scheme]["summary"]["init"]["weight_grad_first_over_last"]
                       for scheme in INIT_SCHEMES}
@@ -189,10 +197,14 @@ def _claims(results):
         else "does not hold",
         f"in a {DEPTH}-layer sigmoid MLP the first layer's weight-gradient norm over the last layer's is "
         + ", ".join(f"{_fmt(r)} with {scheme}" for scheme, r in sigmoid_ratios.items()) + " at initialisation.",
+        data=data_name,
     ))
-    claims.append(_pairing_claim("Kaiming init suits ReLU", results, "relu", "kaiming", ("xavier", "default")))
-    claims.append(_pairing_claim("Xavier init suits tanh", results, "tanh", "xavier", ("kaiming", "default")))
-    claims.append(_pairing_claim("Xavier init suits sigmoid", results, "sigmoid", "xavier", ("kaiming", "default")))
+    for statement, activation, scheme, others in (
+        ("Kaiming init suits ReLU", "relu", "kaiming", ("xavier", "default")),
+        ("Xavier init suits tanh", "tanh", "xavier", ("kaiming", "default")),
+        ("Xavier init suits sigmoid", "sigmoid", "xavier", ("kaiming", "default")),
+    ):
+        claims.append(_pairing_claim(statement, results, activation, scheme, others, data_name))
 
     spreads = {act: results[act]["kaiming"]["summary"]["init"]["output_grad_spread"] for act in ("gelu", "swish")}
     fine = [act for act, value in spreads.items() if value is not None and value <= _WITHIN]
@@ -202,6 +214,7 @@ def _claims(results):
         "back-propagated gradient spread at init with Kaiming: "
         + ", ".join(f"{act} {_fmt(value)}" for act, value in spreads.items())
         + f" (in range means <= {_WITHIN:g}).",
+        data=data_name,
     ))
 
     default_spreads = {act: results[act]["default"]["summary"]["init"]["output_grad_spread"]
@@ -212,21 +225,23 @@ def _claims(results):
         "holds" if len(kept) == len(default_spreads) else "holds with conditions" if kept else "does not hold",
         "back-propagated gradient spread at init with the default: "
         + ", ".join(f"{act} {_fmt(value)}" for act, value in default_spreads.items()) + ".",
+        data=data_name,
     ))
 
     sigmoid_run, relu_run = results["sigmoid"]["xavier"], results["relu"]["kaiming"]
     moved = sigmoid_run["first_layer_relative_change"]
     final = sigmoid_run["summary"]["trained"]["loss"]
     final = math.inf if final is None else final  # a diverged probe counts as not learning
-    stuck = moved is not None and moved < 1e-6 and final >= 0.95 * math.log(CLASSES)
+    stuck = moved is not None and moved < 1e-6 and final >= 0.95 * math.log(classes)
     claims.append(claim(
         f"A {DEPTH}-layer sigmoid MLP does not learn with SGD: its first layer does not move and its loss "
         "stays at chance",
         "holds" if stuck else "does not hold",
         f"after training, sigmoid + Xavier's first-layer weights moved by a relative {_fmt(moved)} "
         f"(ReLU + Kaiming: {_fmt(relu_run['first_layer_relative_change'])}) and its probe loss is {final:.3f} "
-        f"against log {CLASSES} = {math.log(CLASSES):.3f} for chance "
+        f"against log {classes} = {math.log(classes):.3f} for chance "
         f"(ReLU + Kaiming: {relu_run['summary']['trained']['loss']:.3f}).",
+        data=data_name,
     ))
     return claims
 
@@ -239,7 +254,7 @@ def _loss_drop(run):
     return (start - end) / start
 
 
-def _verdict(results, claims):
+def _verdict(results, claims, classes, data_name):
     best = {}
     for activation in ACTIVATION_LAYERS:
         spreads = {scheme: results[activation][scheme]["summary"]["init"]["output_grad_spread"]
@@ -253,36 +268,59 @@ def _verdict(results, claims):
     top = max((k for k, v in trained.items() if v is not None), key=trained.get)
     verdicts = "; ".join(f"{c['claim']}: {c['verdict']}" for c in claims)
     return (
-        f"In a {DEPTH}-layer MLP the initialisation that keeps the back-propagated gradient most even "
+        f"On {data_name}: in a {DEPTH}-layer MLP the initialisation that keeps the back-propagated gradient most even "
         "across layers is " + ", ".join(f"{best[a]} for {a}" for a in ACTIVATION_LAYERS)
         + f". After training, the best probe accuracy is {trained[top]:.3f} ({top}); sigmoid + Xavier reaches "
         f"{trained['sigmoid+xavier']:.3f} and ReLU + Kaiming {trained['relu+kaiming']:.3f} "
-        f"(chance about {1.0 / CLASSES:.2f}). Claims: {verdicts}."
+        f"(chance about {1.0 / classes:.2f}). Claims: {verdicts}."
     )
 
 
-def run(out_dir, quick=False, seed=0):
-    """Train every activation x init configuration, draw the figures, and judge the claims."""
-    s = _settings(quick)
-    x, y = classification_task(s["samples"], s["width"], CLASSES, np.random.default_rng(seed))
+def _run_data_set(data, s, seed, out_dir, suffix):
+    """Every activation x init on one data set: (results, figures, claims, verdict paragraph)."""
+    x, y = data.x[: s["samples"]], data.y[: s["samples"]]
     with single_threaded():
-        results = {activation: {scheme: _train(activation, scheme, x, y, s, seed) for scheme in INIT_SCHEMES}
+        results = {activation: {scheme: _train(activation, scheme, x, y, data.classes, s, seed)
+                                for scheme in INIT_SCHEMES}
                    for activation in ACTIVATION_LAYERS}
+    on = f" on {data.name}"
     figures = [
-        _plot_per_layer(results, "output_grad_norm", "log10 ||dL/dz_l||", "Back-propagated gradient per layer",
-                        out_dir, "depth_output_gradients.png"),
-        _plot_per_layer(results, "weight_grad_norm", "log10 ||dL/dW_l||", "Weight gradient per layer",
-                        out_dir, "depth_weight_gradients.png"),
-        _plot_per_layer(results, "activation_var", "log10 Var(h_l)", "Activation variance per hidden layer",
-                        out_dir, "depth_activation_variance.png"),
-        _plot_losses(results, s, out_dir),
+        _plot_per_layer(results, "output_grad_norm", "log10 ||dL/dz_l||", "Back-propagated gradient per layer" + on,
+                        out_dir, f"depth_output_gradients{suffix}.png"),
+        _plot_per_layer(results, "weight_grad_norm", "log10 ||dL/dW_l||", "Weight gradient per layer" + on,
+                        out_dir, f"depth_weight_gradients{suffix}.png"),
+        _plot_per_layer(results, "activation_var", "log10 Var(h_l)", "Activation variance per hidden layer" + on,
+                        out_dir, f"depth_activation_variance{suffix}.png"),
+        _plot_losses(results, s, data.classes, data.name, out_dir, f"depth_loss{suffix}.png"),
     ]
-    claims = _claims(results)
+    claims = _claims(results, data.classes, data.name)
+    for entry in claims:
+        entry["figure"] = figures[0]
+    return results, figures, claims, _verdict(results, claims, data.classes, data.name)
+
+
+def run(out_dir, quick=False, seed=0):
+    """Train every activation x init configuration on each data set, draw the figures, judge the claims."""
+    s = _settings(quick)
+    data_sets = [synthetic_classification(s["samples"], 0, s["width"], CLASSES, np.random.default_rng(seed))]
+    digits = real_classification(NAME, DIGITS_TEST, np.random.default_rng(seed))
+    if digits is not None:
+        data_sets.append(digits)
+    results, figures, claims, paragraphs = {}, [], [], []
+    for data in data_sets:
+        suffix = "" if data.name == "synthetic" else f"_{data.name}"
+        results[data.name], data_figures, data_claims, paragraph = _run_data_set(data, s, seed, out_dir, suffix)
+        figures += data_figures
+        claims += data_claims
+        paragraphs.append(paragraph)
+    if digits is None:
+        paragraphs.append(f"Real data: {DIGITS_MISSING}.")
     numbers = {
-        "settings": {**s, "depth": DEPTH, "classes": CLASSES, "lr": LEARNING_RATE, "momentum": MOMENTUM},
+        "settings": {**s, "depth": DEPTH, "lr": LEARNING_RATE, "momentum": MOMENTUM},
+        "data_sets": {data.name: {"classes": data.classes, "features": data.features,
+                                  "samples": len(data.x[: s["samples"]])} for data in data_sets},
         "results": results,
     }
     return write_result(out_dir, {
-        "name": NAME, "figures": figures, "numbers": numbers, "claims": claims,
-        "verdict": _verdict(results, claims),
+        "name": NAME, "figures": figures, "numbers": numbers, "claims": claims, "verdict": " ".join(paragraphs),
     })

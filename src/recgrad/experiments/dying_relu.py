@@ -1,8 +1,11 @@
 """Experiment `dying-relu`: how many hidden units die during training, by learning rate and activation.
 
-An MLP with 3 hidden layers of 64 units (Kaiming init, zero biases) is trained on a synthetic
-4-class task (16 features) with SGD, momentum 0.9, batch 64, for 300 steps (quick: 60) at several
-learning rates, once with ReLU, GELU and Swish (beta = 1) in the same network from the same seed.
+An MLP with 3 hidden layers of 64 units (Kaiming init, zero biases) is trained with SGD, momentum
+0.9, batch 64, for 300 steps (quick: 60) at several learning rates, once with ReLU, GELU and Swish
+(beta = 1) in the same network from the same seed, on each data set: a synthetic 4-class task
+(16 features) and, when scikit-learn is installed, its handwritten digits (64 standardised pixels,
+10 classes, 360 images held out). Every claim is judged on each data set separately, from the
+final dead and stuck fractions (the test accuracy is reported beside them, it does not decide).
 
 At every checkpoint, on the whole training set:
 
@@ -16,7 +19,8 @@ At every checkpoint, on the whole training set:
 A unit *revives* when it is dead at one checkpoint and alive at the end: possible when the layers
 below it change its inputs, or while the momentum buffer still carries old gradient. A run whose
 loss becomes non-finite is stopped and marked diverged; its numbers are those of its last finite
-checkpoint, and the claims leave diverged runs out. Accuracy is measured on 1024 held-out inputs.
+checkpoint, and the claims leave diverged runs out. Accuracy is measured on held-out inputs (1024
+of the synthetic task).
 """
 
 import math
@@ -26,14 +30,16 @@ import numpy as np
 from recgrad import activations as act
 from recgrad import nn
 from recgrad.experiments.common import (
+    DIGITS_MISSING,
     claim,
-    classification_task,
     figure,
     finite_or_none,
     forward_backward,
     mlp,
+    real_classification,
     save_figure,
     single_threaded,
+    synthetic_classification,
     write_result,
 )
 from recgrad.optim import SGD
@@ -43,12 +49,13 @@ DESCRIPTION = "fraction of dead units over training at several learning rates: R
 
 ACTIVATIONS = ("relu", "gelu", "swish")
 DERIVATIVES = {"relu": act.relu_grad, "gelu": act.gelu_grad, "swish": act.silu_grad}
-FEATURES, WIDTH, CLASSES, DEPTH = 16, 64, 4, 4
+FEATURES, WIDTH, CLASSES, DEPTH = 16, 64, 4, 4  # features and classes of the synthetic task
+DIGITS_TEST = 360
 MOMENTUM = 0.9
 _DIES = 0.10  # "dies": at least 10% of the hidden units dead at the end
 _ALIVE = 0.01  # "does not die": under 1%
 _STUCK = 1e-6  # a unit whose largest |f'(z)| over the training set is below this gets no gradient
-_TEST = 1024  # held-out inputs for the accuracy
+_TEST = 1024  # held-out inputs of the synthetic task for the accuracy
 
 
 def _settings(quick):
@@ -76,8 +83,8 @@ def _unit_states(model, x, activation):
 
 
 def _train(activation, lr, data, s, seed):
-    x, y, x_test, y_test = data
-    model = mlp(FEATURES, WIDTH, CLASSES, DEPTH, activation, "kaiming", np.random.default_rng(seed + 1))
+    x, y, x_test, y_test = data.x, data.y, data.x_test, data.y_test
+    model = mlp(data.features, WIDTH, data.classes, DEPTH, activation, "kaiming", np.random.default_rng(seed + 1))
     optimizer = SGD(model.parameters(), lr=lr, momentum=MOMENTUM)
     batches = np.random.default_rng(seed + 2)
     record = {"steps": [], "dead_fraction": [], "stuck_fraction": [], "test_accuracy": []}
@@ -117,7 +124,7 @@ def _train(activation, lr, data, s, seed):
     }
 
 
-def _plot(results, s, out_dir):
+def _plot(results, s, data_name, out_dir, filename):
     rows = (("dead_fraction", "dead: z <= 0 on all inputs"), ("stuck_fraction", "stuck: max |f'(z)| < 1e-6"),
             ("test_accuracy", "test accuracy"))
     fig, axes = figure(len(rows), len(ACTIVATIONS), panel_width=3.2, panel_height=2.2)
@@ -135,8 +142,8 @@ def _plot(results, s, out_dir):
     for row, (_, label) in enumerate(rows):
         axes[row, 0].set_ylabel(label, fontsize=8)
     axes[0, 0].legend(fontsize=7)
-    fig.suptitle(f"Hidden units over training (SGD, momentum {MOMENTUM:g}; x: diverged)")
-    return save_figure(fig, out_dir, "dying_relu.png")
+    fig.suptitle(f"Hidden units over training on {data_name} (SGD, momentum {MOMENTUM:g}; x: diverged)")
+    return save_figure(fig, out_dir, filename)
 
 
 def _finished(results, activation, lrs):
@@ -144,7 +151,7 @@ def _finished(results, activation, lrs):
     return [lr for lr in lrs if not results[activation][f"{lr:g}"]["diverged"]]
 
 
-def _claims(results, s):
+def _claims(results, s, data_name):
     lrs = _finished(results, "relu", s["lrs"])
     relu = {lr: results["relu"][f"{lr:g}"]["final_dead_fraction"] for lr in lrs}
     dying = [lr for lr, f in relu.items() if f >= _DIES]
@@ -162,6 +169,7 @@ def _claims(results, s):
         verdict,
         f"final fraction of ReLU hidden units inactive on every training input: {listing} (SGD, momentum "
         f"{MOMENTUM:g}, {s['steps']} steps).{condition}",
+        data=data_name,
     )]
 
     revived = {lr: results["relu"][f"{lr:g}"]["revived_fraction_of_ever_dead"] for lr in dying}
@@ -173,6 +181,7 @@ def _claims(results, s):
             "of the ReLU units dead at some checkpoint, the fraction alive at the end is "
             + ", ".join(f"{r:.1%} at lr {lr:g}" for lr, r in revived.items())
             + " (a dead unit revives only when the layers below change its inputs, or through momentum).",
+            data=data_name,
         ))
 
     compared = [lr for lr in dying if all(lr in _finished(results, a, s["lrs"]) for a in ("gelu", "swish"))]
@@ -192,20 +201,20 @@ def _claims(results, s):
     diverged = [f"{a} at lr {lr:g}" for a in ACTIVATIONS for lr in s["lrs"] if results[a][f"{lr:g}"]["diverged"]]
     if diverged:
         evidence += "; diverged (left out): " + ", ".join(diverged)
-    claims.append(claim("GELU and Swish units do not die where ReLU units do", verdict, evidence + "."))
+    claims.append(claim("GELU and Swish units do not die where ReLU units do", verdict, evidence + ".",
+                        data=data_name))
     return claims
 
 
-def run(out_dir, quick=False, seed=0):
-    """Train every activation at every learning rate, track dead and stuck units, judge the claims."""
-    s = _settings(quick)
-    x, y = classification_task(s["samples"] + _TEST, FEATURES, CLASSES, np.random.default_rng(seed))
-    data = (x[_TEST:], y[_TEST:], x[:_TEST], y[:_TEST])
+def _run_data_set(data, s, seed, out_dir, filename):
+    """Every activation at every learning rate on one data set: (results, figure, claims, paragraph)."""
     with single_threaded():
         results = {activation: {f"{lr:g}": _train(activation, lr, data, s, seed) for lr in s["lrs"]}
                    for activation in ACTIVATIONS}
-    figures = [_plot(results, s, out_dir)]
-    claims = _claims(results, s)
+    figure_name = _plot(results, s, data.name, out_dir, filename)
+    claims = _claims(results, s, data.name)
+    for entry in claims:
+        entry["figure"] = figure_name
     table = "; ".join(
         f"{activation} " + ", ".join(
             f"{r['final_dead_fraction']:.0%}/{r['final_stuck_fraction']:.0%} (acc {r['final_test_accuracy']:.2f}"
@@ -214,15 +223,36 @@ def run(out_dir, quick=False, seed=0):
         )
         for activation in ACTIVATIONS
     )
-    verdict = (
-        f"Dead/stuck fraction of the {WIDTH * (DEPTH - 1)} hidden units and test accuracy after {s['steps']} "
-        f"SGD steps: {table}. Claims: " + "; ".join(f"{c['claim']}: {c['verdict']}" for c in claims) + "."
+    paragraph = (
+        f"On {data.name}: dead/stuck fraction of the {WIDTH * (DEPTH - 1)} hidden units and test accuracy after "
+        f"{s['steps']} SGD steps: {table}. Claims: " + "; ".join(f"{c['claim']}: {c['verdict']}" for c in claims) + "."
     )
+    return results, figure_name, claims, paragraph
+
+
+def run(out_dir, quick=False, seed=0):
+    """Train every activation at every learning rate on each data set, track dead and stuck units, judge."""
+    s = _settings(quick)
+    data_sets = [synthetic_classification(s["samples"], _TEST, FEATURES, CLASSES, np.random.default_rng(seed))]
+    digits = real_classification(NAME, DIGITS_TEST, np.random.default_rng(seed))
+    if digits is not None:
+        data_sets.append(digits)
+    results, figures, claims, paragraphs = {}, [], [], []
+    for data in data_sets:
+        filename = "dying_relu.png" if data.name == "synthetic" else f"dying_relu_{data.name}.png"
+        results[data.name], figure_name, data_claims, paragraph = _run_data_set(data, s, seed, out_dir, filename)
+        figures.append(figure_name)
+        claims += data_claims
+        paragraphs.append(paragraph)
+    if digits is None:
+        paragraphs.append(f"Real data: {DIGITS_MISSING}.")
     numbers = {
-        "settings": {**s, "test": _TEST, "features": FEATURES, "width": WIDTH, "classes": CLASSES, "depth": DEPTH,
-                     "momentum": MOMENTUM, "init": "kaiming", "stuck_below": _STUCK},
+        "settings": {**s, "width": WIDTH, "depth": DEPTH, "momentum": MOMENTUM, "init": "kaiming",
+                     "stuck_below": _STUCK},
+        "data_sets": {data.name: {"features": data.features, "classes": data.classes, "train": len(data.y),
+                                  "test": len(data.y_test)} for data in data_sets},
         "results": results,
     }
     return write_result(out_dir, {
-        "name": NAME, "figures": figures, "numbers": numbers, "claims": claims, "verdict": verdict,
+        "name": NAME, "figures": figures, "numbers": numbers, "claims": claims, "verdict": " ".join(paragraphs),
     })

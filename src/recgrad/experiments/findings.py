@@ -36,19 +36,20 @@ def write(results, failures, path, figures_dir, command, seed):
     quick = [result["name"] for result in results if result["quick"]]
     if quick:
         lines += [f"Run in quick mode (smaller data, fewer steps): {', '.join(quick)}.", ""]
-    lines += ["| Claim | Experiment | Measured result | Verdict |", "|---|---|---|---|"]
+    lines += ["| Claim | Data | Experiment | Measured result | Verdict |", "|---|---|---|---|---|"]
     for result in results:
         for claim in result["claims"]:
             figure = claim.get("figure") or (result["figures"][0] if result["figures"] else None)
             measured = _cell(claim["evidence"])
             if figure is not None:
                 measured += f" ([figure]({link}/{figure}))"
-            lines.append(f"| {_cell(claim['claim'])} | [{result['name']}](#{_anchor(result['name'])}) | "
-                         f"{measured} | **{claim['verdict']}** |")
+            lines.append(f"| {_cell(claim['claim'])} | {_cell(claim.get('data', ''))} | "
+                         f"[{result['name']}](#{_anchor(result['name'])}) | {measured} | **{claim['verdict']}** |")
     for failure in failures:
-        lines.append(f"| (the claims of {failure['name']}) | {failure['name']} | "
+        lines.append(f"| (the claims of {failure['name']}) | | {failure['name']} | "
                      f"the experiment failed: {_cell(failure['error'])} | not measured |")
     lines.append("")
+    lines += _data_dependent(results)
     for result in results:
         mode = "quick mode" if result["quick"] else "full run"
         lines += [
@@ -67,6 +68,22 @@ def write(results, failures, path, figures_dir, command, seed):
         lines += [f"## {failure['name']}", "", f"Failed: `{failure['error']}`", ""]
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+def _data_dependent(results):
+    """Lines listing the claims whose verdict differs between the data sets they were measured on."""
+    verdicts = {}
+    for result in results:
+        for claim in result["claims"]:
+            if "data" in claim:
+                verdicts.setdefault((result["name"], claim["claim"]), {})[claim["data"]] = claim["verdict"]
+    changing = {key: by_data for key, by_data in verdicts.items() if len(set(by_data.values())) > 1}
+    if not changing:
+        return []
+    lines = ["Verdicts that change with the data:", ""]
+    for (_, statement), by_data in changing.items():
+        lines.append(f"- {statement}: " + "; ".join(f"{verdict} on {data}" for data, verdict in by_data.items()) + ".")
+    return lines + [""]
 
 
 def _cell(text):

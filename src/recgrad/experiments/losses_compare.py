@@ -1,17 +1,19 @@
 """Experiment `losses`: BPR, BCE and InfoNCE (1, 4, 64, in-batch negatives; temperature; dot vs cosine).
 
-Everything is trained on the same data (`recgrad.data.synthetic`, seeded) with the same model
+Everything is trained on the same data (the data set of `--data`, as a seeded subsample of
+common.RECOMMENDER_USERS users with the items they trained on; without --data `recgrad.data.synthetic`,
+seeded) with the same model
 (MF, dim 32, N(0, 0.1^2) tables), optimizer (dense Adam, lr 1e-2), batch and seed; only the loss
 changes. Recall@20 and NDCG@20 on the test split are recorded after every epoch, and each run is
 summarised by its best Recall@20 over the epochs (what early stopping would keep).
 
-Compared losses (`recgrad.training.Trainer`'s loss paths):
+Compared losses (`recgrad.train.Trainer`'s objectives):
 - BPR with one uniform negative; BCE on logits with 4 negatives (NCF's recipe);
 - InfoNCE with dot similarity and temperature 1 (the plain softmax) with 1, 4 and 64 sampled
   negatives per user and with in-batch negatives;
 - the temperature sweep: InfoNCE with 16 negatives per user, tau in TEMPERATURES, dot and cosine.
 10 epochs (a budget: a (B, 64, D) negative block costs about 7 s per epoch on the shared 2-core
-machine). --quick: a smaller synthetic set, 16 instead of 64 negatives, two temperatures, 5 epochs.
+machine). --quick: a smaller set (400 users), 16 instead of 64 negatives, two temperatures, 5 epochs.
 
 The equivalence check (no training): with one negative, dot similarity and tau = 1, InfoNCE's
 logits are [s_p, s_n] and -log softmax(...)[0] = log(1 + exp(s_n - s_p)) = softplus(s_n - s_p),
@@ -28,13 +30,14 @@ InfoNCE" (best Recall@20 for 1, 4, 64 negatives, in that order).
 import numpy as np
 
 from recgrad.data import synthetic
-from recgrad.experiments.common import claim, figure, save_figure, write_result
+from recgrad.experiments.common import RECOMMENDER_USERS, claim, figure, save_figure, subsample_users, write_result
 from recgrad.losses import BPRLoss, InfoNCELoss
 from recgrad.models import MF
-from recgrad.training import Trainer
+from recgrad.train import Trainer
 
 NAME = "losses"
 DESCRIPTION = "BPR vs BCE vs InfoNCE (1/4/64/in-batch negatives, temperature sweep, dot vs cosine) on MF"
+USES_RECOMMENDER_DATA = True
 
 DIM, LR = 32, 1e-2
 TEMPERATURES = (0.05, 0.1, 0.2, 0.5, 1.0)
@@ -42,7 +45,6 @@ QUICK_TEMPERATURES = (0.1, 1.0)
 # Relative spread of the best Recall@20 across temperatures above which the temperature "matters".
 MATTERS = 0.10
 EQUIVALENCE_TOLERANCE = 1e-12
-
 
 
 def variants(negatives):
@@ -80,9 +82,10 @@ def infonce_bpr_equivalence(seed, batch=256, dim=16):
 
 def _settings(quick):
     if quick:
-        return {"synthetic": {"n_users": 400, "n_items": 600, "interactions_per_user": 20}, "epochs": 5,
+        return {"synthetic": {"n_users": 400, "n_items": 600, "interactions_per_user": 20}, "users": 400, "epochs": 5,
                 "batch": 256, "temperatures": QUICK_TEMPERATURES, "negatives": (1, 4, 16), "sweep_negatives": 16}
-    return {"synthetic": {}, "epochs": 10, "batch": 1024, "temperatures": TEMPERATURES, "negatives": (1, 4, 64),
+    return {"synthetic": {}, "users": RECOMMENDER_USERS, "epochs": 10, "batch": 1024, "temperatures": TEMPERATURES,
+            "negatives": (1, 4, 64),
             "sweep_negatives": 16}
 
 
@@ -91,7 +94,7 @@ def _train(data, options, settings, seed):
     model = MF(data.n_users, data.n_items, dim=DIM, sparse=True, normalize=options.get("similarity") == "cosine",
                rng=seed)
     trainer = Trainer(model, optimizer="adam", lr=LR, batch_size=settings["batch"], epochs=settings["epochs"],
-                      seed=seed, progress=False, **options)
+                      l2=0.0, seed=seed, progress=False, **options)
     result = trainer.fit(data)
     history = result["history"]
     recall = [r["recall@20"] for r in history]
@@ -178,11 +181,17 @@ def _negatives_claim(runs, negatives):
     return claim("more negatives make InfoNCE better", verdict, evidence)
 
 
-def run(out_dir, quick=False, seed=0):
-    """Train every loss variant and the temperature sweep, check InfoNCE(1) == BPR, draw, judge (module doc)."""
+def run(out_dir, quick=False, seed=0, data=None):
+    """Train every loss variant and the temperature sweep, check InfoNCE(1) == BPR, draw, judge (module doc).
+
+    data: a recgrad.data.Dataset to subsample, or None for the built-in synthetic set.
+    """
     settings = _settings(quick)
     main = variants(settings["negatives"])
-    data = synthetic(seed=seed, **settings["synthetic"])
+    if data is None:
+        data = synthetic(seed=seed, **settings["synthetic"])
+    else:
+        data = subsample_users(data, settings["users"], seed)
     numbers = {"dataset": data.name, "n_users": data.n_users, "n_items": data.n_items,
                "synthetic": settings["synthetic"], "epochs": settings["epochs"], "batch": settings["batch"],
                "dim": DIM, "lr": LR, "temperatures": list(settings["temperatures"]),

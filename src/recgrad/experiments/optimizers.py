@@ -1,9 +1,8 @@
 """Experiment `optimizers`: SGD, SGD+momentum (both forms), Adam, Adam with L2 and AdamW on MF-BPR.
 
-Data: a seeded subsample of Gowalla (the LightGCN split in ../shared/data/gowalla) when it is
-present and the run is not --quick: GOWALLA_USERS users drawn uniformly, the items they trained
-on (test items outside that set are dropped), the fixed test split; a budget choice, since the
-whole set costs 10-13 s per dense-Adam epoch here: 6 epochs, Recall@20 evaluated every second epoch.
+Data: the data set of `--data` when one is given, as a seeded subsample of common.RECOMMENDER_USERS
+users drawn uniformly with the items they trained on (test items outside that set are dropped; a
+budget): 6 epochs, Recall@20 evaluated every second epoch (a 400-user subsample with --quick).
 Otherwise `recgrad.data.synthetic` (15 epochs, or 6 on a smaller set with --quick).
 
 Model and loss: MF (dim 32, N(0, 0.1^2) tables, dense gradients) with BPR, batch 1024 (256 in
@@ -28,20 +27,19 @@ L2" (Loshchilov & Hutter, ICLR 2019) is read off the sweep: the best Recall@20 e
 the largest decay each tolerates (Recall@20 >= TOLERANCE x Adam's without decay).
 """
 
-from pathlib import Path
-
 import numpy as np
 
-from recgrad.data import Dataset, load_lightgcn, synthetic
-from recgrad.experiments.common import claim, figure, save_figure, write_result
+from recgrad.data import synthetic
+from recgrad.experiments.common import RECOMMENDER_USERS, claim, figure, save_figure, subsample_users, write_result
 from recgrad.models import MF
 from recgrad.optim import SGD, Adam, AdamW
-from recgrad.training import Trainer
+from recgrad.train import Trainer
 
 NAME = "optimizers"
 DESCRIPTION = "SGD, SGD+momentum (torch and EMA forms), Adam, Adam+L2, AdamW on MF-BPR; weight-decay sweep"
+USES_RECOMMENDER_DATA = True
 
-GOWALLA_USERS = 3000
+QUICK_USERS = 400
 DIM, BATCH, QUICK_BATCH = 32, 1024, 256
 ADAM_LR, MOMENTUM = 1e-2, 0.9
 # SGD's lr per example: the batch-mean loss scales a row's gradient by 1/B, so SGD's lr is B times this.
@@ -50,6 +48,7 @@ CURVE_DECAY = 1e-2
 TOLERANCE = 0.9
 # Recall@20 differences below this fraction of Adam's are treated as ties.
 RELATIVE_TIE = 0.05
+DECAYS = [1e-5, 1e-4, 1e-2, 1.0, 10.0]
 
 
 
@@ -72,48 +71,27 @@ def optimizers(batch):
 SWEEP = {"adam_l2": Adam, "adamw": AdamW}
 
 
-def gowalla_path():
-    """The Gowalla folder (../shared/data/gowalla from the working directory or from the repository), or None."""
-    repository = Path(__file__).resolve().parents[3]
-    for candidate in (Path("../shared/data/gowalla"), repository.parent / "shared" / "data" / "gowalla"):
-        if (candidate / "train.txt").is_file() and (candidate / "test.txt").is_file():
-            return candidate
-    return None
-
-
-def gowalla_subsample(path, n_users, seed):
-    """`n_users` Gowalla users drawn uniformly (seeded), restricted to the items they trained on."""
-    data = load_lightgcn(path)
-    rng = np.random.default_rng(seed)
-    users = np.sort(rng.choice(data.n_users, size=min(n_users, data.n_users), replace=False))
-    train, test = data.train[users], data.test[users]
-    items = np.unique(train.indices)
-    train, test = train[:, items].tocsr(), test[:, items].tocsr()
-    return Dataset(train=train, test=test, user_ids=data.user_ids[users], item_ids=data.item_ids[items],
-                   name=f"gowalla-{len(users)}-users")
-
-
-def _settings(quick):
+def _settings(quick, given):
+    """The budget: `given` says whether --data named a data set (else the built-in synthetic one)."""
+    if given:
+        return {"data": "given", "users": QUICK_USERS if quick else RECOMMENDER_USERS, "epochs": 6,
+                "batch": QUICK_BATCH if quick else BATCH, "eval_every": 2, "decays": [1e-1] if quick else DECAYS}
     if quick:
         return {"data": "synthetic", "synthetic": {"n_users": 400, "n_items": 600, "interactions_per_user": 20},
                 "epochs": 6, "batch": QUICK_BATCH, "eval_every": 1, "decays": [1e-1]}
-    path = gowalla_path()
-    settings = {"epochs": 6 if path is not None else 15, "batch": BATCH, "decays": [1e-5, 1e-4, 1e-2, 1.0, 10.0]}
-    if path is None:
-        return {**settings, "data": "synthetic", "synthetic": {}, "eval_every": 1}
-    return {**settings, "data": "gowalla", "path": str(path), "users": GOWALLA_USERS, "eval_every": 2}
+    return {"data": "synthetic", "synthetic": {}, "epochs": 15, "batch": BATCH, "eval_every": 1, "decays": DECAYS}
 
 
-def _dataset(settings, seed):
-    if settings["data"] == "gowalla":
-        return gowalla_subsample(settings["path"], settings["users"], seed)
+def _dataset(settings, data, seed):
+    if data is not None:
+        return subsample_users(data, settings["users"], seed)
     return synthetic(seed=seed, **settings["synthetic"])
 
 
 def _train(data, make_optimizer, epochs, batch, seed, eval_every=1):
     model = MF(data.n_users, data.n_items, dim=DIM, sparse=False, rng=seed)
     trainer = Trainer(model, loss="bpr", optimizer=make_optimizer(model.parameters()), batch_size=batch,
-                      epochs=epochs, eval_every=eval_every, seed=seed, progress=False)
+                      epochs=epochs, eval_every=eval_every, l2=0.0, seed=seed, progress=False)
     result = trainer.fit(data)
     history = result["history"]
     evaluated = [r for r in history if "recall@20" in r]
@@ -220,10 +198,13 @@ def _momentum_claim(numbers):
                  verdict, evidence)
 
 
-def run(out_dir, quick=False, seed=0):
-    """Train every optimizer, sweep the weight decay, draw two figures, compute the verdicts (module doc)."""
-    settings = _settings(quick)
-    data = _dataset(settings, seed)
+def run(out_dir, quick=False, seed=0, data=None):
+    """Train every optimizer, sweep the weight decay, draw two figures, compute the verdicts (module doc).
+
+    data: a recgrad.data.Dataset to subsample, or None for the built-in synthetic set.
+    """
+    settings = _settings(quick, data is not None)
+    data = _dataset(settings, data, seed)
     epochs, batch = settings["epochs"], settings["batch"]
     compared = optimizers(batch)
     numbers = {"dataset": data.name, "data_settings": {k: v for k, v in settings.items() if k != "decays"},
@@ -261,10 +242,9 @@ def run(out_dir, quick=False, seed=0):
         f"{'agree' if momentum_claim['verdict'] == 'holds' else 'differ'} once the lr is scaled by 1 - momentum: "
         f"{momentum_claim['evidence']}"
     )
-    if settings["data"] == "gowalla":
-        verdict = (f"Budget: {data.n_users} Gowalla users drawn at random (seed {seed}) with the {data.n_items} items "
-                   f"they trained on, {epochs} epochs, Recall@20 every {settings['eval_every']} epochs; the full set "
-                   "would cost 10-13 s per dense epoch. " + verdict)
+    if settings["data"] == "given":
+        verdict = (f"Budget: {data.n_users} users drawn at random (seed {seed}) with the {data.n_items} items "
+                   f"they trained on, {epochs} epochs, Recall@20 every {settings['eval_every']} epochs. " + verdict)
     result = {"name": NAME, "figures": figures, "numbers": numbers, "claims": [decay_claim, momentum_claim],
               "verdict": verdict}
     return write_result(out_dir, result)

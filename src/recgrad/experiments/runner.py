@@ -1,16 +1,18 @@
 """`recgrad experiment`: run one experiment, list them, or run all and regenerate the findings.
 
     recgrad experiment --list
-    recgrad experiment NAME [--quick] [--out DIR] [--seed S] [--threads N]
-    recgrad experiment all [--quick | --quick-for NAME,...] [--out docs/figures] [--findings PATH]
+    recgrad experiment NAME [--quick] [--out DIR] [--seed S] [--threads N] [--data PATH]
+    recgrad experiment all [--quick | --quick-for NAME,...] [--out docs/figures] [--findings PATH] [--data PATH]
 
 An experiment writes its figures and `<NAME>.json` into --out and returns a result dict
 
     {"name": NAME, "figures": [file names in out], "numbers": {...},
-     "claims": [{"claim", "verdict": one of VERDICTS, "evidence", optional "figure"}],
+     "claims": [{"claim", "verdict": one of VERDICTS, "evidence", optional "figure", optional "data"}],
      "verdict": a paragraph computed from the numbers}
 
-which is checked here (a malformed result is an error, not a silent row). `all` runs every
+which is checked here (a malformed result is an error, not a silent row). The experiments that
+train recommenders (`USES_RECOMMENDER_DATA`) take the data set of --data, loaded as `recgrad train
+--data` loads it, or the built-in synthetic set when none is given; the output says which. `all` runs every
 experiment of the registry in order, keeps going when one fails, and writes the findings page
 (default: findings.md next to the --out folder, so `--out docs/figures` gives docs/findings.md).
 Exit status: 0 on success, 1 when an experiment failed, 2 for a usage error.
@@ -48,6 +50,10 @@ def add_arguments(parser):
                              "with 2 BLAS threads on a loaded 2-core machine)")
     parser.add_argument("--findings", default=None, metavar="PATH",
                         help="with 'all': where to write the findings page (default: findings.md beside --out)")
+    parser.add_argument("--data", default=None, metavar="PATH",
+                        help="recommender data for the experiments that train recommenders (convergence, "
+                             "optimizers, losses), as recgrad train --data takes it (default: the built-in "
+                             "synthetic set)")
     return parser
 
 
@@ -90,10 +96,16 @@ def _run(args):
             module = experiments.load(args.name)
         except experiments.ExperimentError as error:
             return _usage_error(str(error), status=2 if args.name not in experiments.names() else 1)
+        if args.data is not None and not uses_data(module):
+            return _usage_error(f"--data: experiment {args.name!r} trains no recommender and takes no data")
+        try:
+            data = load_data(args.data)
+        except ValueError as error:
+            return _usage_error(str(error))
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         try:
-            result = run_one(module, out, quick=args.quick, seed=args.seed)
+            result = run_one(module, out, quick=args.quick, seed=args.seed, data=data)
         except Exception:
             traceback.print_exc()
             print(f"recgrad experiment: {args.name} failed", file=sys.stderr)
@@ -103,10 +115,37 @@ def _run(args):
     return _run_all(args, quick_for)
 
 
-def run_one(module, out, quick=False, seed=0):
-    """Run one experiment module into `out` and check its result; returns the result dict."""
+def uses_data(module):
+    """Whether the experiment trains recommenders and so takes a data set (`run(..., data=...)`)."""
+    return getattr(module, "USES_RECOMMENDER_DATA", False)
+
+
+def load_data(path):
+    """The data set at `path` as `recgrad train --data` loads it (split 80/20 per user when it has no
+    test set), or None for the built-in synthetic set. ValueError names --data and the problem."""
+    if path is None:
+        return None
+    from recgrad.train import settings
+    from recgrad.train.build import load_data as load_run_data
+
+    try:
+        return load_run_data({**settings.defaults(), "data": path})
+    except (FileNotFoundError, ValueError, TypeError) as error:
+        raise ValueError(f"--data {path}: {error}") from None
+
+
+def run_one(module, out, quick=False, seed=0, data=None):
+    """Run one experiment module into `out` and check its result; returns the result dict.
+
+    `data` (a recgrad.data.Dataset, or None for the built-in synthetic set) goes to the experiments
+    that train recommenders, and the line saying which data they use is printed to stderr.
+    """
     start = time.perf_counter()
-    result = module.run(out, quick=quick, seed=seed)
+    if uses_data(module):
+        print(f"{module.NAME}: " + data_notice(data), file=sys.stderr, flush=True)
+        result = module.run(out, quick=quick, seed=seed, data=data)
+    else:
+        result = module.run(out, quick=quick, seed=seed)
     seconds = time.perf_counter() - start
     check_result(result, module.NAME, out)
     result = dict(result)
@@ -114,6 +153,14 @@ def run_one(module, out, quick=False, seed=0):
     result["quick"] = bool(quick)
     result["description"] = module.DESCRIPTION
     return result
+
+
+def data_notice(data):
+    """The line that says which recommender data an experiment trains on."""
+    if data is None:
+        return ("recommender data: the built-in synthetic set (generated, not real users); "
+                "pass --data PATH for real data")
+    return f"recommender data: {data.name} ({data.n_users} users, {data.n_items} items)"
 
 
 def check_result(result, name, out):
@@ -136,6 +183,8 @@ def check_result(result, name, out):
     for claim in result["claims"]:
         if not {"claim", "verdict", "evidence"} <= set(claim):
             fail(f"a claim lacks claim/verdict/evidence: {claim}")
+        if not isinstance(claim.get("data", ""), str):
+            fail(f"the data of {claim['claim']!r} must be the name of a data set")
         if claim["verdict"] not in VERDICTS:
             fail(f"verdict {claim['verdict']!r} of {claim['claim']!r} is not one of {VERDICTS}")
         if claim.get("figure") is not None and claim["figure"] not in result["figures"]:
@@ -146,6 +195,10 @@ def check_result(result, name, out):
 
 
 def _run_all(args, quick_for):
+    try:
+        data = load_data(args.data)
+    except ValueError as error:
+        return _usage_error(str(error))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     findings_path = Path(args.findings) if args.findings is not None else out.resolve().parent / "findings.md"
@@ -154,7 +207,7 @@ def _run_all(args, quick_for):
         quick = args.quick or name in quick_for
         print(f"== {name}{' (quick)' if quick else ''}", file=sys.stderr, flush=True)
         try:
-            result = run_one(experiments.load(name), out, quick=quick, seed=args.seed)
+            result = run_one(experiments.load(name), out, quick=quick, seed=args.seed, data=data)
         except Exception as error:
             traceback.print_exc()
             failures.append({"name": name, "error": f"{type(error).__name__}: {error}"})
@@ -164,6 +217,7 @@ def _run_all(args, quick_for):
     command = "recgrad experiment all" + (" --quick" if args.quick else "")
     command += f" --quick-for {','.join(quick_for)}" if quick_for and not args.quick else ""
     command += f" --out {args.out}" + (f" --seed {args.seed}" if args.seed else "")
+    command += f" --data {args.data}" if args.data is not None else ""
     findings.write(results, failures, findings_path, out, command=command, seed=args.seed)
     print(f"findings written to {findings_path}", file=sys.stderr)
     if failures:
@@ -178,7 +232,8 @@ def _print_result(result, out):
         print(f"  figure {Path(out) / figure}")
     print(f"  numbers {Path(out) / (result['name'] + '.json')}")
     for claim in result["claims"]:
-        print(f"  [{claim['verdict']}] {claim['claim']}: {claim['evidence']}")
+        on = f" (on {claim['data']})" if "data" in claim else ""
+        print(f"  [{claim['verdict']}] {claim['claim']}{on}: {claim['evidence']}")
     print(f"  verdict: {result['verdict']}")
 
 
