@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recgrad.cli import build_model, build_trainer, main, read_toml, resolve_config
+from recgrad.cli import UsageError, build_model, build_trainer, main, read_toml, resolve_config
 
 
 def run_train(tmp_path, *flags):
@@ -33,8 +33,8 @@ def test_train_writes_the_run_directory_and_beats_popularity(tmp_path, capsys):
     assert model_recall > popularity_recall
 
 
-def test_dynamic_negative_sampling_on_the_fused_hogwild_loop(tmp_path):
-    status, out = run_train(tmp_path, "--engine", "fused", "--optimizer", "sgd", "--lr", "0.1", "--l2", "0.01",
+def test_dynamic_negative_sampling_on_the_compiled_hogwild_loop(tmp_path):
+    status, out = run_train(tmp_path, "--optimizer", "hogwild", "--lr", "0.1", "--l2", "0.01",
                             "--dns-candidates", "8", "--epochs", "10")
     assert status == 0
     assert "dns_candidates = 8" in (out / "config.toml").read_text()
@@ -77,8 +77,9 @@ def test_switching_the_schedule_off_by_flag_drops_the_files_lr_min():
     recipe = {"lr_schedule": "cosine", "lr_min": 1e-5}
     assert resolve_config(recipe, {"lr_schedule": "constant"})["lr_min"] is None
     assert resolve_config(recipe, {})["lr_min"] == 1e-5
-    # an explicit --lr-min beside --lr-schedule constant is kept, so the Trainer still rejects it
-    assert resolve_config(recipe, {"lr_schedule": "constant", "lr_min": "1e-4"})["lr_min"] == 1e-4
+    # an explicit --lr-min beside --lr-schedule constant is refused in the CLI's words
+    with pytest.raises(UsageError, match="--lr-min: applies only with lr_schedule 'cosine'"):
+        resolve_config(recipe, {"lr_schedule": "constant", "lr_min": "1e-4"})
 
 
 def test_a_cosine_infonce_run_builds_a_model_that_ranks_by_the_cosine():
@@ -104,8 +105,13 @@ def test_resume_continues_to_the_requested_epochs(tmp_path):
         (["train", "--data", "/no/such/folder"], "/no/such/folder"),
         (["train", "--resume"], "--resume"),
         (["train", "--temperature", "0.1"], "temperature"),
-        (["train", "--dns-candidates", "0"], "dns_candidates"),
-        (["train", "--dns-candidates", "4", "--negatives-mode", "shared"], "dns_candidates"),
+        (["train", "--dns-candidates", "0"], "--dns-candidates"),
+        (["train", "--dns-candidates", "4", "--negatives-mode", "shared"], "--dns-candidates"),
+        (["train", "--seed", "-1"], "--seed"),
+        (["train", "--metric", "recall@0"], "--metric"),
+        (["train", "--validation", "1"], "--validation"),
+        (["train", "--validation", "nan"], "--validation"),
+        (["train", "--optimizer", "hogwild", "--batch-size", "64"], "--batch-size"),
         (["evaluate", "--run", "/no/such/run"], "/no/such/run"),
     ],
 )
@@ -144,4 +150,4 @@ def test_every_shipped_recipe_resolves_and_builds_its_model_and_trainer(recipe):
     config = resolve_config(read_toml(recipe), {})
     model = build_model(config, n_users=50, n_items=40)
     trainer = build_trainer(config, model, out_dir=None)
-    assert trainer.epochs == config["epochs"] and trainer.engine == config["engine"]
+    assert trainer.epochs == config["epochs"] and trainer.settings["engine"] == config["engine"]

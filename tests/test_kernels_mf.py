@@ -1,4 +1,4 @@
-"""The fused MF training loop against the reference Trainer: same losses and parameters, sampler
+"""The compiled MF training loop against the NumPy Trainer: same losses and parameters, sampler
 guarantees and distributions, learning on synthetic data, seeded reproducibility."""
 
 import numpy as np
@@ -8,11 +8,11 @@ import scipy.sparse as sp
 from recgrad import kernels
 from recgrad.data import synthetic
 from recgrad.evaluation import evaluate_baseline, evaluate_recommender
-from recgrad.kernels.mf import FusedMFTrainer, fused_trainer_from_config, sample_negatives
 from recgrad.models import MF
 from recgrad.optim.sparse_adam import SparseAdam
-from recgrad.samplers import EPOCH_SAMPLING, UniformSampler, epoch_batches
-from recgrad.training import Trainer
+from recgrad.samplers import EPOCH_SAMPLING, UniformSampler, epoch_batches, sample_negatives
+from recgrad.train import Callback, Trainer
+from recgrad.train.compiled_mf import CompiledMFLoop
 
 
 @pytest.fixture(scope="module")
@@ -38,15 +38,25 @@ class RecordingSampler(UniformSampler):
         return out
 
 
+class BatchLosses(Callback):
+    def __init__(self):
+        self.losses = []
+
+    def on_batch_end(self, trainer, loss, size):
+        self.losses.append(loss)
+
+
 def reference_epoch(data, settings, batch_size, seed=3, normalize=False):
     """One epoch of the NumPy Trainer, batch by batch: (model, per-batch losses, negatives drawn)."""
     model = MF(data.n_users, data.n_items, dim=16, normalize=normalize, rng=7)
     sampler = RecordingSampler(data.train, seed=11)
-    trainer = Trainer(model, batch_size=batch_size, sampler=sampler, seed=seed, progress=False, **settings)
-    trainer._prepare(data)
-    losses = [trainer._train_batch(users, items)
-              for users, items in epoch_batches(trainer.train, batch_size, trainer._shuffle_rng)]
-    return model, np.array(losses), np.concatenate(sampler.drawn).reshape(data.train.nnz, -1)
+    recorder = BatchLosses()
+    if settings["optimizer"] != "hogwild":
+        settings = {**settings, "batch_size": batch_size}
+    trainer = Trainer(model, sampler=sampler, seed=seed, epochs=1, eval_every=10, engine="numpy", progress=False,
+                      callbacks=[recorder], **settings)
+    trainer.fit(data)
+    return model, np.array(recorder.losses), np.concatenate(sampler.drawn).reshape(data.train.nnz, -1)
 
 
 def assert_close(actual, expected, rtol=1e-5):
@@ -72,8 +82,7 @@ def test_lazy_adam_matches_the_reference_trainer(small, settings, one_thread):
     normalize = settings.pop("normalize", False)
     reference, ref_losses, negatives = reference_epoch(small, settings, batch_size=64, normalize=normalize)
     model = MF(small.n_users, small.n_items, dim=16, normalize=normalize, rng=7)
-    config = {"negatives_mode": "per_user", "batch_size": 64, "seed": 3, **settings}
-    fused = fused_trainer_from_config(model, small.train, config)
+    fused = CompiledMFLoop(model, small.train, batch_size=64, seed=3, **settings)
     result = fused.train_epoch(negatives=negatives)
     assert result["batch_losses"].shape == ref_losses.shape
     np.testing.assert_allclose(result["batch_losses"], ref_losses, rtol=1e-5)
@@ -88,10 +97,10 @@ def test_lazy_adam_matches_the_reference_trainer(small, settings, one_thread):
 
 def test_hogwild_sgd_is_the_batch_size_one_reference_step(small, one_thread):
     """With one thread, hogwild SGD = the Trainer's SGD at batch_size=1 (LightGCN L2 at B = 1)."""
-    settings = {"loss": "bpr", "optimizer": "sgd", "lr": 0.05, "l2": 1e-2, "weight_decay": 0.0}
+    settings = {"loss": "bpr", "optimizer": "hogwild", "lr": 0.05, "l2": 1e-2, "weight_decay": 0.0}
     reference, ref_losses, negatives = reference_epoch(small, settings, batch_size=1)
     model = MF(small.n_users, small.n_items, dim=16, rng=7)
-    fused = FusedMFTrainer(model, small.train, loss="bpr", optimizer="sgd", lr=0.05, l2=1e-2, seed=3)
+    fused = CompiledMFLoop(model, small.train, loss="bpr", optimizer="hogwild", lr=0.05, l2=1e-2, seed=3)
     result = fused.train_epoch(negatives=negatives)
     np.testing.assert_allclose(result["loss"], ref_losses.mean(), rtol=1e-5)
     assert_close(model.user_embedding.weight.data, reference.user_embedding.weight.data)
@@ -111,19 +120,18 @@ def test_dynamic_negative_sampling_matches_the_reference_trainer(small, settings
     reference, ref_losses, candidates = reference_epoch(small, settings, batch_size=64, normalize=normalize)
     assert candidates.shape == (small.train.nnz, settings["negatives"] * settings["dns_candidates"])
     model = MF(small.n_users, small.n_items, dim=16, normalize=normalize, rng=7)
-    config = {"negatives_mode": "per_user", "batch_size": 64, "seed": 3, **settings}
-    result = fused_trainer_from_config(model, small.train, config).train_epoch(negatives=candidates)
+    result = CompiledMFLoop(model, small.train, batch_size=64, seed=3, **settings).train_epoch(negatives=candidates)
     np.testing.assert_allclose(result["batch_losses"], ref_losses, rtol=1e-5)
     assert_close(model.user_embedding.weight.data, reference.user_embedding.weight.data, 3e-5)
     assert_close(model.item_embedding.weight.data, reference.item_embedding.weight.data, 3e-5)
 
 
 def test_dynamic_negative_sampling_in_hogwild_sgd_is_the_batch_size_one_reference(small, one_thread):
-    settings = {"loss": "bpr", "optimizer": "sgd", "lr": 0.05, "l2": 1e-2, "weight_decay": 0.0, "negatives": 1,
+    settings = {"loss": "bpr", "optimizer": "hogwild", "lr": 0.05, "l2": 1e-2, "weight_decay": 0.0, "negatives": 1,
                 "dns_candidates": 4}
     reference, ref_losses, candidates = reference_epoch(small, settings, batch_size=1)
     model = MF(small.n_users, small.n_items, dim=16, rng=7)
-    fused = FusedMFTrainer(model, small.train, loss="bpr", optimizer="sgd", lr=0.05, l2=1e-2, negatives=1,
+    fused = CompiledMFLoop(model, small.train, loss="bpr", optimizer="hogwild", lr=0.05, l2=1e-2, negatives=1,
                            dns_candidates=4, seed=3)
     result = fused.train_epoch(negatives=candidates)
     np.testing.assert_allclose(result["loss"], ref_losses.mean(), rtol=1e-5)
@@ -134,14 +142,14 @@ def test_dynamic_negative_sampling_in_hogwild_sgd_is_the_batch_size_one_referenc
 def test_dynamic_negative_sampling_chooses_harder_negatives(data, one_thread):
     """On a trained model, DNS's own draws give a larger BPR loss per sample than uniform draws."""
     model = MF(data.n_users, data.n_items, dim=8, rng=0)
-    warm_up = FusedMFTrainer(model, data.train, loss="bpr", optimizer="sgd", lr=0.1, l2=1e-3, seed=0)
+    warm_up = CompiledMFLoop(model, data.train, loss="bpr", optimizer="hogwild", lr=0.1, l2=1e-3, seed=0)
     for _ in range(10):
         warm_up.train_epoch()
     losses = {}
     for per in (1, 8):
         trial = MF(data.n_users, data.n_items, dim=8, rng=0)
         trial.load_state_dict(model.state_dict())
-        fused = FusedMFTrainer(trial, data.train, loss="bpr", optimizer="sgd", lr=1e-9, dns_candidates=per, seed=1)
+        fused = CompiledMFLoop(trial, data.train, loss="bpr", optimizer="hogwild", lr=1e-9, dns_candidates=per, seed=1)
         losses[per] = fused.train_epoch()["loss"]
     assert losses[8] > 1.5 * losses[1]
 
@@ -149,15 +157,15 @@ def test_dynamic_negative_sampling_chooses_harder_negatives(data, one_thread):
 @pytest.mark.parametrize("sampling", EPOCH_SAMPLING)
 def test_same_shuffle_as_the_trainer(small, sampling):
     """The fused loop draws its epoch order from the generator exactly as the Trainer's batches do."""
-    fused = FusedMFTrainer(MF(small.n_users, small.n_items, dim=4, rng=0), small.train, seed=5)
+    fused = CompiledMFLoop(MF(small.n_users, small.n_items, dim=4, rng=0), small.train, seed=5)
     trainer_rng = np.random.default_rng(np.random.SeedSequence(5).spawn(2)[0])
-    assert fused._shuffle_rng.bit_generator.state == trainer_rng.bit_generator.state
-    shared = FusedMFTrainer(MF(small.n_users, small.n_items, dim=4, rng=0), small.train,
+    assert fused.shuffle_rng.bit_generator.state == trainer_rng.bit_generator.state
+    shared = CompiledMFLoop(MF(small.n_users, small.n_items, dim=4, rng=0), small.train,
                             shuffle_rng=np.random.default_rng(8), epoch_sampling=sampling)
     shared.train_epoch()
     reference = np.random.default_rng(8)
     list(epoch_batches(small.train, 10 ** 9, reference, sampling=sampling))
-    assert shared._shuffle_rng.bit_generator.state == reference.bit_generator.state
+    assert shared.shuffle_rng.bit_generator.state == reference.bit_generator.state
 
 
 # ------------------------------------------------------------------------------------ sampler
@@ -211,14 +219,14 @@ def test_sampler_is_independent_of_the_thread_count(data, kernel_threads):
 def test_user_with_every_item_raises():
     train = sp.csr_matrix(np.array([[1, 1, 1], [0, 1, 0]]))
     with pytest.raises(ValueError, match=r"user\(s\) \[0\]"):
-        FusedMFTrainer(MF(2, 3, dim=2, rng=0), train)
-    FusedMFTrainer(MF(2, 3, dim=2, rng=0), train, exclude_positives=False)
+        CompiledMFLoop(MF(2, 3, dim=2, rng=0), train)
+    CompiledMFLoop(MF(2, 3, dim=2, rng=0), train, exclude_positives=False)
 
 
 # ---------------------------------------------------------------------------------- learning
 def test_hogwild_bpr_learns_well_above_popularity(data):
     model = MF(data.n_users, data.n_items, dim=32, rng=0)
-    fused = FusedMFTrainer(model, data.train, loss="bpr", optimizer="sgd", lr=0.05, l2=1e-3, seed=0)
+    fused = CompiledMFLoop(model, data.train, loss="bpr", optimizer="hogwild", lr=0.05, l2=1e-3, seed=0)
     losses = [fused.train_epoch()["loss"] for _ in range(15)]
     assert losses[-1] < 0.6 * losses[0]
     recall = evaluate_recommender(model, data, "test", ks=(20,))["recall@20"]
@@ -230,14 +238,16 @@ def test_hogwild_bpr_learns_well_above_popularity(data):
     ("sparse_adam", {"loss": "bce", "negatives": 4}),
     ("sparse_adam", {"loss": "infonce", "negatives": 16, "similarity": "cosine", "sampler": "popularity",
                      "logq_correction": True}),
-    ("sgd", {"loss": "bce", "negatives": 4, "lr": 0.5}),
-    ("sgd", {"loss": "infonce", "negatives": 16, "lr": 0.005}),
-    ("sgd", {"loss": "infonce", "negatives": 16, "similarity": "cosine", "temperature": 0.2, "lr": 0.05}),
+    ("hogwild", {"loss": "bce", "negatives": 4, "lr": 0.5}),
+    ("hogwild", {"loss": "infonce", "negatives": 16, "lr": 0.005}),
+    ("hogwild", {"loss": "infonce", "negatives": 16, "similarity": "cosine", "temperature": 0.2, "lr": 0.05}),
 ])
 def test_bce_and_infonce_paths_learn(data, optimizer, settings, one_thread):
-    settings = {"lr": 0.02, "l2": 1e-4, "batch_size": 256, "seed": 0, **settings}
+    settings = {"lr": 0.02, "l2": 1e-4, "seed": 0, **settings}
+    if optimizer == "sparse_adam":
+        settings["batch_size"] = 256
     model = MF(data.n_users, data.n_items, dim=16, rng=0)
-    fused = FusedMFTrainer(model, data.train, optimizer=optimizer, **settings)
+    fused = CompiledMFLoop(model, data.train, optimizer=optimizer, **settings)
     losses = [fused.train_epoch()["loss"] for _ in range(4)]
     assert np.all(np.isfinite(losses)) and losses[-1] < 0.9 * losses[0], losses
     recall = evaluate_recommender(model, data, "test", ks=(20,))["recall@20"]
@@ -245,13 +255,13 @@ def test_bce_and_infonce_paths_learn(data, optimizer, settings, one_thread):
 
 
 # ---------------------------------------------------------------------------- reproducibility
-@pytest.mark.parametrize("optimizer", ["sgd", "sparse_adam"])
+@pytest.mark.parametrize("optimizer", ["hogwild", "sparse_adam"])
 def test_one_thread_is_bit_reproducible(data, optimizer, one_thread):
     tables = []
     for _ in range(2):
         model = MF(data.n_users, data.n_items, dim=8, rng=0)
-        fused = FusedMFTrainer(model, data.train, optimizer=optimizer, lr=0.02, negatives=2, l2=1e-3, seed=4,
-                               batch_size=128)
+        fused = CompiledMFLoop(model, data.train, optimizer=optimizer, lr=0.02, negatives=2, l2=1e-3, seed=4,
+                               batch_size=128 if optimizer == "sparse_adam" else None)
         fused.train_epoch()
         fused.train_epoch()
         tables.append((model.user_embedding.weight.data.copy(), model.item_embedding.weight.data.copy()))
@@ -264,7 +274,7 @@ def test_lazy_adam_does_not_depend_on_the_thread_count(small, kernel_threads):
     for threads in (1, kernels.numba.config.NUMBA_NUM_THREADS):
         kernel_threads(threads)
         model = MF(small.n_users, small.n_items, dim=8, rng=0)
-        FusedMFTrainer(model, small.train, lr=0.02, negatives=3, l2=1e-3, seed=4, batch_size=256).train_epoch()
+        CompiledMFLoop(model, small.train, lr=0.02, negatives=3, l2=1e-3, seed=4, batch_size=256).train_epoch()
         results.append(model.item_embedding.weight.data.copy())
     np.testing.assert_array_equal(results[0], results[1])
 
@@ -273,7 +283,7 @@ def test_state_lives_in_a_sparse_adam_and_resumes_exactly(small, one_thread):
     def run(split):
         model = MF(small.n_users, small.n_items, dim=8, rng=0)
         tables = [model.user_embedding.weight, model.item_embedding.weight]
-        fused = FusedMFTrainer(model, small.train, optimizer=SparseAdam(tables, lr=0.03), batch_size=50, seed=2)
+        fused = CompiledMFLoop(model, small.train, optimizer=SparseAdam(tables, lr=0.03), batch_size=50, seed=2)
         fused.train_epoch()
         if split:
             saved = (fused.state_dict(), fused.optimizer.state_dict(), model.state_dict())
@@ -282,7 +292,7 @@ def test_state_lives_in_a_sparse_adam_and_resumes_exactly(small, one_thread):
             tables = [model.user_embedding.weight, model.item_embedding.weight]
             optimizer = SparseAdam(tables, lr=0.03)
             optimizer.load_state_dict(saved[1])
-            fused = FusedMFTrainer(model, small.train, optimizer=optimizer, batch_size=50, seed=2)
+            fused = CompiledMFLoop(model, small.train, optimizer=optimizer, batch_size=50, seed=2)
             fused.load_state_dict(saved[0])
         fused.train_epoch()
         return model.item_embedding.weight.data
@@ -293,17 +303,16 @@ def test_state_lives_in_a_sparse_adam_and_resumes_exactly(small, one_thread):
 def test_clear_errors(small):
     model = MF(small.n_users, small.n_items, dim=4, rng=0)
     with pytest.raises(ValueError, match="loss"):
-        FusedMFTrainer(model, small.train, loss="hinge")
+        CompiledMFLoop(model, small.train, loss="hinge")
     with pytest.raises(ValueError, match="optimizer"):
-        FusedMFTrainer(model, small.train, optimizer="adam")
+        CompiledMFLoop(model, small.train, optimizer="adam")
     with pytest.raises(ValueError, match="similarity"):
-        FusedMFTrainer(model, small.train, loss="bpr", similarity="cosine")
+        CompiledMFLoop(model, small.train, loss="bpr", similarity="cosine")
     with pytest.raises(ValueError, match="train_csr"):
-        FusedMFTrainer(model, small.train[:, :10])
+        CompiledMFLoop(model, small.train[:, :10])
     with pytest.raises(ValueError, match="negatives"):
-        FusedMFTrainer(model, small.train).train_epoch(negatives=np.zeros((3, 1), dtype=np.int64))
+        CompiledMFLoop(model, small.train).train_epoch(negatives=np.zeros((3, 1), dtype=np.int64))
     with pytest.raises(ValueError, match="negatives_mode"):
-        fused_trainer_from_config(model, small.train, {"negatives_mode": "shared", "optimizer": "sparse_adam",
-                                                       "loss": "bpr", "lr": 0.1, "batch_size": 8})
+        CompiledMFLoop(model, small.train, negatives_mode="shared", optimizer="sparse_adam", loss="bpr")
     with pytest.raises(TypeError, match="model"):
-        FusedMFTrainer(object(), small.train)
+        CompiledMFLoop(object(), small.train)

@@ -1,8 +1,8 @@
 """The `recgrad` command line: train, evaluate, recommend, info, check, bench, experiment.
 
-This is the only place that turns strings into hyper-parameters. A run is described by one flat
-config dict (CONFIG_DEFAULTS); a `--config recipe.toml` file sets keys and command-line flags
-override the file. The resolved config is written to the run directory as config.toml, so
+A run is described by one flat dict of settings, each declared once in
+`recgrad.train.settings` (which also gives every flag below its name, help and checks); a
+`--config recipe.toml` file sets keys and command-line flags override the file. The resolved config is written to the run directory as config.toml, so
 `recgrad evaluate --run DIR` and `recgrad recommend --run DIR` rebuild the same data and model.
 
 A wrong option value prints one line, `recgrad: error: ...`, and exits with status 2.
@@ -20,68 +20,10 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-# Every key a run config may hold, with its default. `None` means "the component's own default".
-CONFIG_DEFAULTS = {
-    "data": "synthetic",
-    "format": "auto",
-    "user_col": None,
-    "item_col": None,
-    "rating_col": None,
-    "timestamp_col": None,
-    "sep": None,
-    "min_rating": None,
-    "on_error": "raise",
-    "split": "random",
-    "test_ratio": 0.2,
-    "validation": 0.0,
-    "model": "mf",
-    "dim": 64,
-    "hidden": [64],
-    "activation": "relu",
-    "normalize": None,  # resolved: true for a cosine InfoNCE, so the model ranks by what it was trained on
-    "mlp_layers": [64, 32, 16, 8],
-    "init_std": None,
-    "loss": "bpr",
-    "optimizer": "adam",
-    "lr": 1e-2,
-    "lr_schedule": "constant",
-    "lr_min": None,
-    "batch_size": 2048,
-    "epochs": 20,
-    "negatives": None,
-    "negatives_mode": "per_user",
-    "dns_candidates": 1,
-    "temperature": None,
-    "similarity": None,
-    "logq_correction": False,
-    "l2": 1e-4,
-    "weight_decay": None,
-    "sampler": "uniform",
-    "epoch_sampling": "interactions",
-    "engine": "numpy",
-    "eval_every": 1,
-    "patience": None,
-    "topk": [20],
-    "metric": None,
-    "seed": 0,
-    "threads": None,
-    "out": None,
-}
-CHOICES = {
-    "format": ("auto", "lightgcn", "ncf", "movielens", "csv", "synthetic"),
-    "on_error": ("raise", "skip"),
-    "split": ("random", "leave_one_out"),
-    "model": ("mf", "two-tower", "gmf", "neumf"),
-    "loss": ("bpr", "bce", "infonce"),
-    "optimizer": ("adam", "adamw", "sgd", "sparse_adam"),
-    "negatives_mode": ("per_user", "shared", "in_batch"),
-    "similarity": ("dot", "cosine"),
-    "sampler": ("uniform", "popularity"),
-    "lr_schedule": ("constant", "cosine"),
-    "epoch_sampling": ("interactions", "users"),
-    "engine": ("numpy", "fused"),
-    "activation": ("sigmoid", "tanh", "relu", "gelu", "gelu_tanh", "swish", "silu"),
-}
+from recgrad.engine import set_default_engine
+from recgrad.train import settings as run_settings
+from recgrad.train.build import DATA_OPTIONS, build_model
+from recgrad.train.settings import SettingError
 
 
 class UsageError(Exception):
@@ -89,54 +31,35 @@ class UsageError(Exception):
 
 
 # ----------------------------------------------------------------------------------------- config
-def _int_list(value):
-    """[64, 32] from a TOML list or from the flag text "64,32"."""
-    parts = value if isinstance(value, (list, tuple)) else str(value).replace(",", " ").split()
-    return [int(part) for part in parts]
+def _cli_words(message):
+    """A setting error in the CLI's words: "lr: ..." becomes "--lr: ..."."""
+    name, colon, rest = message.partition(":")
+    if colon and name in run_settings.BY_NAME:
+        return f"{run_settings.flag_name(name)}:{rest}"
+    return message
 
 
-def _bool(text):
-    if isinstance(text, bool):
-        return text
-    lowered = str(text).lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"expected true or false, got {text!r}")
-
-
-CONVERTERS = {
-    "min_rating": float, "test_ratio": float, "validation": float, "dim": int, "hidden": _int_list, "normalize": _bool, "mlp_layers": _int_list,
-    "init_std": float, "lr": float, "lr_min": float, "batch_size": int, "epochs": int, "negatives": int,
-    "dns_candidates": int, "temperature": float,
-    "logq_correction": _bool, "l2": float, "weight_decay": float, "eval_every": int, "patience": int,
-    "topk": _int_list, "seed": int, "threads": int,
-}
-
-
-def resolve_config(file_values, flag_values):
-    """Defaults, then the recipe file, then the flags; every value converted and checked."""
-    config = dict(CONFIG_DEFAULTS)
-    for source in (file_values, flag_values):
-        for key, value in source.items():
-            if key not in CONFIG_DEFAULTS:
-                raise UsageError(f"unknown config key {key!r} (known: {', '.join(sorted(CONFIG_DEFAULTS))})")
-            if value is None:
-                continue
-            if key in CONVERTERS:
-                try:
-                    value = CONVERTERS[key](value)
-                except (TypeError, ValueError) as error:
-                    raise UsageError(f"--{key.replace('_', '-')}: {error}") from None
-            if key in CHOICES and value not in CHOICES[key]:
-                raise UsageError(f"--{key.replace('_', '-')}: {value!r} is not one of {', '.join(CHOICES[key])}")
-            config[key] = value
+def resolve_config(file_values, flag_values, file_name=None):
+    """Defaults, then the recipe file, then the flags: every value converted, checked and the
+    derived defaults filled in (`recgrad.train.settings.resolve`)."""
+    for key, value in file_values.items():
+        try:
+            run_settings.check_value(key, value)
+        except SettingError as error:
+            raise UsageError(f"{file_name}: {error}" if file_name else str(error)) from None
+    for key, value in flag_values.items():
+        try:
+            run_settings.check_value(key, value)
+        except SettingError as error:
+            raise UsageError(_cli_words(str(error))) from None
+    values = {key: value for source in (file_values, flag_values) for key, value in source.items()
+              if value is not None}
     if flag_values.get("lr_schedule") == "constant" and flag_values.get("lr_min") is None:
-        config["lr_min"] = None  # the file's floor belonged to the schedule the flag switched off
-    if config["normalize"] is None:
-        config["normalize"] = config["loss"] == "infonce" and config["similarity"] == "cosine"
-    return config
+        values.pop("lr_min", None)  # the file's floor belonged to the schedule the flag switched off
+    try:
+        return run_settings.resolve(values)
+    except SettingError as error:
+        raise UsageError(_cli_words(str(error))) from None
 
 
 def read_toml(path):
@@ -160,7 +83,7 @@ def _toml_value(value):
 
 
 def write_toml(path, config):
-    """Write a flat config as TOML; keys whose value is None (component default) are left out."""
+    """Write a flat config as TOML; keys whose value is None (unset) are left out."""
     lines = [f"{key} = {_toml_value(value)}" for key, value in config.items() if value is not None]
     Path(path).write_text("# resolved by recgrad train\n" + "\n".join(lines) + "\n")
 
@@ -184,69 +107,26 @@ def set_threads(threads):
     return threadpool_limits(limits=threads)
 
 
-DATA_OPTIONS = ("user_col", "item_col", "rating_col", "timestamp_col", "sep", "min_rating")
-
-
 def load_dataset(config, split=True):
-    """The run's data: loaded, split into train/test when the files hold no test set (unless split=False),
-    and a validation slice when config["validation"] > 0."""
-    from recgrad.data import load, with_test_split, with_validation
+    """The run's data (`recgrad.train.build.load_data`), its errors as one-line usage errors."""
+    from recgrad.train.build import load_data
 
-    data, data_format = config["data"], config["format"]
-    options = {key: config[key] for key in DATA_OPTIONS if config[key] is not None}
     try:
-        if data == "synthetic" or data_format == "synthetic":
-            if options:
-                raise ValueError(f"--{next(iter(options)).replace('_', '-')}: does not apply to the synthetic data set")
-            dataset = load("synthetic", format="synthetic", seed=config["seed"])
-        else:
-            dataset = load(data, format=data_format, on_error=config["on_error"], **options)
-        if split and dataset.test is None:
-            dataset = with_test_split(dataset, method=config["split"], ratio=config["test_ratio"], seed=config["seed"])
+        dataset = load_data(config, split=split)
     except (FileNotFoundError, ValueError, TypeError) as error:
-        raise UsageError(str(error)) from None
-    if config["validation"]:
-        dataset = with_validation(dataset, ratio=config["validation"], seed=config["seed"])
+        raise UsageError(_cli_words(str(error))) from None
+    if split and getattr(dataset, "test_file", None) is not None \
+            and config["test_ratio"] != run_settings.BY_NAME["test_ratio"].default:
+        print(f"recgrad: warning: --test-ratio is ignored: {config['data']} has a test file ({dataset.test_file})",
+              file=sys.stderr)
     return dataset
 
 
-def build_model(config, n_users, n_items):
-    from recgrad import models
-
-    # The dense optimizers update whole tables; only the lazy modes keep row-sparse gradients.
-    sparse = config["optimizer"] in ("sparse_adam", "sgd")
-    common = {"sparse": sparse, "rng": config["seed"]}
-    if config["init_std"] is not None:
-        common["init_std"] = config["init_std"]
-    name = config["model"]
-    if name == "mf":
-        return models.MF(n_users, n_items, dim=config["dim"], normalize=config["normalize"], **common)
-    if name == "two-tower":
-        return models.TwoTower(n_users, n_items, dim=config["dim"], hidden=tuple(config["hidden"]),
-                               activation=config["activation"], normalize=config["normalize"], **common)
-    if name == "gmf":
-        return models.GMF(n_users, n_items, dim=config["dim"], **common)
-    return models.NeuMF(n_users, n_items, mf_dim=config["dim"], mlp_layers=tuple(config["mlp_layers"]), **common)
-
-
 def build_trainer(config, model, out_dir):
-    from recgrad.training import Trainer
+    """The Trainer of a resolved config (its training and evaluation settings)."""
+    from recgrad.train import Trainer
 
-    infonce_only = {key: config[key] for key in ("temperature", "similarity") if config[key] is not None}
-    schedule = {} if config["lr_schedule"] == "constant" else {"lr_schedule": config["lr_schedule"]}
-    if config["lr_min"] is not None:
-        schedule["lr_min"] = config["lr_min"]
-    if config["loss"] == "infonce" and config["logq_correction"]:
-        infonce_only["logq_correction"] = True
-    return Trainer(
-        model, loss=config["loss"], optimizer=config["optimizer"], lr=config["lr"],
-        batch_size=config["batch_size"], epochs=config["epochs"], negatives=config["negatives"],
-        sampler=config["sampler"], negatives_mode=config["negatives_mode"], l2=config["l2"],
-        weight_decay=config["weight_decay"], eval_every=config["eval_every"], patience=config["patience"],
-        ks=tuple(config["topk"]), metric=config["metric"], seed=config["seed"], out_dir=out_dir,
-        engine=config["engine"], epoch_sampling=config["epoch_sampling"], dns_candidates=config["dns_candidates"],
-        **infonce_only, **schedule,
-    )
+    return Trainer(model, out_dir=out_dir, **{name: config[name] for name in run_settings.trainer_settings()})
 
 
 def _load_run(args):
@@ -283,17 +163,19 @@ def cmd_train(args):
         file_values = read_toml(Path(args.out) / "config.toml")
     else:
         file_values = read_toml(args.config) if args.config else {}
-    flag_values = {key: getattr(args, key) for key in CONFIG_DEFAULTS if getattr(args, key, None) is not None}
-    config = resolve_config(file_values, flag_values)
+    flag_values = {key: getattr(args, key) for key in run_settings.BY_NAME if getattr(args, key, None) is not None}
+    config = resolve_config(file_values, flag_values, file_name=args.config)
     if config["out"] is None:
         config["out"] = os.path.join("runs", datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
     limits = set_threads(config["threads"])
+    if config["engine"] is not None:
+        set_default_engine(config["engine"])
     dataset = load_dataset(config)
     try:
         model = build_model(config, dataset.n_users, dataset.n_items)
         trainer = build_trainer(config, model, config["out"])
     except (TypeError, ValueError) as error:
-        raise UsageError(str(error)) from None
+        raise UsageError(_cli_words(str(error))) from None
     if config["data"] == "synthetic":
         print("recgrad: training on the built-in SYNTHETIC data set (generated, not real users); "
               "pass --data PATH for real data", file=sys.stderr)
@@ -335,9 +217,9 @@ def cmd_evaluate(args):
 
     config, model, model_file, dataset = _load_run(args)
     try:
-        ks = tuple(_int_list(args.topk)) if args.topk else tuple(config["topk"])
-    except ValueError:
-        raise UsageError(f"--topk: expected comma-separated integers, got {args.topk!r}") from None
+        ks = tuple(run_settings.check_value("topk", args.topk) or config["topk"] or (20,))
+    except SettingError as error:
+        raise UsageError(_cli_words(str(error))) from None
     protocol = protocol_for(dataset, "test")
     if protocol == "sampled" and not args.topk:
         ks = (10,)
@@ -357,22 +239,32 @@ def cmd_evaluate(args):
 def cmd_recommend(args):
     import numpy as np
 
-    _, model, _, dataset = _load_run(args)
-    if args.users == "all":
-        users = np.arange(dataset.n_users)
-    else:
-        try:
-            users = np.array([dataset.user_index(_parse_id(token)) for token in args.users.split(",") if token])
-        except KeyError as error:
-            raise UsageError(f"--users: {error.args[0]}") from None
+    from recgrad.serving.run import ServedRun, ServingError, read_histories
+
+    config, model, _, dataset = _load_run(args)
     if args.n < 1:
         raise UsageError(f"-n: must be at least 1, got {args.n}")
-    seen = dataset.train if dataset.validation is None else dataset.train + dataset.validation
+    try:
+        served = ServedRun(config, model, dataset, index=args.index)
+        if args.history is not None:
+            lines = served.history_lines(read_histories(args.history), args.n)
+    except ServingError as error:
+        raise UsageError(str(error)) from None
     handle = open(args.output, "w") if args.output else sys.stdout
     try:
+        if args.history is not None:
+            handle.writelines(lines)
+            return 0
+        if args.users == "all":
+            users = np.arange(dataset.n_users)
+        else:
+            try:
+                users = np.array([dataset.user_index(_parse_id(token)) for token in args.users.split(",") if token])
+            except KeyError as error:
+                raise UsageError(f"--users: {error.args[0]}") from None
         for start in range(0, len(users), 1024):
             block = users[start:start + 1024]
-            ids, _ = model.recommend(block, seen[block], N=args.n, filter_already_liked_items=True)
+            ids, _ = served.recommend(block, args.n)
             for user, row in zip(block, ids):
                 items = " ".join(str(dataset.item_ids[i]) for i in row if i >= 0)
                 handle.write(f"{dataset.user_ids[user]}\t{items}\n")
@@ -414,66 +306,34 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def _flag(group, name):
+    """The flag of one setting, its help text derived from the setting's declaration."""
+    setting = run_settings.BY_NAME[name]
+    if setting.default is not None:
+        default = f"default {_shown(setting.default)}"
+    elif name in run_settings.DERIVED_DEFAULTS:
+        default = f"default {run_settings.DERIVED_DEFAULTS[name][0]}"
+    else:
+        default = None
+    details = "; ".join(part for part in (setting.allowed(), default) if part)
+    group.add_argument(run_settings.flag_name(name), dest=name, metavar=name.upper(),
+                       help=f"{setting.help} ({details})")
+
+
+def _shown(value):
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
 def _data_format_flags(group):
-    group.add_argument("--format", help="auto (default), lightgcn, ncf, movielens, csv, synthetic")
-    group.add_argument("--user-col", dest="user_col", help="csv: the user column's name")
-    group.add_argument("--item-col", dest="item_col", help="csv: the item column's name")
-    group.add_argument("--rating-col", dest="rating_col", help="csv: the rating column's name")
-    group.add_argument("--timestamp-col", dest="timestamp_col", help="csv: the timestamp column's name")
-    group.add_argument("--sep", help="csv: the field separator (default: sniffed)")
-    group.add_argument("--min-rating", dest="min_rating", help="keep interactions rated at least this (implicit feedback)")
-    group.add_argument("--on-error", dest="on_error", help="raise (default) or skip malformed lines (counted)")
+    for name in ("format", *DATA_OPTIONS, "on_error"):
+        _flag(group, name)
 
 
 def _train_flags(parser):
-    data = parser.add_argument_group("data")
-    data.add_argument("--data", help="a data folder or file, or 'synthetic' (default: the built-in synthetic set)")
-    _data_format_flags(data)
-    data.add_argument("--split", help="data without a test file: random (default) or leave_one_out by timestamp")
-    data.add_argument("--test-ratio", dest="test_ratio", help="random split: the held-out fraction per user (0.2)")
-    data.add_argument("--validation", help="carve this fraction of train as a validation set for early stopping")
-    model = parser.add_argument_group("model")
-    model.add_argument("--model", help="mf (default), two-tower, gmf, neumf")
-    model.add_argument("--dim", help="embedding size (NeuMF: the GMF part's size); default 64")
-    model.add_argument("--hidden", help="two-tower: hidden widths, e.g. 128,64")
-    model.add_argument("--activation", help="two-tower: " + ", ".join(CHOICES["activation"]))
-    model.add_argument("--normalize", help="mf, two-tower: score by the cosine (L2-normalised rows or tower outputs; "
-                       "true/false; default: true with --loss infonce --similarity cosine)")
-    model.add_argument("--mlp-layers", dest="mlp_layers", help="neumf: MLP widths, e.g. 64,32,16,8")
-    model.add_argument("--init-std", dest="init_std", help="std of the N(0, std) embedding init")
-    training = parser.add_argument_group("training")
-    training.add_argument("--loss", help="bpr (default), bce, infonce")
-    training.add_argument("--optimizer", help="adam (default), adamw, sgd, sparse_adam (lazy)")
-    training.add_argument("--lr", help="learning rate (default 1e-2; the LightGCN recipe uses 1e-3 with many more epochs)")
-    training.add_argument("--lr-schedule", dest="lr_schedule", help="constant (default) or cosine (anneal to --lr-min)")
-    training.add_argument("--lr-min", dest="lr_min", help="the cosine schedule's final lr (default 0)")
-    training.add_argument("--batch-size", dest="batch_size", help="default 2048")
-    training.add_argument("--epochs", help="default 20")
-    training.add_argument("--negatives", help="negatives per positive (bpr 1, bce 4, infonce 1024)")
-    training.add_argument("--negatives-mode", dest="negatives_mode", help="per_user (default), shared, in_batch")
-    training.add_argument("--dns-candidates", dest="dns_candidates",
-                          help="dynamic negative sampling: each negative is the best-scoring of this many draws "
-                               "(default 1: plain sampling)")
-    training.add_argument("--temperature", help="infonce temperature (default 0.1)")
-    training.add_argument("--similarity", help="infonce: dot (default) or cosine")
-    training.add_argument("--logq-correction", dest="logq_correction", help="infonce: log-Q correction (true/false)")
-    training.add_argument("--l2", help="LightGCN's L2 on the batch's embeddings (default 1e-4)")
-    training.add_argument("--weight-decay", dest="weight_decay", help="optimizer weight decay")
-    training.add_argument("--sampler", help="uniform (default) or popularity")
-    training.add_argument("--epoch-sampling", dest="epoch_sampling",
-                          help="interactions (default: each training interaction once per epoch) or users "
-                               "(a uniform user, then one of their positives: the NGCF/LightGCN code's sampler)")
-    training.add_argument("--engine", help="numpy (default, the reference step) or fused (compiled MF loop: "
-                                           "sparse_adam = the same lazy Adam, sgd = hogwild SGD)")
-    training.add_argument("--seed", help="seed of init, shuffle and sampler (default 0)")
-    training.add_argument("--threads", help="threads for the compiled kernels and BLAS (default: all cores)")
-    evaluation = parser.add_argument_group("evaluation and output")
-    evaluation.add_argument("--eval-every", dest="eval_every", help="evaluate every N epochs (default 1)")
-    evaluation.add_argument("--patience", help="early stopping after N evaluations without improvement")
-    evaluation.add_argument("--topk", help="cut-offs, e.g. 10,20 (default 20)")
-    evaluation.add_argument("--metric", help="early-stopping metric, e.g. recall@20 or ndcg@10")
-    evaluation.add_argument("--out", help="run directory (default runs/<date-time>)")
-    parser.add_argument("--config", help="a recipe TOML file; flags override its keys")
+    groups = {name: parser.add_argument_group(name) for name in run_settings.GROUPS}
+    for setting in run_settings.SETTINGS:
+        _flag(groups[setting.group], setting.name)
+    parser.add_argument("--config", help="a recipe TOML file (keys: the settings above); flags override its keys")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
 
 
@@ -519,6 +379,9 @@ def make_parser():
     recommend.add_argument("--data", help="data whose seen items are excluded (default: the run's)")
     recommend.add_argument("--format", help="format of --data (default auto)")
     recommend.add_argument("--output", help="output file (default: standard output)")
+    recommend.add_argument("--history", help="new users (fold-in): a file of lines key<TAB>item item ... of raw "
+                           "item ids; one output line per key (mf, two-tower)")
+    recommend.add_argument("--index", default="exact", help="exact (default) or faiss (HNSW; the ann extra)")
     recommend.set_defaults(run_command=cmd_recommend)
 
     info = commands.add_parser("info", help="statistics of a data set")
@@ -529,6 +392,8 @@ def make_parser():
     _delegate(commands, "bench", "time recgrad beside PyTorch and implicit, in one process", "recgrad.bench")
     _delegate(commands, "experiment", "run the experiments that test the textbook claims",
               "recgrad.experiments.runner")
+    _delegate(commands, "similar", "the items (or users) most similar to given ones", "recgrad.serving.similar_command")
+    _delegate(commands, "serve", "an HTTP JSON service answering recommend, fold-in and similar", "recgrad.serving.http")
 
     check = commands.add_parser("check", help="finite-difference check of every gradient")
     check.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")

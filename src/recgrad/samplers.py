@@ -40,8 +40,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from recgrad.init import as_generator
+from recgrad.kernels.mf import epoch_key, sample_into, sampling_tables
 
-__all__ = ["NegativeSampler", "UniformSampler", "PopularitySampler", "as_canonical_csr", "epoch_batches", "epoch_order",
+__all__ = ["NegativeSampler", "UniformSampler", "PopularitySampler", "PerUserNegatives", "SharedNegatives",
+           "InBatchNegatives", "DynamicNegatives", "sample_negatives", "as_canonical_csr", "epoch_batches", "epoch_order",
            "EPOCH_SAMPLING", "check_epoch_sampling"]
 
 
@@ -264,6 +266,89 @@ class PopularitySampler(NegativeSampler):
         )
 
 
+# ------------------------------------------------------------------------- a batch's negatives
+class PerUserNegatives:
+    """K negatives of each user's own, (B, K): `sampler.sample(users, K)`.
+
+    Every batch-negatives object has `draw(users, positives)` (the array an objective takes),
+    `log_q(items)` (log of the draw distribution, for InfoNCE's log-Q correction), and
+    `state_dict()` / `load_state_dict()` (the RNG, for exact resume).
+    """
+
+    def __init__(self, sampler, k):
+        self.sampler, self.k = sampler, int(k)
+
+    def draw(self, users, positives):
+        return self.sampler.sample(users, self.k)
+
+    def log_q(self, items):
+        return self.sampler.log_q(items)
+
+    def state_dict(self):
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state):
+        self.sampler.load_state_dict(state)
+
+
+class SharedNegatives(PerUserNegatives):
+    """One set of K negatives for the whole batch, (K,): `sampler.sample_shared(K)` (nothing excluded)."""
+
+    def draw(self, users, positives):
+        return self.sampler.sample_shared(self.k)
+
+
+class DynamicNegatives(PerUserNegatives):
+    """Dynamic negative sampling (DNS): each of the K negatives is the best-scoring of C draws, (B, K).
+
+    The sampler draws K C candidates per user; negative k is the one of candidates kC .. kC + C - 1
+    that `model.score` ranks highest under the current parameters (the first of equal scores). The
+    choice is not differentiated: the loss is the plain one on the chosen negatives. Zhang, Chen,
+    Wang & Yu, "Optimizing top-n collaborative filtering via dynamic negative item sampling",
+    SIGIR 2013; RecBole's `dynamic` sampling with `candidate_num`. The chosen negatives no longer
+    follow q, so there is no `log_q`.
+    """
+
+    def __init__(self, sampler, k, candidates, model):
+        super().__init__(sampler, k)
+        self.candidates, self.model = int(candidates), model
+
+    def draw(self, users, positives):
+        batch, k, per = users.size, self.k, self.candidates
+        drawn = self.sampler.sample(users, k * per)
+        groups = self.model.score(users, drawn).reshape(batch, k, per)
+        choice = np.argmax(groups, axis=2)[..., None]
+        return np.take_along_axis(drawn.reshape(batch, k, per), choice, axis=2)[..., 0]
+
+    def log_q(self, items):
+        raise ValueError("log_q: dynamically chosen negatives do not follow the sampler's distribution")
+
+
+class InBatchNegatives:
+    """No drawn negatives (None): InfoNCE takes the batch's other positives as the negatives.
+
+    In-batch negatives are drawn in proportion to item frequency among the training
+    interactions, so `log_q(items)` is the log of that frequency (-inf for an item no one has).
+    """
+
+    def __init__(self, train_csr):
+        counts = np.bincount(as_canonical_csr(train_csr).indices, minlength=train_csr.shape[1]).astype(np.float64)
+        with np.errstate(divide="ignore"):
+            self._log_q = np.log(counts / counts.sum())
+
+    def draw(self, users, positives):
+        return None
+
+    def log_q(self, items):
+        return self._log_q[items]
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+
 EPOCH_SAMPLING = ("interactions", "users")
 
 
@@ -329,3 +414,39 @@ def epoch_batches(train_csr, batch_size, rng, start_batch=0, sampling="interacti
     users, items = epoch_order(train_csr, rng, sampling)
     for start in range(int(start_batch) * batch_size, users.size, batch_size):
         yield users[start:start + batch_size], items[start:start + batch_size]
+
+
+def sample_negatives(train_csr, users, k, sampler="uniform", popularity_alpha=0.75, exclude_positives=True, seed=0):
+    """Draw k negatives for each user with the compiled sampler of `recgrad.kernels.mf`, in parallel.
+
+    The uniform and popularity distributions and the collision policy of the samplers above, drawn
+    from splitmix64 streams (the kernels' module doc) instead of a numpy Generator.
+
+    Args:
+        train_csr: scipy sparse user x item matrix of training positives.
+        users: int array (B,). k: negatives per user.
+        sampler: "uniform" or "popularity" (q(j) proportional to count_j^popularity_alpha).
+        exclude_positives: re-draw the user's positives (True) or keep them.
+        seed: int; user b's draws come from stream b of the key hashed from (seed, 0), so the
+            result does not depend on the thread count.
+
+    Returns:
+        int64 array (B, k).
+    """
+    train = as_canonical_csr(train_csr)
+    users = np.asarray(users)
+    if users.ndim != 1 or users.dtype.kind not in "iu":
+        raise ValueError(f"users: expected a 1-D int array, got dtype {users.dtype} and shape {users.shape}")
+    users = users.astype(np.int64)
+    if users.size and (users.min() < 0 or users.max() >= train.shape[0]):
+        raise ValueError(f"users: ids must be in [0, {train.shape[0]})")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k: expected a positive int, got {k!r}")
+    k = int(k)
+    indptr, indices, prob, alias = sampling_tables(train, sampler, popularity_alpha, bool(exclude_positives))
+    if exclude_positives and users.size and np.any(np.diff(indptr)[users] >= train.shape[1]):
+        raise ValueError("users: a user has every item as a positive, so no negative exists")
+    out = np.empty((users.size, k), dtype=np.int64)
+    sample_into(users, k, train.shape[1], indptr, indices, prob, alias, bool(exclude_positives), epoch_key(seed, 0),
+                out)
+    return out

@@ -1,0 +1,137 @@
+"""The one place that turns run settings (names and numbers) into objects.
+
+Each function takes the resolved settings of `recgrad.train.settings` (a dict) and builds one
+component: the data set, the model, the negative sampler and the batch's negatives, the objective
+and its regulariser, the optimizers and the learning-rate schedulers.
+"""
+
+import numpy as np
+
+from recgrad.objectives import BatchL2, BCEObjective, BPRObjective, InfoNCEObjective
+from recgrad.objectives.regularizers import embeddings_of
+from recgrad.optim.adam import Adam
+from recgrad.optim.adamw import AdamW
+from recgrad.optim.lr_scheduler import CosineAnnealingLR
+from recgrad.optim.sgd import SGD
+from recgrad.optim.sparse_adam import SparseAdam
+from recgrad.samplers import (DynamicNegatives, InBatchNegatives, PerUserNegatives, PopularitySampler,
+                              SharedNegatives, UniformSampler)
+
+__all__ = ["DATA_OPTIONS", "load_data", "build_model", "build_sampler", "build_negatives", "build_objective",
+           "build_regularizer", "build_optimizers", "build_schedulers", "sparse_tables", "seeded_generators"]
+
+DATA_OPTIONS = ("user_col", "item_col", "rating_col", "timestamp_col", "sep", "min_rating")
+
+
+def load_data(values, split=True):
+    """The run's data set: loaded, split into train/test when the files hold no test set (unless
+    split=False), and with a validation slice when values["validation"] > 0."""
+    from recgrad.data import load, with_test_split, with_validation
+
+    options = {key: values[key] for key in DATA_OPTIONS if values.get(key) is not None}
+    if values["data"] == "synthetic" or values["format"] == "synthetic":
+        if options:
+            raise ValueError(f"{next(iter(options))}: does not apply to the synthetic data set")
+        dataset = load("synthetic", format="synthetic", seed=values["seed"])
+    else:
+        dataset = load(values["data"], format=values["format"], on_error=values["on_error"], **options)
+    if split and dataset.test is None:
+        dataset = with_test_split(dataset, method=values["split"], ratio=values["test_ratio"], seed=values["seed"])
+    if split and values["validation"]:
+        dataset = with_validation(dataset, ratio=values["validation"], seed=values["seed"])
+    return dataset
+
+
+def sparse_tables(optimizer):
+    """Whether the model's embedding tables should produce row-sparse gradients for this optimizer:
+    the lazy and per-row optimizers use them; the dense ones update whole tables anyway."""
+    return optimizer in ("sparse_adam", "sgd", "hogwild")
+
+
+def build_model(values, n_users, n_items):
+    from recgrad import models
+
+    common = {"sparse": sparse_tables(values["optimizer"]), "rng": values["seed"]}
+    if values["init_std"] is not None:
+        common["init_std"] = values["init_std"]
+    name = values["model"]
+    if name == "mf":
+        return models.MF(n_users, n_items, dim=values["dim"], normalize=values["normalize"], **common)
+    if name == "two-tower":
+        return models.TwoTower(n_users, n_items, dim=values["dim"], hidden=tuple(values["hidden"]),
+                               activation=values["activation"], normalize=values["normalize"], **common)
+    if name == "gmf":
+        return models.GMF(n_users, n_items, dim=values["dim"], **common)
+    return models.NeuMF(n_users, n_items, mf_dim=values["dim"], mlp_layers=tuple(values["mlp_layers"]), **common)
+
+
+def build_sampler(values, train, rng):
+    """The negative sampler named by values["sampler"], drawing from `rng`."""
+    if values["sampler"] == "popularity":
+        return PopularitySampler(train, alpha=values["popularity_alpha"], seed=rng)
+    return UniformSampler(train, seed=rng)
+
+
+def build_negatives(values, sampler, train, model):
+    """What each batch gets as negatives (`recgrad.samplers`): per user, DNS, shared or in-batch."""
+    mode = values["negatives_mode"]
+    if mode == "in_batch":
+        return InBatchNegatives(train)
+    if mode == "shared":
+        return SharedNegatives(sampler, values["negatives"])
+    if values["dns_candidates"] > 1:
+        return DynamicNegatives(sampler, values["negatives"], values["dns_candidates"], model)
+    return PerUserNegatives(sampler, values["negatives"])
+
+
+def build_objective(values, negatives):
+    if values["loss"] == "bpr":
+        return BPRObjective()
+    if values["loss"] == "bce":
+        return BCEObjective()
+    log_q = negatives.log_q if values["logq_correction"] else None
+    return InfoNCEObjective(temperature=values["temperature"], similarity=values["similarity"], log_q=log_q)
+
+
+def build_regularizer(values):
+    return BatchL2(values["l2"])
+
+
+def build_optimizers(values, model):
+    """(optimizers, parameters whose row-sparse gradients are expanded to dense before the step).
+
+    "sparse_adam": `SparseAdam` on the sparse embedding tables (only the batch's rows move) and
+    `Adam` on the rest; "adam", "adamw": the dense algorithms on everything (row-sparse gradients
+    expanded, as torch's dense step on an embedding); "sgd": SGD (rows kept sparse unless weight
+    decay touches every row); "hogwild": SGD with a step per interaction (batch size 1).
+    """
+    params = model.parameters()
+    name, lr, decay = values["optimizer"], values["lr"], values["weight_decay"]
+    engine = values["engine"]
+    if name == "sparse_adam":
+        table_ids = {id(module.weight) for module in embeddings_of(model) if module.sparse}
+        if not table_ids:
+            raise ValueError("optimizer: 'sparse_adam' needs embedding tables built with sparse=True")
+        tables = [p for p in params if id(p) in table_ids]
+        dense = [p for p in params if id(p) not in table_ids]
+        optimizers = [SparseAdam(tables, lr=lr, weight_decay=decay, engine=engine)]
+        if dense:
+            optimizers.append(Adam(dense, lr=lr, weight_decay=decay, engine=engine))
+        return optimizers, []
+    if name == "adam":
+        return [Adam(params, lr=lr, weight_decay=decay, engine=engine)], params
+    if name == "adamw":
+        return [AdamW(params, lr=lr, weight_decay=decay, engine=engine)], params
+    return [SGD(params, lr=lr, weight_decay=decay, engine=engine)], (params if decay else [])
+
+
+def build_schedulers(values, optimizers):
+    if values["lr_schedule"] == "cosine" and values["epochs"] > 0:
+        return [CosineAnnealingLR(opt, T_max=values["epochs"], eta_min=values["lr_min"]) for opt in optimizers]
+    return []
+
+
+def seeded_generators(seed):
+    """(shuffle Generator, sampler Generator), spawned from one seed."""
+    shuffle_seed, sampler_seed = np.random.SeedSequence(seed).spawn(2)
+    return np.random.default_rng(shuffle_seed), np.random.default_rng(sampler_seed)

@@ -1,0 +1,364 @@
+"""Every run setting, declared once: name, type, default, allowed values, help, where it applies.
+
+The CLI's flags (`recgrad train --lr ...`), the TOML recipes, the resolved config.toml of a run
+directory, the Trainer's keyword arguments and their validation, and the settings a resumed run
+must keep are all derived from SETTINGS below. Adding a setting means adding one `Setting` here
+(plus the code that uses it).
+
+A default of None means "derived from the other settings" (`DERIVED_DEFAULTS`): for example the
+number of negatives depends on the loss. `resolve(values)` returns a complete, checked dict in
+which every such value is filled in; a bad value raises `SettingError` with one line naming the
+setting, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+__all__ = ["Setting", "SettingError", "SETTINGS", "BY_NAME", "GROUPS", "resolve", "check_value", "flag_name",
+           "trainer_settings", "resume_settings", "defaults"]
+
+
+class SettingError(ValueError):
+    """A setting with a value it cannot take (one line: the setting, the value, what is allowed)."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One run setting.
+
+    kind: "int", "float", "bool", "str", "int_list" or "float_or_int" (how a flag's text converts).
+    default: the value when nobody sets it; None means "derived" (see DERIVED_DEFAULTS) or "unset".
+    choices: the allowed values (str settings), or None.
+    minimum / maximum: bounds (numbers and each element of an int_list); *_open makes them strict.
+    applies: {other setting: allowed values}: the setting may only be given a value when each of
+        those settings has one of those values (e.g. temperature only with loss "infonce").
+    resume: a resumed run must have the checkpoint's value (it changes what an epoch computes).
+    group: where the CLI lists it: "data", "model", "training", "evaluation" or "run".
+    """
+
+    name: str
+    kind: str
+    default: Any
+    help: str
+    group: str
+    choices: tuple | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    minimum_open: bool = False
+    maximum_open: bool = False
+    applies: dict = field(default_factory=dict)
+    resume: bool = False
+
+    def allowed(self) -> str:
+        """What values are allowed, in words (for errors and --help)."""
+        if self.choices is not None:
+            return "one of " + ", ".join(str(choice) for choice in self.choices)
+        noun = {"int": "an int", "int_list": "a list of ints", "float": "a number", "bool": "true or false",
+                "str": "a string", "float_or_int": "a number"}[self.kind]
+        bounds = []
+        if self.minimum is not None:
+            bounds.append(f"{'>' if self.minimum_open else '>='} {self.minimum:g}")
+        if self.maximum is not None:
+            bounds.append(f"{'<' if self.maximum_open else '<='} {self.maximum:g}")
+        return noun + (" " + " and ".join(bounds) if bounds else "")
+
+
+GROUPS = ("data", "model", "training", "evaluation", "run")
+LOSSES = ("bpr", "bce", "infonce")
+OPTIMIZERS = ("adam", "adamw", "sgd", "sparse_adam", "hogwild")
+MODELS = ("mf", "two-tower", "gmf", "neumf")
+ACTIVATIONS = ("sigmoid", "tanh", "relu", "gelu", "gelu_tanh", "swish", "silu")
+
+SETTINGS = (
+    # ------------------------------------------------------------------------------------ data
+    Setting("data", "str", "synthetic", "a data folder or file, or 'synthetic' (the built-in synthetic set)", "data"),
+    Setting("format", "str", "auto", "the data's format (auto: detected from the file names)", "data",
+            choices=("auto", "lightgcn", "ncf", "movielens", "csv", "synthetic")),
+    Setting("user_col", "str", None, "csv: the user column's name", "data"),
+    Setting("item_col", "str", None, "csv: the item column's name", "data"),
+    Setting("rating_col", "str", None, "csv: the rating column's name", "data"),
+    Setting("timestamp_col", "str", None, "csv: the timestamp column's name", "data"),
+    Setting("sep", "str", None, "csv: the field separator (default: sniffed)", "data"),
+    Setting("min_rating", "float", None, "keep interactions rated at least this (implicit feedback)", "data"),
+    Setting("on_error", "str", "raise", "raise on malformed lines, or skip them (counted)", "data",
+            choices=("raise", "skip")),
+    Setting("split", "str", "random", "data without a test file: random per user, or leave_one_out by timestamp",
+            "data", choices=("random", "leave_one_out")),
+    Setting("test_ratio", "float", 0.2, "random split: the held-out fraction per user", "data",
+            minimum=0.0, maximum=1.0, minimum_open=True, maximum_open=True),
+    Setting("validation", "float", 0.0, "carve this fraction of train as a validation set for model selection",
+            "data", minimum=0.0, maximum=1.0, maximum_open=True),
+    # ----------------------------------------------------------------------------------- model
+    Setting("model", "str", "mf", "the recommender", "model", choices=MODELS),
+    Setting("dim", "int", 64, "embedding size (NeuMF: the GMF part's size)", "model", minimum=1),
+    Setting("hidden", "int_list", [64], "two-tower: hidden widths, e.g. 128,64", "model", minimum=1,
+            applies={"model": ("two-tower",)}),
+    Setting("activation", "str", "relu", "two-tower: the towers' activation", "model", choices=ACTIVATIONS,
+            applies={"model": ("two-tower",)}),
+    Setting("normalize", "bool", None, "mf, two-tower: score by the cosine (default: true for a cosine InfoNCE)",
+            "model", applies={"model": ("mf", "two-tower")}),
+    Setting("mlp_layers", "int_list", [64, 32, 16, 8], "neumf: the MLP's widths", "model", minimum=1,
+            applies={"model": ("neumf",)}),
+    Setting("init_std", "float", None, "std of the N(0, std) embedding init (default: the model's)", "model",
+            minimum=0.0, minimum_open=True),
+    # -------------------------------------------------------------------------------- training
+    Setting("loss", "str", "bpr", "bpr, bce (NCF's log loss) or infonce (sampled softmax)", "training",
+            choices=LOSSES, resume=True),
+    Setting("optimizer", "str", "adam",
+            "adam, adamw, sgd (dense, as torch.optim), sparse_adam (lazy rows), hogwild (compiled per-interaction "
+            "SGD on MF, implicit's algorithm)", "training", choices=OPTIMIZERS, resume=True),
+    Setting("lr", "float", 1e-2, "learning rate (the initial one under a schedule)", "training",
+            minimum=0.0, minimum_open=True, resume=True),
+    Setting("lr_schedule", "str", "constant", "constant, or cosine (anneal to lr_min over the epochs)", "training",
+            choices=("constant", "cosine"), resume=True),
+    Setting("lr_min", "float", None, "the cosine schedule's final lr (default 0)", "training", minimum=0.0,
+            applies={"lr_schedule": ("cosine",)}, resume=True),
+    Setting("batch_size", "int", None, "training interactions per step (default 2048; hogwild steps on each one)",
+            "training", minimum=1, applies={"optimizer": ("adam", "adamw", "sgd", "sparse_adam")}, resume=True),
+    Setting("epochs", "int", 20, "epochs to train (a resumed run counts those already done)", "training",
+            minimum=0),
+    Setting("negatives", "int", None,
+            "negatives per positive (per_user) or per batch (shared); default bpr 1, bce 4, infonce 64 per user "
+            "or 1024 shared", "training", minimum=1, resume=True),
+    Setting("negatives_mode", "str", "per_user",
+            "per_user, shared (one set per batch) or in_batch (infonce: the batch's other positives)", "training",
+            choices=("per_user", "shared", "in_batch"), resume=True),
+    Setting("dns_candidates", "int", 1,
+            "dynamic negative sampling: each negative is the best-scoring of this many draws (1: plain sampling)",
+            "training", minimum=1, applies={"negatives_mode": ("per_user",)}, resume=True),
+    Setting("sampler", "str", "uniform", "negatives drawn uniformly, or by popularity^popularity_alpha", "training",
+            choices=("uniform", "popularity"), resume=True),
+    Setting("popularity_alpha", "float", None, "the popularity sampler's exponent (default 0.75)", "training",
+            minimum=0.0, applies={"sampler": ("popularity",)}, resume=True),
+    Setting("temperature", "float", None, "infonce: the softmax temperature (default 0.1)", "training",
+            minimum=0.0, minimum_open=True, applies={"loss": ("infonce",)}, resume=True),
+    Setting("similarity", "str", None, "infonce: dot (default) or cosine", "training", choices=("dot", "cosine"),
+            applies={"loss": ("infonce",)}, resume=True),
+    Setting("logq_correction", "bool", None, "infonce: subtract log q(item) from every logit (default false)",
+            "training", applies={"loss": ("infonce",)}, resume=True),
+    Setting("l2", "float", 1e-4, "LightGCN's L2 on the batch's embedding rows (0: none)", "training", minimum=0.0,
+            resume=True),
+    Setting("weight_decay", "float", None,
+            "the optimizer's weight decay (default: 1e-2 for adamw, 0 otherwise; hogwild has none)", "training",
+            minimum=0.0, resume=True),
+    Setting("epoch_sampling", "str", "interactions",
+            "interactions (each training interaction once per epoch) or users (a uniform user, then one of their "
+            "positives: the NGCF/LightGCN code's sampler)", "training", choices=("interactions", "users"),
+            resume=True),
+    Setting("engine", "str", None,
+            "auto (compiled kernels wherever they compute the same algorithm), compiled (as auto, with a notice "
+            "where they do not apply) or numpy (the readable reference everywhere); default: the process's, "
+            "auto unless RECGRAD_ENGINE says otherwise", "training", choices=("auto", "compiled", "numpy")),
+    Setting("seed", "int", 0, "seed of the init, the split, the shuffle and the sampler", "training", minimum=0,
+            resume=True),
+    Setting("threads", "int", None, "threads for the compiled kernels and BLAS (default: all cores)", "run",
+            minimum=1),
+    # ------------------------------------------------------------------------------ evaluation
+    Setting("eval_every", "int", 1, "evaluate every this many epochs (and after the last one)", "evaluation",
+            minimum=1),
+    Setting("patience", "int", None, "stop after this many evaluations without improvement (default: never)",
+            "evaluation", minimum=1),
+    Setting("topk", "int_list", None, "cut-offs evaluated (default 20; 10 for the sampled NCF protocol)",
+            "evaluation", minimum=1),
+    Setting("metric", "str", None, "the model-selection metric, e.g. recall@20 or ndcg@10 (default: recall@20; "
+            "ndcg@10 for the sampled protocol)", "evaluation"),
+    Setting("out", "str", None, "run directory (default runs/<date-time>)", "run"),
+)
+
+BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+def flag_name(name: str) -> str:
+    """The CLI flag of a setting: --lr-schedule for lr_schedule."""
+    return "--" + name.replace("_", "-")
+
+
+def defaults() -> dict:
+    """{name: default} for every setting (None where derived)."""
+    return {setting.name: setting.default for setting in SETTINGS}
+
+
+# ------------------------------------------------------------------------------ conversions
+def _bool(value, setting):
+    if isinstance(value, bool):
+        return value
+    lowered = str(value).strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise SettingError(_bad(setting, value))
+
+
+def _number(value, setting, integer):
+    if isinstance(value, bool):
+        raise SettingError(_bad(setting, value))
+    try:
+        if isinstance(value, str):
+            number = int(value) if integer else float(value)
+        elif integer:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            number = int(value)
+        else:
+            number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise SettingError(_bad(setting, value)) from None
+    if not integer and not math.isfinite(number):
+        raise SettingError(_bad(setting, value))
+    return number
+
+
+def _in_bounds(setting, number):
+    if setting.minimum is not None and (number < setting.minimum or (setting.minimum_open and number == setting.minimum)):
+        return False
+    if setting.maximum is not None and (number > setting.maximum or (setting.maximum_open and number == setting.maximum)):
+        return False
+    return True
+
+
+def _bad(setting, value):
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{setting.name}: expected {setting.allowed()}, got {text}"
+
+
+def check_value(name: str, value: Any) -> Any:
+    """`value` converted to the setting's type and checked (flag text or a Python value); None stays None."""
+    setting = BY_NAME.get(name)
+    if setting is None:
+        raise SettingError(f"unknown setting {name!r} (known: {', '.join(sorted(BY_NAME))})")
+    if value is None:
+        return None
+    if setting.kind == "bool":
+        return _bool(value, setting)
+    if setting.kind in ("int", "float"):
+        number = _number(value, setting, setting.kind == "int")
+        if not _in_bounds(setting, number):
+            raise SettingError(_bad(setting, value))
+        return number
+    if setting.kind == "int_list":
+        if isinstance(value, str):
+            parts = value.replace(",", " ").split()
+        elif isinstance(value, (list, tuple)):
+            parts = list(value)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            parts = [value]
+        else:
+            raise SettingError(_bad(setting, value))
+        numbers = [_number(part, setting, True) for part in parts]
+        if not numbers or not all(_in_bounds(setting, number) for number in numbers):
+            raise SettingError(_bad(setting, value))
+        return numbers
+    if not isinstance(value, str):
+        raise SettingError(_bad(setting, value))
+    if setting.choices is not None and value not in setting.choices:
+        raise SettingError(_bad(setting, value))
+    return value
+
+
+# --------------------------------------------------------------------------------- derived
+DEFAULT_NEGATIVES = {"bpr": 1, "bce": 4, ("infonce", "per_user"): 64, ("infonce", "shared"): 1024}
+
+
+def _default_negatives(values):
+    if values["negatives_mode"] == "in_batch":
+        return None
+    return DEFAULT_NEGATIVES.get(values["loss"]) or DEFAULT_NEGATIVES[(values["loss"], values["negatives_mode"])]
+
+
+# Settings whose default depends on others: {name: (rule in words, function of the resolved values)}.
+# A rule applies only where the setting applies (an InfoNCE temperature is not filled in for BPR).
+DERIVED_DEFAULTS: dict[str, tuple[str, Callable[[dict], Any]]] = {
+    "negatives": ("bpr 1, bce 4, infonce 64 per user or 1024 shared; none in_batch", _default_negatives),
+    "batch_size": ("2048", lambda values: 2048),
+    "lr_min": ("0", lambda values: 0.0),
+    "popularity_alpha": ("0.75", lambda values: 0.75),
+    "temperature": ("0.1", lambda values: 0.1),
+    "similarity": ("dot", lambda values: "dot"),
+    "logq_correction": ("false", lambda values: False),
+    "weight_decay": ("1e-2 for adamw, 0 otherwise",
+                     lambda values: 1e-2 if values["optimizer"] == "adamw" else 0.0),
+    "normalize": ("true for infonce with cosine similarity",
+                  lambda values: values["loss"] == "infonce" and values.get("similarity") == "cosine"),
+}
+
+
+def _applies(setting, values):
+    return all(values.get(other) in allowed for other, allowed in setting.applies.items())
+
+
+def _condition(setting):
+    return " and ".join(f"{other} {' or '.join(map(repr, allowed))}" for other, allowed in setting.applies.items())
+
+
+def resolve(values: dict, names=None) -> dict:
+    """Defaults, overridden by `values`, checked and with every derived default filled in.
+
+    names: the settings to resolve (default: all). A setting given a value where it does not apply
+    (temperature with loss "bpr") raises SettingError; so do combinations that cannot run.
+    """
+    names = tuple(BY_NAME) if names is None else tuple(names)
+    resolved = {name: BY_NAME[name].default for name in names}
+    for name, value in values.items():
+        if name not in resolved:
+            if name in BY_NAME:
+                raise SettingError(f"{name}: not a setting of this component")
+            check_value(name, value)  # raises: unknown setting
+        resolved[name] = check_value(name, value)
+    for name in names:
+        setting = BY_NAME[name]
+        if not setting.applies or not all(other in resolved for other in setting.applies):
+            continue
+        if _applies(setting, resolved):
+            continue
+        if values.get(name) is not None and values[name] != setting.default:
+            current = ", ".join(f"{other}={resolved[other]!r}" for other in setting.applies)
+            raise SettingError(f"{name}: applies only with {_condition(setting)} (got {current})")
+        resolved[name] = None
+    for name, (_, rule) in DERIVED_DEFAULTS.items():
+        if name in resolved and resolved[name] is None and _applies(BY_NAME[name], resolved) \
+                and all(other in resolved for other in BY_NAME[name].applies):
+            resolved[name] = rule(resolved)
+    _check_combinations(resolved)
+    return resolved
+
+
+def _check_combinations(values):
+    """Rules across settings that no single declaration states."""
+    mode, loss = values.get("negatives_mode"), values.get("loss")
+    if mode == "in_batch" and loss is not None and loss != "infonce":
+        raise SettingError(f"negatives_mode: 'in_batch' needs loss 'infonce' (got loss={loss!r})")
+    if mode == "in_batch" and values.get("negatives") is not None:
+        raise SettingError("negatives: in_batch mode uses the batch's other positives; leave negatives unset")
+    if (values.get("dns_candidates") or 1) > 1 and values.get("logq_correction"):
+        raise SettingError("logq_correction: the negatives dynamic sampling chooses do not follow the sampler's q; "
+                           "use dns_candidates 1 with logq_correction")
+    if values.get("lr_schedule") == "cosine" and values.get("lr_min") is not None and "lr" in values \
+            and values["lr_min"] >= values["lr"]:
+        raise SettingError(f"lr_min: expected a value below lr={values['lr']:g}, got {values['lr_min']:g}")
+    if values.get("optimizer") == "hogwild":
+        if values.get("weight_decay"):
+            raise SettingError("weight_decay: hogwild SGD has none; use l2 (implicit's regularization)")
+        if mode is not None and mode != "per_user":
+            raise SettingError(f"negatives_mode: hogwild draws negatives per user, got {mode!r}")
+    metric = values.get("metric")
+    if metric is not None:
+        name, _, k = metric.partition("@")
+        if not name or not k.isdigit() or int(k) < 1:
+            raise SettingError(f"metric: expected '<name>@<K>' with K >= 1, e.g. recall@20, got {metric!r}")
+
+
+def trainer_settings() -> tuple:
+    """The settings the Trainer takes as keyword arguments (those of the training and evaluation groups)."""
+    return tuple(setting.name for setting in SETTINGS
+                 if setting.group in ("training", "evaluation") and setting.name != "threads")
+
+
+def resume_settings() -> tuple:
+    """The settings a resumed run must share with its checkpoint."""
+    return tuple(setting.name for setting in SETTINGS if setting.resume)
