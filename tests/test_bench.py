@@ -226,12 +226,14 @@ def test_quality_is_skipped_on_synthetic_data_with_a_note():
 
 
 @pytest.mark.parametrize("flags, expected", [
-    (("--data", "{missing}"), "recgrad bench: error: --data {missing}: "),
+    (("--data", "{missing}"), "recgrad bench: error: --data {missing}: no such file or folder"),
+    (("--data", "{malformed}"), "recgrad bench: error: --data {malformed}/train.txt:2: "),
     (("--data", "{tiny}", "--scale", "0.5"), "recgrad bench: error: --scale: below 1 (0.5) scales the synthetic "
                                               "data set; drop --data {tiny}"),
 ])
 def test_bad_data_is_one_line_naming_the_flag_and_status_2(capsys, tmp_path, flags, expected):
-    paths = {"missing": tmp_path / "nowhere", "tiny": write_lightgcn(tmp_path / "tiny", ["0 0 1"], ["0 2"])}
+    paths = {"missing": tmp_path / "nowhere", "tiny": write_lightgcn(tmp_path / "tiny", ["0 0 1"], ["0 2"]),
+             "malformed": write_lightgcn(tmp_path / "malformed", ["0 0 1", "1 x"])}
     flags = [flag.format(**paths) for flag in flags]
     status, report, out, err = run_eval_case(capsys, tmp_path, *flags)
     assert status == 2 and report is None and out == ""

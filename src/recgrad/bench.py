@@ -481,7 +481,8 @@ def load_data(data, scale):
         if dataset.test is None:
             dataset = with_test_split(dataset, method="random", ratio=0.2, seed=0)
     except (FileNotFoundError, ValueError, TypeError) as error:
-        raise ValueError(f"--data {data}: {error}") from None
+        message = str(error)  # the loaders' messages mostly start with the file (and line) they name
+        raise ValueError(f"--data {message if message.startswith(str(data)) else f'{data}: {message}'}") from None
     return dataset, f"{dataset.name} ({data})", True
 
 
@@ -924,7 +925,7 @@ def format_text(results, targets, machine):
         lines.append(_quality_line(record))
     lines.extend(f"note: {note}" for note in results.notes)
     lines.append("")
-    lines.append("performance goals (docs/performance.md):")
+    lines.append("performance goals (docs/performance.md):" + ("" if targets else " none measured by these cases"))
     for target in targets:
         verdict = {True: "MET", False: "MISSED", None: "info"}[target["met"]]
         lines.append(f"  [{verdict}] {target['target']}: {target['measured']} (goal {target['goal']})")
