@@ -27,6 +27,8 @@ from recgrad.evaluation import top_k
 from recgrad.losses import l2_normalize, l2_normalize_backward
 from recgrad.models.embedding import as_ids, check_dtype
 from recgrad.nn.module import Module
+from recgrad.serving.foldin import FoldIn
+from recgrad.serving.index import ExactIndex
 
 FORMAT_VERSION = 1
 _REGISTRY = {}
@@ -258,6 +260,71 @@ class FactorModel(Recommender):
     def score_all(self, users, items=None):
         """user_factors(users) @ item_factors(items).T, shape (len(users), n_items or len(items))."""
         return self.user_factors(as_1d_ids(users, self.n_users, "users")) @ self.item_factors(items).T
+
+    # ---------------------------------------------------------------------------- serving
+    def recommend_new(self, user_items, N=10, filter_already_liked_items=True, fold=None, index=None):
+        """The N best items for a user who was not in the training data (fold-in).
+
+        Args:
+            user_items: 1-D array of the item ids the new user interacted with (at least one).
+            N: number of items; filter_already_liked_items: drop `user_items` from the ranking.
+            fold: the `recgrad.serving.foldin.FoldIn` objective (the training run's loss and L2;
+                `FoldIn.from_run_config`); None: `FoldIn()`, BPR without L2.
+            index: the `recgrad.serving.index` index over `item_factors()` to search (e.g. an
+                HNSWIndex); None: the exact scan.
+
+        Returns:
+            (ids, scores) as `recommend` for one user: the user's vector is folded in against the
+            frozen item vectors (unit for a normalised model, so the scores are cosines).
+        """
+        history = np.unique(as_1d_ids(user_items, self.n_items, "user_items"))
+        index = ExactIndex(self.item_factors()) if index is None else index
+        vector = self.fold_in(history, fold, index.vectors)
+        excluded = history if filter_already_liked_items else history[:0]
+        ids, scores = index.search(vector[None, :], N, [excluded])
+        return ids[0], scores[0]
+
+    def fold_in(self, user_items, fold=None, item_vectors=None):
+        """The folded-in vector (dim,) of a new user with `user_items` (docs/serving.md); unit
+        rows for a normalised model. item_vectors: `item_factors()` when already at hand."""
+        history = np.unique(as_1d_ids(user_items, self.n_items, "user_items"))
+        item_vectors = self.item_factors() if item_vectors is None else item_vectors
+        vector = (FoldIn() if fold is None else fold).vector(item_vectors, history)
+        return self._unit(vector[None, :])[0][0]
+
+    def similar_items(self, itemid, N=10, filter_items=None, items=None, index=None):
+        """The N items most similar to each item of `itemid`, by the cosine of `item_factors()`.
+
+        The cosine for every model, normalised or not: the dot product of a plain MF would rank
+        the long (popular) vectors first for every query (implicit's `similar_items` convention).
+        The query item is never listed; `filter_items` (ids) are dropped from every answer;
+        `items` (distinct ids) restricts the candidates (searched exactly); `index`: an index
+        over the unit item vectors (None: the exact scan). Returns (ids, scores) as `recommend`:
+        1-D for an int, 2-D for an array.
+        """
+        return self._similar("item", itemid, N, filter_items, items, index)
+
+    def similar_users(self, userid, N=10, filter_users=None, users=None, index=None):
+        """The N users most similar to each user of `userid`, by the cosine of `user_factors()`
+        (as `similar_items`, on the user side)."""
+        return self._similar("user", userid, N, filter_users, users, index)
+
+    def _similar(self, side, query, N, filtered, candidates, index):
+        count = getattr(self, f"n_{side}s")
+        single = np.ndim(query) == 0
+        query = as_1d_ids(np.atleast_1d(query), count, f"{side}id")
+        filtered = np.zeros(0, np.int64) if filtered is None else as_1d_ids(filtered, count, f"filter_{side}s")
+        factors = getattr(self, f"{side}_factors")
+        if candidates is not None:
+            candidates = as_1d_ids(candidates, count, f"{side}s")
+            if candidates.size == 0 or np.unique(candidates).size != candidates.size:
+                raise ValueError(f"{side}s must be a non-empty array of distinct ids")
+            candidates = np.sort(candidates)
+            index = ExactIndex(l2_normalize(factors(candidates))[0], ids=candidates)
+        elif index is None:
+            index = ExactIndex(l2_normalize(factors())[0])
+        ids, scores = index.search(l2_normalize(factors(query))[0], N, [np.append(filtered, q) for q in query])
+        return (ids[0], scores[0]) if single else (ids, scores)
 
 
 def as_1d_ids(ids, num, name):
