@@ -21,13 +21,16 @@ optimizer name, not the compiled form of minibatch SGD.
 import contextlib
 import os
 import sys
+from collections.abc import Iterator
+from typing import Literal
 
 ENGINES = ("auto", "compiled", "numpy")
+Engine = Literal["auto", "compiled", "numpy"] | None  # the type of every `engine` argument
 
 _notices_shown = set()
 
 
-def check_engine(value, name="engine"):
+def check_engine(value: Engine, name: str = "engine") -> Engine:
     """`value` if it is one of ENGINES (or None, the default); ValueError naming `name` otherwise."""
     if value is not None and value not in ENGINES:
         raise ValueError(f"{name}: expected one of {', '.join(ENGINES)}, got {value!r}")
@@ -37,19 +40,19 @@ def check_engine(value, name="engine"):
 _default = check_engine(os.environ.get("RECGRAD_ENGINE", "auto"), "RECGRAD_ENGINE")
 
 
-def get_default_engine():
+def get_default_engine() -> str:
     """The engine used where none is passed: "auto" unless set otherwise."""
     return _default
 
 
-def set_default_engine(engine):
+def set_default_engine(engine: Engine) -> None:
     """Set the process-wide default engine ("auto", "compiled" or "numpy")."""
     global _default
     _default = check_engine(engine) or "auto"
 
 
 @contextlib.contextmanager
-def default_engine_set(engine):
+def default_engine_set(engine: Engine) -> Iterator[None]:
     """Inside the block the default engine is `engine`; the previous one is restored on exit."""
     previous = get_default_engine()
     set_default_engine(engine)
@@ -59,7 +62,7 @@ def default_engine_set(engine):
         set_default_engine(previous)
 
 
-def use_compiled(engine, covered, what):
+def use_compiled(engine: Engine, covered: bool, what: str) -> bool:
     """True when `what` should run its compiled kernel.
 
     engine: the caller's engine argument (None: the default). covered: whether the kernel computes

@@ -19,11 +19,12 @@ input the layers accept, so engine="compiled" never falls back. The engine is re
 import operator
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 import recgrad.activations as reference
 from recgrad._arrays import as_float_array, check_same_shape
 from recgrad.activations import _check_approximate
-from recgrad.engine import check_engine, use_compiled
+from recgrad.engine import Engine, check_engine, use_compiled
 from recgrad.kernels import activations as kernels
 from recgrad.nn.module import Module
 
@@ -38,7 +39,7 @@ class _Activation(Module):
 
     kernel = None
 
-    def __init__(self, *, engine=None):
+    def __init__(self, *, engine: Engine = None):
         self.engine = check_engine(engine)
 
     def kernel_params(self) -> dict:
@@ -48,7 +49,7 @@ class _Activation(Module):
         """Whether the next forward/backward runs the compiled kernels (they cover every input)."""
         return use_compiled(self.engine, True, type(self).__name__)
 
-    def forward(self, x) -> np.ndarray:
+    def forward(self, x: ArrayLike) -> np.ndarray:
         x = as_float_array(x)
         if self.compiled():
             y = kernels.forward(self.kernel, x, **self.kernel_params())
@@ -57,7 +58,7 @@ class _Activation(Module):
         self.cache = y if kernels.CACHED[self.kernel] == "output" else x
         return y
 
-    def backward(self, grad_output) -> np.ndarray:
+    def backward(self, grad_output: ArrayLike) -> np.ndarray:
         if self.cache is None:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward: nothing is cached")
         grad_output = as_float_array(grad_output, "grad_output")
@@ -112,7 +113,7 @@ class GELU(_Activation):
 
     kernel = "gelu"
 
-    def __init__(self, approximate="none", *, engine=None):
+    def __init__(self, approximate: str = "none", *, engine: Engine = None):
         super().__init__(engine=engine)
         self.approximate = _check_approximate(approximate)
 
@@ -135,7 +136,7 @@ class Swish(_Activation):
 
     kernel = "swish"
 
-    def __init__(self, beta=1.0, *, engine=None):
+    def __init__(self, beta: float = 1.0, *, engine: Engine = None):
         super().__init__(engine=engine)
         self.beta = float(beta)
 
@@ -152,7 +153,7 @@ class Swish(_Activation):
 class SiLU(Swish):
     """y = x sigmoid(x), Swish with beta = 1. Reference: torch.nn.SiLU."""
 
-    def __init__(self, *, engine=None):
+    def __init__(self, *, engine: Engine = None):
         super().__init__(beta=1.0, engine=engine)
 
 
@@ -165,7 +166,7 @@ class Softmax(_Activation):
 
     kernel = "softmax"
 
-    def __init__(self, axis=-1, *, engine=None):
+    def __init__(self, axis: int = -1, *, engine: Engine = None):
         super().__init__(engine=engine)
         self.axis = operator.index(axis)
 
@@ -187,7 +188,7 @@ class LogSoftmax(_Activation):
 
     kernel = "log_softmax"
 
-    def __init__(self, axis=-1, *, engine=None):
+    def __init__(self, axis: int = -1, *, engine: Engine = None):
         super().__init__(engine=engine)
         self.axis = operator.index(axis)
 

@@ -4,6 +4,7 @@ import math
 import operator
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from recgrad import init
 from recgrad._arrays import as_float_array
@@ -40,7 +41,7 @@ class Linear(Module):
     Reference: torch.nn.Linear, https://pytorch.org/docs/stable/generated/torch.nn.Linear.html
     """
 
-    def __init__(self, in_features, out_features, bias=True, rng=None, dtype=np.float64):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, rng=None, dtype=np.float64):
         self.in_features = _positive_int(in_features, "in_features")
         self.out_features = _positive_int(out_features, "out_features")
         dtype = np.dtype(dtype)
@@ -59,7 +60,7 @@ class Linear(Module):
             bound = 1.0 / math.sqrt(fan_in)
             init.uniform_(self.bias.data, -bound, bound, rng=rng)
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> np.ndarray:
         """y = x W^T + b; x (*, in_features) -> y (*, out_features). Caches x for the weight gradient."""
         x = as_float_array(x, "x")
         if x.ndim == 0 or x.shape[-1] != self.in_features:
@@ -78,7 +79,7 @@ class Linear(Module):
         self.cache = x
         return y
 
-    def backward(self, grad_output):
+    def backward(self, grad_output: ArrayLike) -> np.ndarray:
         """dx = G W; accumulates dW = G^T x and db = sum G over all leading dimensions.
 
         G (*, out_features) is taken in the dtype of the cached input, so dx has x's dtype.

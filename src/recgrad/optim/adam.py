@@ -1,11 +1,13 @@
 """Adam (Kingma and Ba, 2015) with L2 weight decay and AMSGrad, as `torch.optim.Adam` computes it."""
 
 import math
+from collections.abc import Iterable
 
 import numpy as np
 
+from recgrad.engine import Engine
 from recgrad.kernels import optim as optim_kernels
-from recgrad.nn.module import RowSparseGrad
+from recgrad.nn.module import Parameter, RowSparseGrad
 from recgrad.optim.optimizer import Optimizer, check_betas, check_non_negative
 
 
@@ -96,8 +98,9 @@ class Adam(Optimizer):
     "On the Convergence of Adam and Beyond", ICLR 2018; PyTorch documentation of `torch.optim.Adam`.
     """
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
-                 maximize=False, engine=None):
+    def __init__(self, params: Iterable[Parameter] | Iterable[dict], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
+                 amsgrad: bool = False, maximize: bool = False, engine: Engine = None):
         defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay,
                     "amsgrad": amsgrad, "maximize": maximize}
         super().__init__(params, defaults, engine)

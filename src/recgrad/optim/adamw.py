@@ -1,8 +1,11 @@
 """AdamW (Loshchilov and Hutter, 2019): Adam with decoupled weight decay, as `torch.optim.AdamW`."""
 
 import math
+from collections.abc import Iterable
 
+from recgrad.engine import Engine
 from recgrad.kernels import optim as optim_kernels
+from recgrad.nn.module import Parameter
 from recgrad.optim.adam import (
     adam_move,
     advance_adam_state,
@@ -51,8 +54,9 @@ class AdamW(Optimizer):
     documentation of `torch.optim.AdamW`.
     """
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False,
-                 maximize=False, engine=None):
+    def __init__(self, params: Iterable[Parameter] | Iterable[dict], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 1e-2,
+                 amsgrad: bool = False, maximize: bool = False, engine: Engine = None):
         defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay,
                     "amsgrad": amsgrad, "maximize": maximize}
         super().__init__(params, defaults, engine)

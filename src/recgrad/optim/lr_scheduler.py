@@ -25,7 +25,7 @@ class LRScheduler:
     A subclass defines `_next_lrs()`: the lrs for epoch `self.last_epoch` given the groups' current lrs.
     """
 
-    def __init__(self, optimizer):
+    def __init__(self, optimizer: Optimizer):
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer: expected a recgrad Optimizer, got {type(optimizer).__name__}")
         self.optimizer = optimizer
@@ -41,23 +41,23 @@ class LRScheduler:
     def _next_lrs(self):
         raise NotImplementedError(f"{type(self).__name__} must define _next_lrs")
 
-    def step(self):
+    def step(self) -> None:
         """Advance one epoch and write the new lr into every param group."""
         self.last_epoch += 1
         for group, lr in zip(self.optimizer.param_groups, self._next_lrs()):
             group["lr"] = lr
         self._last_lr = self._current_lrs()
 
-    def get_last_lr(self):
+    def get_last_lr(self) -> list[float]:
         """The lrs set by the last `step()` (one per param group)."""
         return list(self._last_lr)
 
-    def state_dict(self):
+    def state_dict(self) -> dict:
         """Every attribute except the optimizer (as torch): hyper-parameters, base_lrs, last_epoch."""
         return {key: (list(value) if isinstance(value, list) else value)
                 for key, value in vars(self).items() if key != "optimizer"}
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: dict) -> None:
         """Restore what `state_dict()` returned; an unknown or missing key raises KeyError."""
         expected = set(vars(self)) - {"optimizer"}
         if set(state_dict) != expected:
@@ -88,7 +88,7 @@ class StepLR(LRScheduler):
     [0.1, 0.05, 0.05, 0.025, 0.025]
     """
 
-    def __init__(self, optimizer, step_size, gamma=0.1):
+    def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1):
         if isinstance(step_size, bool) or not isinstance(step_size, int) or step_size < 1:
             raise ValueError(f"step_size: expected a positive int, got {step_size!r}")
         self.step_size = step_size
@@ -104,7 +104,7 @@ class StepLR(LRScheduler):
 class ExponentialLR(LRScheduler):
     """Multiply the lr by gamma every epoch: lr_e = base_lr * gamma^e (recursively lr <- lr * gamma)."""
 
-    def __init__(self, optimizer, gamma):
+    def __init__(self, optimizer: Optimizer, gamma: float):
         self.gamma = float(gamma)
         super().__init__(optimizer)
 
@@ -128,7 +128,7 @@ class CosineAnnealingLR(LRScheduler):
     Reference: Loshchilov and Hutter, "SGDR: Stochastic Gradient Descent with Warm Restarts", ICLR 2017.
     """
 
-    def __init__(self, optimizer, T_max, eta_min=0.0):
+    def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0):
         if not T_max > 0:
             raise ValueError(f"T_max: expected a positive number of epochs, got {T_max!r}")
         self.T_max = T_max
@@ -156,7 +156,8 @@ class LinearLR(LRScheduler):
     after total_iters the lr is left unchanged. start_factor in (0, 1], end_factor in [0, 1] (torch's checks).
     """
 
-    def __init__(self, optimizer, start_factor=1.0 / 3, end_factor=1.0, total_iters=5):
+    def __init__(self, optimizer: Optimizer, start_factor: float = 1.0 / 3, end_factor: float = 1.0,
+                 total_iters: int = 5):
         if not 0.0 < start_factor <= 1.0:
             raise ValueError(f"start_factor: expected a value in (0, 1], got {start_factor!r}")
         if not 0.0 <= end_factor <= 1.0:

@@ -35,9 +35,12 @@ engine loads into an optimizer with the other, and a "fused" entry in an older c
 is ignored.
 """
 
+from collections.abc import Callable, Iterable
+from typing import Any
+
 import numpy as np
 
-from recgrad.engine import check_engine, use_compiled
+from recgrad.engine import Engine, check_engine, use_compiled
 from recgrad.kernels.optim import uncovered_reason
 from recgrad.nn.module import Parameter, RowSparseGrad
 
@@ -54,7 +57,7 @@ class Optimizer:
     [0.1, 0.5]
     """
 
-    def __init__(self, params, defaults, engine=None):
+    def __init__(self, params: Iterable[Parameter] | Iterable[dict], defaults: dict, engine: Engine = None):
         self.engine = check_engine(engine)
         self._check_hyperparameters(defaults)
         self.defaults = dict(defaults)
@@ -77,7 +80,7 @@ class Optimizer:
     def _check_hyperparameters(self, hyper):
         """Raise ValueError naming an invalid hyper-parameter. Overridden by each algorithm."""
 
-    def add_param_group(self, param_group):
+    def add_param_group(self, param_group: dict) -> None:
         """Append a group dict; hyper-parameters it does not set are taken from the defaults."""
         if not isinstance(param_group, dict):
             raise TypeError(f"param_group: expected a dict, got {type(param_group).__name__}")
@@ -100,12 +103,12 @@ class Optimizer:
         self.param_groups.append(group)
         self._params.extend(params)
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         """Set every parameter's `.grad` to None (PyTorch's default `set_to_none=True`)."""
         for param in self._params:
             param.grad = None
 
-    def step(self, closure=None):
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Update every parameter that has a gradient; return `closure()` if one is given.
 
         `closure` (optional) recomputes the loss and the gradients before the update, as in PyTorch.
@@ -136,7 +139,7 @@ class Optimizer:
         """Update one parameter: the compiled kernel if `compiled`, else the NumPy reference."""
         raise NotImplementedError(f"{type(self).__name__} must define _update")
 
-    def state_dict(self):
+    def state_dict(self) -> dict:
         """PyTorch's layout: {"state": {index: {name: array}}, "param_groups": [... "params": [index]]}.
 
         Arrays are copies, so later steps do not change a saved state dict.
@@ -154,7 +157,7 @@ class Optimizer:
             groups.append(saved)
         return {"state": state, "param_groups": groups}
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: dict) -> None:
         """Restore hyper-parameters and state saved by `state_dict()` from an optimizer over the same
         parameters (same groups, same sizes, same order). Arrays are copied and cast to the
         parameter's dtype; a mismatch raises ValueError. The engine is this optimizer's own."""

@@ -1,9 +1,12 @@
 """Stochastic gradient descent with PyTorch's momentum, dampening, Nesterov and weight decay."""
 
+from collections.abc import Iterable
+
 import numpy as np
 
+from recgrad.engine import Engine
 from recgrad.kernels import optim as optim_kernels
-from recgrad.nn.module import RowSparseGrad
+from recgrad.nn.module import Parameter, RowSparseGrad
 from recgrad.optim.optimizer import Optimizer, check_non_negative
 
 
@@ -49,8 +52,9 @@ class SGD(Optimizer):
     Reference: PyTorch documentation of `torch.optim.SGD`; Sutskever et al. (2013) for Nesterov.
     """
 
-    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
-                 maximize=False, engine=None):
+    def __init__(self, params: Iterable[Parameter] | Iterable[dict], lr: float = 1e-3, momentum: float = 0.0,
+                 dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False, maximize: bool = False,
+                 engine: Engine = None):
         defaults = {"lr": lr, "momentum": momentum, "dampening": dampening, "weight_decay": weight_decay,
                     "nesterov": nesterov, "maximize": maximize}
         super().__init__(params, defaults, engine)

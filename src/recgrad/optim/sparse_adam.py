@@ -1,11 +1,13 @@
 """Lazy Adam for embedding tables: only the rows in the gradient move (`torch.optim.SparseAdam`)."""
 
 import math
+from collections.abc import Iterable
 
 import numpy as np
 
+from recgrad.engine import Engine
 from recgrad.kernels import optim as optim_kernels
-from recgrad.nn.module import RowSparseGrad
+from recgrad.nn.module import Parameter, RowSparseGrad
 from recgrad.optim.adam import bias_corrections
 from recgrad.optim.optimizer import Optimizer, check_betas, check_non_negative
 
@@ -57,8 +59,9 @@ class SparseAdam(Optimizer):
     Reference: PyTorch documentation of `torch.optim.SparseAdam` (and `torch.optim._functional.sparse_adam`).
     """
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, maximize=False,
-                 engine=None):
+    def __init__(self, params: Iterable[Parameter] | Iterable[dict], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
+                 maximize: bool = False, engine: Engine = None):
         defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay,
                     "maximize": maximize}
         super().__init__(params, defaults, engine)
