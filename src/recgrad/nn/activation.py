@@ -157,7 +157,18 @@ class SiLU(Swish):
         super().__init__(beta=1.0, engine=engine)
 
 
-class Softmax(_Activation):
+class _AlongAxis(_Activation):
+    """An activation over the entries along `axis` (an int, torch's `dim`), not entry by entry."""
+
+    def __init__(self, axis: int = -1, *, engine: Engine = None):
+        super().__init__(engine=engine)
+        self.axis = operator.index(axis)
+
+    def kernel_params(self):
+        return {"axis": self.axis}
+
+
+class Softmax(_AlongAxis):
     """y = softmax(x, axis); caches y; dL/dx = y * (g - sum(g * y, axis)), the vector-Jacobian product.
 
     The K x K Jacobian diag(y) - y y^T is never built. Shape: any; `axis` is an int
@@ -166,13 +177,6 @@ class Softmax(_Activation):
 
     kernel = "softmax"
 
-    def __init__(self, axis: int = -1, *, engine: Engine = None):
-        super().__init__(engine=engine)
-        self.axis = operator.index(axis)
-
-    def kernel_params(self):
-        return {"axis": self.axis}
-
     def reference_forward(self, x):
         return reference.softmax(x, axis=self.axis)
 
@@ -180,20 +184,13 @@ class Softmax(_Activation):
         return reference.softmax_backward(g, y, axis=self.axis)
 
 
-class LogSoftmax(_Activation):
+class LogSoftmax(_AlongAxis):
     """y = log_softmax(x, axis); caches y; dL/dx = g - exp(y) * sum(g, axis).
 
     Shape: any; `axis` is an int (torch's `dim`). Reference: torch.nn.LogSoftmax.
     """
 
     kernel = "log_softmax"
-
-    def __init__(self, axis: int = -1, *, engine: Engine = None):
-        super().__init__(engine=engine)
-        self.axis = operator.index(axis)
-
-    def kernel_params(self):
-        return {"axis": self.axis}
 
     def reference_forward(self, x):
         return reference.log_softmax(x, axis=self.axis)
