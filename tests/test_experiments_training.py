@@ -7,6 +7,7 @@ failing claim here.
 
 import argparse
 import json
+import re
 import sys
 import types
 
@@ -258,6 +259,7 @@ def test_all_quick_writes_results_and_findings(tmp_path, fake_registry, capsys):
     assert "**does not hold**" in findings
     assert "beta verdict paragraph" in findings and "![beta: beta.png](figures/beta.png)" in findings
     assert "recgrad experiment all --quick --out" in findings and "quick mode" in findings
+    assert re.search(r"Generated on \d{4}-\d\d-\d\d (at commit \w+ )?by `recgrad experiment all", findings)
     assert (out / "alpha.json").is_file() and (out / "beta.png").is_file()
     assert "[holds] alpha | claim" in capsys.readouterr().out
 

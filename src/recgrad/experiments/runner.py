@@ -19,7 +19,9 @@ Exit status: 0 on success, 1 when an experiment failed, 2 for a usage error.
 """
 
 import contextlib
+import datetime
 import json
+import subprocess
 import sys
 import time
 import traceback
@@ -218,12 +220,23 @@ def _run_all(args, quick_for):
     command += f" --quick-for {','.join(quick_for)}" if quick_for and not args.quick else ""
     command += f" --out {args.out}" + (f" --seed {args.seed}" if args.seed else "")
     command += f" --data {args.data}" if args.data is not None else ""
-    findings.write(results, failures, findings_path, out, command=command, seed=args.seed)
+    findings.write(results, failures, findings_path, out, command=command, seed=args.seed, made=_identity())
     print(f"findings written to {findings_path}", file=sys.stderr)
     if failures:
         print("failed: " + ", ".join(f["name"] for f in failures), file=sys.stderr)
         return 1
     return 0
+
+
+def _identity():
+    """"on DATE (UTC) at commit C" for the findings page; the commit only inside a git checkout."""
+    made = f"on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d}"
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return made
+    return f"{made} at commit {commit}"
 
 
 def _print_result(result, out):
