@@ -15,8 +15,9 @@ the same layout as PyTorch's, and `load_state_dict()` of it into a freshly built
 same parameters continues training bit for bit.
 
 A subclass validates its hyper-parameters in `_check_hyperparameters(group)` (called for the defaults
-and for every group) and updates one parameter in `_update(param, grad, state, group)`; parameters whose
-`.grad` is None are skipped, as in PyTorch.
+and for every group) and updates one parameter in `_update(param, grad, state, group, compiled)`, on
+the compiled kernel when `compiled` is True, else the NumPy reference; parameters whose `.grad` is
+None are skipped, as in PyTorch.
 
 `engine` (every optimizer's last argument; see `recgrad.engine`): by default (None, "auto") a
 parameter whose data is a writeable C-contiguous float32/float64 array is updated by the compiled
