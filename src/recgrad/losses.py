@@ -348,7 +348,49 @@ def l2_normalize_backward(grad_unit, unit, denominator):
 # ---------------------------------------------------------------- classification losses
 
 
-class CrossEntropyLoss(_Loss):
+class _ClassLoss(_Loss):
+    """What CrossEntropyLoss and NLLLoss share: per-class weights, ignore_index, the class-index terms
+    -w_y log p_y, the weighted mean, and the (N, C, d1, ...) layout of their input and gradient."""
+
+    def __init__(self, weight, ignore_index, reduction):
+        super().__init__(reduction)
+        self.weight = _class_weight(weight)
+        self.ignore_index = _integer(ignore_index, "ignore_index")
+
+    def _index_terms(self, log_p, target, input_shape, w):
+        """(per-sample -w_y log p_y with 0 where ignored, coefficients a = w_y onehot(y), ignored mask,
+        sum of w_y over the samples kept, labels) for rows `log_p` (samples, C)."""
+        labels, ignored = _class_indices(target, input_shape, self.ignore_index)
+        rows = np.arange(labels.size)
+        target_weight = np.where(ignored, 0.0, w[labels]).astype(log_p.dtype, copy=False)
+        coefficients = np.zeros_like(log_p)
+        coefficients[rows, labels] = target_weight
+        with np.errstate(invalid="ignore"):  # 0 * -inf is NaN, as in torch
+            elementwise = np.where(ignored, 0.0, -target_weight * log_p[rows, labels])
+        return elementwise, coefficients, ignored, np.sum(target_weight), labels
+
+    def _finish(self, x, elementwise, coefficients, ignored, divisor, **extra):
+        """Cache what backward needs and return the reduced loss."""
+        loss_shape = (x.shape[0], *x.shape[2:])
+        self.cache = {
+            "coefficients": coefficients.astype(x.dtype, copy=False),
+            "ignored": ignored,
+            "mean_divisor": divisor,
+            "input_shape": x.shape,
+            "loss_shape": loss_shape,
+            "dtype": x.dtype,
+            **extra,
+        }
+        return self._reduce_weighted(elementwise.astype(x.dtype, copy=False), loss_shape, divisor)
+
+    def _input_grad(self, grad_rows):
+        """Rows of d_input back in the input's layout; ignored samples get exactly 0 (also where their
+        weight is 0 * inf, a mean over no target)."""
+        grad_rows[self.cache["ignored"]] = 0.0
+        return _from_class_rows(grad_rows.astype(self.cache["dtype"], copy=False), self.cache["input_shape"])
+
+
+class CrossEntropyLoss(_ClassLoss):
     """Cross-entropy of targets under softmax(logits), exactly torch.nn.CrossEntropyLoss.
 
     With log p = log_softmax(x) over the classes, class weights w (all 1 when `weight` is None),
@@ -380,9 +422,7 @@ class CrossEntropyLoss(_Loss):
     """
 
     def __init__(self, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
-        super().__init__(reduction)
-        self.weight = _class_weight(weight)
-        self.ignore_index = _integer(ignore_index, "ignore_index")
+        super().__init__(weight, ignore_index, reduction)
         if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real):
             raise TypeError(f"label_smoothing: expected a real number, got {type(label_smoothing).__name__}")
         if not 0.0 <= float(label_smoothing) <= 1.0:
@@ -396,35 +436,21 @@ class CrossEntropyLoss(_Loss):
         w = _weight_for(self.weight, classes, x.dtype)
         log_p = log_softmax(rows, axis=1)
         eps = self.label_smoothing
-        with np.errstate(invalid="ignore"):  # 0 * -inf is NaN, as in torch
-            if np.asarray(target).dtype.kind in "iu":
-                labels, ignored = _class_indices(target, x.shape, self.ignore_index)
-                target_weight = np.where(ignored, 0.0, w[labels]).astype(x.dtype, copy=False)
-                coefficients = np.zeros_like(rows)
-                coefficients[np.arange(labels.size), labels] = target_weight
-                elementwise = np.where(ignored, 0.0, -target_weight * log_p[np.arange(labels.size), labels])
-                if eps > 0.0:
+        if np.asarray(target).dtype.kind in "iu":
+            elementwise, coefficients, ignored, divisor, _ = self._index_terms(log_p, target, x.shape, w)
+            if eps > 0.0:
+                with np.errstate(invalid="ignore"):
                     smooth = np.where(ignored, 0.0, -np.sum(log_p * w, axis=1))
-                    elementwise = (1.0 - eps) * elementwise + (eps / classes) * smooth
-                    coefficients = (1.0 - eps) * coefficients + (eps / classes) * w * ~ignored[:, None]
-                divisor = np.sum(target_weight)
-            else:
-                probabilities = _class_probabilities(target, x)
-                coefficients = w * (probabilities if eps == 0.0 else (1.0 - eps) * probabilities + eps / classes)
+                elementwise = (1.0 - eps) * elementwise + (eps / classes) * smooth
+                coefficients = (1.0 - eps) * coefficients + (eps / classes) * w * ~ignored[:, None]
+        else:
+            probabilities = _class_probabilities(target, x)
+            coefficients = w * (probabilities if eps == 0.0 else (1.0 - eps) * probabilities + eps / classes)
+            with np.errstate(invalid="ignore"):
                 elementwise = -np.sum(log_p * coefficients, axis=1)
-                ignored = np.zeros(rows.shape[0], dtype=bool)
-                divisor = rows.shape[0]
-        loss_shape = (x.shape[0], *x.shape[2:])
-        self.cache = {
-            "probs": np.exp(log_p),
-            "coefficients": coefficients.astype(x.dtype, copy=False),
-            "ignored": ignored,
-            "mean_divisor": divisor,
-            "input_shape": x.shape,
-            "loss_shape": loss_shape,
-            "dtype": x.dtype,
-        }
-        return self._reduce_weighted(elementwise.astype(x.dtype, copy=False), loss_shape, divisor)
+            ignored = np.zeros(rows.shape[0], dtype=bool)
+            divisor = rows.shape[0]
+        return self._finish(x, elementwise, coefficients, ignored, divisor, probs=np.exp(log_p))
 
     def backward(self, grad_output=None):
         """Returns d_logits (the logits' shape): (p sum_c a_c - a) times d(output)/d(sample loss)."""
@@ -432,12 +458,11 @@ class CrossEntropyLoss(_Loss):
         c = self.cache
         a = c["coefficients"]
         with np.errstate(invalid="ignore", over="ignore"):
-            grad = (c["probs"] * np.sum(a, axis=1, keepdims=True) - a) * _per_sample(weight)[..., None]
-        grad[c["ignored"]] = 0.0  # also where the weight is 0 * inf (a mean over no target)
-        return _from_class_rows(grad.astype(c["dtype"], copy=False), c["input_shape"])
+            return self._input_grad((c["probs"] * np.sum(a, axis=1, keepdims=True) - a)
+                                    * _per_sample(weight)[..., None])
 
 
-class NLLLoss(_Loss):
+class NLLLoss(_ClassLoss):
     """Negative log-likelihood of class indices given log-probabilities, exactly torch.nn.NLLLoss.
 
         l_n = -w_{y_n} input[n, y_n]   (0 where y_n == ignore_index)
@@ -451,9 +476,7 @@ class NLLLoss(_Loss):
     """
 
     def __init__(self, weight=None, ignore_index=-100, reduction="mean"):
-        super().__init__(reduction)
-        self.weight = _class_weight(weight)
-        self.ignore_index = _integer(ignore_index, "ignore_index")
+        super().__init__(weight, ignore_index, reduction)
 
     def forward(self, input, target):
         x = as_float_array(input, "input")
@@ -461,33 +484,18 @@ class NLLLoss(_Loss):
         w = _weight_for(self.weight, rows.shape[1], x.dtype)
         if np.asarray(target).dtype.kind not in "iu":
             raise ValueError(f"target: expected integer class indices, got dtype {np.asarray(target).dtype}")
-        labels, ignored = _class_indices(target, x.shape, self.ignore_index)
-        target_weight = np.where(ignored, 0.0, w[labels]).astype(x.dtype, copy=False)
-        with np.errstate(invalid="ignore"):
-            elementwise = np.where(ignored, 0.0, -target_weight * rows[np.arange(labels.size), labels])
-        loss_shape = (x.shape[0], *x.shape[2:])
-        divisor = np.sum(target_weight)
-        self.cache = {
-            "labels": labels,
-            "ignored": ignored,
-            "target_weight": target_weight,
-            "mean_divisor": divisor,
-            "input_shape": x.shape,
-            "loss_shape": loss_shape,
-            "dtype": x.dtype,
-        }
-        return self._reduce_weighted(elementwise.astype(x.dtype, copy=False), loss_shape, divisor)
+        elementwise, coefficients, ignored, divisor, labels = self._index_terms(rows, target, x.shape, w)
+        return self._finish(x, elementwise, coefficients, ignored, divisor, labels=labels)
 
     def backward(self, grad_output=None):
         """Returns d_input (the input's shape): -w_y times d(output)/d(sample loss) at each target."""
         weight = self._element_weight(grad_output)
         c = self.cache
-        shape = c["input_shape"]
-        grad = np.zeros((c["labels"].size, shape[1]), dtype=c["dtype"])
-        with np.errstate(invalid="ignore"):
-            grad[np.arange(c["labels"].size), c["labels"]] = -c["target_weight"] * _per_sample(weight)
-        grad[c["ignored"]] = 0.0  # also where the weight is 0 * inf (a mean over no target)
-        return _from_class_rows(grad, shape)
+        samples = np.arange(c["labels"].size)
+        grad = np.zeros_like(c["coefficients"])
+        with np.errstate(invalid="ignore"):  # only the target entry carries 0 * inf, as in torch
+            grad[samples, c["labels"]] = -c["coefficients"][samples, c["labels"]] * _per_sample(weight)
+        return self._input_grad(grad)
 
 
 class MSELoss(_Loss):
