@@ -311,3 +311,13 @@ def test_findings_list_the_verdicts_that_change_with_the_data(tmp_path):
     assert "| c | digits | [x](#x) | e | **does not hold** |" in page
     assert "- c: holds on synthetic; does not hold on digits." in page
     assert "- d:" not in page
+
+
+def test_command_line_runs_an_experiment_from_any_folder(tmp_path):
+    """`recgrad experiment NAME --quick` as a user types it, from a folder outside the source checkout."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-m", "recgrad.cli", "experiment", "activations", "--quick", "--out",
+                           "figs"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "activations:" in done.stdout and (tmp_path / "figs" / "activations.json").is_file()
