@@ -43,16 +43,6 @@ class _Loss(Module):
             return np.sum(elementwise)
         return elementwise
 
-    def _reduce_weighted(self, elementwise, loss_shape, divisor):
-        """Per-sample losses reduced with "mean" = sum / divisor (a weighted mean), "sum", or "none"."""
-        if self.reduction == "none":
-            return elementwise.reshape(loss_shape)
-        total = np.sum(elementwise)
-        if self.reduction == "sum":
-            return total
-        with np.errstate(divide="ignore", invalid="ignore"):  # 0 / 0 = NaN when every target is ignored
-            return (total / np.asarray(divisor, dtype=elementwise.dtype)).astype(elementwise.dtype)
-
     def _element_weight(self, grad_output):
         """d(output)/d(element) times grad_output: a 0-d array for "mean"/"sum", an array for "none".
 
@@ -368,6 +358,16 @@ class _ClassLoss(_Loss):
         with np.errstate(invalid="ignore"):  # 0 * -inf is NaN, as in torch
             elementwise = np.where(ignored, 0.0, -target_weight * log_p[rows, labels])
         return elementwise, coefficients, ignored, np.sum(target_weight), labels
+
+    def _reduce_weighted(self, elementwise, loss_shape, divisor):
+        """Per-sample losses reduced with "mean" = sum / divisor (a weighted mean), "sum", or "none"."""
+        if self.reduction == "none":
+            return elementwise.reshape(loss_shape)
+        total = np.sum(elementwise)
+        if self.reduction == "sum":
+            return total
+        with np.errstate(divide="ignore", invalid="ignore"):  # 0 / 0 = NaN when every target is ignored
+            return (total / np.asarray(divisor, dtype=elementwise.dtype)).astype(elementwise.dtype)
 
     def _finish(self, x, elementwise, coefficients, ignored, divisor, **extra):
         """Cache what backward needs and return the reduced loss."""
