@@ -321,10 +321,12 @@ def _resolve(path, selector, names, ncols):
             raise ValueError(f"column {selector!r} is a name but {path} is read without a header; pass a position")
         if selector not in names:
             listed = ", ".join(shown(name) for name in names[:10]) + (", ..." if len(names) > 10 else "")
-            raise ValueError(f"{path}: no column named {shown(selector)}; the header has {listed}")
+            raise DataFormatError(f"{path}: no column named {shown(selector)}; the header has {listed}")
         return names.index(selector)
     if not 0 <= selector < ncols:
-        raise ValueError(f"{path}: column position {selector} out of range, the file has {ncols} columns")
+        raise DataFormatError(
+            f"{path}: column position {selector} out of range, the first line has {ncols} field(s)"
+        )
     return selector
 
 
