@@ -10,6 +10,11 @@ Formats:
     csv        any delimited file (tab or comma sniffed, or `sep=`), columns chosen by header name
                or position; Parquet (`.parquet`) when pandas and pyarrow are installed.
 
+Ids used as indices (lightgcn, ncf) may not make more than max(MIN_ID_SPACE, ID_SPACE_FACTOR x the
+distinct ids) slots (`check_id_space`, checked before anything of that size is allocated); slots no
+training interaction touches are counted in the report (`items_without_train`, `users_without_train`).
+Every text file is UTF-8, a leading byte-order mark is dropped (`_parse.read_bytes`).
+
 Raw ids (movielens, csv) are mapped to contiguous internal indices in order of first appearance
 (train file first, then the test file), the order NCF used to number MovieLens items. An id column
 whose values are all canonical non-negative integers ("12", not "012") keeps integer original ids;
