@@ -151,3 +151,91 @@ def test_every_shipped_recipe_resolves_and_builds_its_model_and_trainer(recipe):
     model = build_model(config, n_users=50, n_items=40)
     trainer = build_trainer(config, model, out_dir=None)
     assert trainer.epochs == config["epochs"] and trainer.settings["engine"] == config["engine"]
+
+
+# ------------------------------------------------------------------ run directories and faults
+def test_a_second_writer_to_a_run_directory_is_refused_in_one_line(tmp_path, capsys):
+    from recgrad.rundir import RunDirLock
+
+    out = tmp_path / "run"
+    with RunDirLock(out, command="recgrad train"):  # as if another process were training into it
+        assert main(["train", "--epochs", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is in use by recgrad train" in err[0] and "another --out" in err[0]
+    assert sorted(path.name for path in out.iterdir()) == [".lock"]  # nothing of the refused run
+    assert main(["train", "--epochs", "1", "--out", str(out)]) == 0  # released: the next writer gets it
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "no checkpoint to resume from"),
+    (b"PK\x03\x04 truncated", "not a readable recgrad checkpoint"),
+    (bytes(range(256)) * 4, "not a readable recgrad checkpoint"),
+])
+def test_resume_from_a_missing_or_damaged_checkpoint_is_one_line_and_writes_nothing(tmp_path, capsys, content,
+                                                                                    message):
+    status, out = run_train(tmp_path, "--epochs", "1")
+    assert status == 0
+    capsys.readouterr()
+    if content is None:
+        (out / "checkpoint.npz").unlink()
+    else:
+        (out / "checkpoint.npz").write_bytes(content)
+    before = {path.name: path.stat().st_mtime_ns for path in out.iterdir()}
+    assert main(["train", "--out", str(out), "--resume", "--epochs", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and "Traceback" not in err[0]
+    assert {path.name: path.stat().st_mtime_ns for path in out.iterdir()} == before
+
+
+def test_resume_of_a_folder_that_does_not_exist_creates_nothing(tmp_path, capsys):
+    missing = tmp_path / "no-such-run"
+    assert main(["train", "--out", str(missing), "--resume"]) == 2
+    assert "is not a run directory" in capsys.readouterr().err and not missing.exists()
+
+
+def test_resume_with_other_settings_leaves_the_config_as_it_was(tmp_path, capsys):
+    status, out = run_train(tmp_path, "--epochs", "1")
+    config = (out / "config.toml").read_text()
+    assert main(["train", "--out", str(out), "--resume", "--epochs", "2", "--lr", "0.5"]) == 2
+    assert "different settings: lr=0.01 (now 0.5)" in capsys.readouterr().err
+    assert (out / "config.toml").read_text() == config
+
+
+def test_resume_says_where_it_continues_and_the_config_holds_the_absolute_data_path(tmp_path, capsys, monkeypatch):
+    data = tmp_path / "data.csv"
+    rng = np.random.default_rng(0)
+    rows = {(int(u), int(i)) for u, i in zip(rng.integers(0, 40, 900), rng.integers(0, 60, 900))}
+    data.write_text("user,item\n" + "".join(f"{u},{i}\n" for u, i in sorted(rows)))
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    assert main(["train", "--data", "data.csv", "--user-col", "user", "--item-col", "item", "--epochs", "1",
+                 "--out", str(out)]) == 0
+    assert f'data = "{data}"' in (out / "config.toml").read_text()
+    capsys.readouterr()
+    assert main(["train", "--out", str(out), "--resume", "--epochs", "2"]) == 0
+    assert f"resuming {out} at epoch 2 (batch 0)" in capsys.readouterr().err
+
+
+def test_a_failing_disk_is_one_line_and_the_last_checkpoint_stays(tmp_path, capsys, monkeypatch):
+    import recgrad.train.callbacks as callbacks
+
+    status, out = run_train(tmp_path, "--epochs", "1")
+    checkpoint = (out / "checkpoint.npz").read_bytes()
+
+    def full_disk(path, state):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(callbacks, "save_checkpoint", full_disk)
+    capsys.readouterr()
+    assert main(["train", "--out", str(out), "--resume", "--epochs", "2"]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("recgrad: error:")]
+    assert len(errors) == 1 and "No space left on device" in errors[0] and "checkpoint is intact" in errors[0]
+    assert "Traceback" not in err
+    assert (out / "checkpoint.npz").read_bytes() == checkpoint
+
+
+def test_a_metric_the_protocol_does_not_compute_is_refused_before_anything_is_written(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--metric", "foo@20", "--out", str(out)]) == 2
+    assert "--metric" in capsys.readouterr().err and not out.exists()

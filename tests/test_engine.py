@@ -78,3 +78,11 @@ def test_the_environment_variable_sets_the_default():
     assert done.returncode == 0 and done.stdout == "numpy\n"
     done = _default_in_a_new_process("fast")
     assert done.returncode != 0 and "RECGRAD_ENGINE: expected one of auto, compiled, numpy, got 'fast'" in done.stderr
+
+
+def test_a_bad_environment_variable_is_one_cli_line_with_status_2():
+    env = {**os.environ, "RECGRAD_ENGINE": "fast"}
+    done = subprocess.run([sys.executable, "-m", "recgrad.cli", "info", "synthetic"], env=env, capture_output=True,
+                          text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == "recgrad: error: RECGRAD_ENGINE: expected one of auto, compiled, numpy, got 'fast'"

@@ -20,9 +20,10 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from recgrad.engine import set_default_engine
+from recgrad.engine import EngineError, get_default_engine, set_default_engine
 from recgrad.train import settings as run_settings
 from recgrad.train.build import DATA_OPTIONS, build_model
+from recgrad.train.checkpoint import atomic_write
 from recgrad.train.settings import SettingError
 
 
@@ -83,9 +84,10 @@ def _toml_value(value):
 
 
 def write_toml(path, config):
-    """Write a flat config as TOML; keys whose value is None (unset) are left out."""
+    """Write a flat config as TOML, atomically; keys whose value is None (unset) are left out."""
     lines = [f"{key} = {_toml_value(value)}" for key, value in config.items() if value is not None]
-    Path(path).write_text("# resolved by recgrad train\n" + "\n".join(lines) + "\n")
+    text = "# resolved by recgrad train\n" + "\n".join(lines) + "\n"
+    atomic_write(str(path), lambda handle: handle.write(text.encode()))
 
 
 # ------------------------------------------------------------------------------------ components
@@ -132,22 +134,23 @@ def build_trainer(config, model, out_dir):
 def _load_run(args):
     """A finished run's directory, resolved config, model (best.npz, else last.npz) and data.
 
-    The data is the run's own (its config.toml), or --data/--format when given; it must have the
-    model's numbers of users and items.
+    config.toml and the model are read as one consistent pair (`recgrad.rundir.read_run`), even
+    while the run is being written. The data is the run's own (its config.toml), or --data/--format
+    when given; it must have the model's numbers of users and items.
     """
-    from recgrad.models import load_model
+    from recgrad.rundir import read_run
 
     run = Path(args.run)
-    if not (run / "config.toml").exists():
-        raise UsageError(f"{run}: not a run directory (no config.toml); pass the --out of a recgrad train run")
-    config = resolve_config(read_toml(run / "config.toml"), {"data": args.data, "format": args.format})
-    model_file = next((run / name for name in ("best.npz", "last.npz") if (run / name).exists()), None)
-    if model_file is None:
-        raise UsageError(f"{run}: holds no best.npz or last.npz model")
     try:
-        model = load_model(model_file)
-    except ValueError as error:  # ModelFileError: one line naming the file
+        files = read_run(run)
+        file_values = tomllib.loads(files.config_text)
+    except (FileNotFoundError, ValueError) as error:  # ModelFileError, RunDirError: one line naming the file
         raise UsageError(str(error)) from None
+    except tomllib.TOMLDecodeError as error:
+        raise UsageError(f"{run / 'config.toml'}: not valid TOML: {error}") from None
+    config = resolve_config(file_values, {"data": args.data, "format": args.format},
+                            file_name=str(run / "config.toml"))
+    model, model_file = files.model, files.model_file
     dataset = load_dataset(config)
     if (model.n_users, model.n_items) != (dataset.n_users, dataset.n_items):
         raise UsageError(f"{model_file} has {model.n_users} users x {model.n_items} items but the data has "
@@ -157,42 +160,83 @@ def _load_run(args):
 
 # -------------------------------------------------------------------------------------- commands
 def cmd_train(args):
+    """Everything that can be checked is checked before the run directory is created or written;
+    then the directory is locked for this process (`recgrad.rundir.RunDirLock`) while it trains."""
+    from recgrad.train.checkpoint import CheckpointError, load_checkpoint
+
     if args.resume and args.out is None:
         raise UsageError("--resume: needs --out DIR, the run directory to continue")
+    if args.resume and not Path(args.out).is_dir():
+        raise UsageError(f"--resume: {args.out} is not a run directory; train without --resume to start it")
     if args.resume and args.config is None and (Path(args.out) / "config.toml").exists():
-        file_values = read_toml(Path(args.out) / "config.toml")
+        file_name = str(Path(args.out) / "config.toml")
     else:
-        file_values = read_toml(args.config) if args.config else {}
+        file_name = args.config
+    file_values = read_toml(file_name) if file_name else {}
     flag_values = {key: getattr(args, key) for key in run_settings.BY_NAME if getattr(args, key, None) is not None}
-    config = resolve_config(file_values, flag_values, file_name=args.config)
+    config = resolve_config(file_values, flag_values, file_name=file_name)
     if config["out"] is None:
         config["out"] = os.path.join("runs", datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+    if config["data"] != "synthetic":
+        config["data"] = os.path.abspath(config["data"])  # so that the run evaluates from any directory
+    out = Path(config["out"])
+    checkpoint = None
+    if args.resume:
+        try:
+            checkpoint = load_checkpoint(str(out / "checkpoint.npz"))
+        except CheckpointError as error:
+            raise UsageError(str(error)) from None
     limits = set_threads(config["threads"])
     if config["engine"] is not None:
         set_default_engine(config["engine"])
-    dataset = load_dataset(config)
     try:
-        model = build_model(config, dataset.n_users, dataset.n_items)
-        trainer = build_trainer(config, model, config["out"])
-    except (TypeError, ValueError) as error:
-        raise UsageError(_cli_words(str(error))) from None
+        dataset = load_dataset(config)
+        try:
+            model = build_model(config, dataset.n_users, dataset.n_items)
+            trainer = build_trainer(config, model, config["out"])
+            trainer.evaluation.plan(dataset)
+        except (TypeError, ValueError) as error:
+            raise UsageError(_cli_words(str(error))) from None
+        if checkpoint is not None:
+            changed = run_settings.resume_conflicts(checkpoint["settings"], trainer.config())
+            if changed:
+                raise UsageError("--resume: the checkpoint was written with different settings: " + ", ".join(changed))
+        return _train_locked(trainer, dataset, config, out, checkpoint)
+    finally:
+        if limits is not None:
+            limits.restore_original_limits()
+
+
+def _train_locked(trainer, dataset, config, out, checkpoint):
+    """Lock the run directory, write config.toml and train; the lock is released however it ends."""
+    from recgrad.rundir import RunDirError, RunDirLock
+
+    try:
+        lock = RunDirLock(out).acquire()
+    except RunDirError as error:
+        raise UsageError(str(error)) from None
+    except OSError as error:
+        raise UsageError(f"--out: cannot create {out}: {error.strerror}") from None
     if config["data"] == "synthetic":
         print("recgrad: training on the built-in SYNTHETIC data set (generated, not real users); "
               "pass --data PATH for real data", file=sys.stderr)
     for sentence in dataset.warnings():
         print(f"recgrad: warning: {sentence}", file=sys.stderr)
-    out = Path(config["out"])
-    out.mkdir(parents=True, exist_ok=True)
-    write_toml(out / "config.toml", config)
     try:
-        result = trainer.fit(dataset, resume=args.resume)
+        write_toml(out / "config.toml", config)
+        if checkpoint is not None:
+            print(f"recgrad: resuming {out} at epoch {checkpoint['epoch'] + 1} (batch {checkpoint['batch']})",
+                  file=sys.stderr)
+        result = trainer.fit(dataset, resume=checkpoint is not None)
     except KeyboardInterrupt:
         print(f"\nrecgrad: interrupted; checkpoint saved. Continue with: recgrad train --out {out} --resume",
               file=sys.stderr)
         return 130
+    except OSError as error:
+        raise UsageError(f"--out: cannot write to {out}: {error.strerror or error}; free space or choose another "
+                         "--out (the last checkpoint is intact)") from None
     finally:
-        if limits is not None:
-            limits.restore_original_limits()
+        lock.release()
     print(_result_summary(result, out))
     return 0
 
@@ -230,8 +274,12 @@ def cmd_evaluate(args):
     print(f"{model_file} on {dataset.name}, test split, {protocol} protocol")
     print(format_metrics_table({model_file.name: results["model"], "popularity baseline": results["popularity"]}))
     output = Path(args.output) if args.output else model_file.parent / "evaluation.json"
-    output.write_text(json.dumps({"model_file": str(model_file), "data": dataset.name, "protocol": protocol,
-                                  **results}, indent=2) + "\n")
+    text = json.dumps({"model_file": str(model_file), "data": dataset.name, "protocol": protocol, **results},
+                      indent=2) + "\n"
+    try:
+        atomic_write(str(output), lambda handle: handle.write(text.encode()))
+    except OSError as error:
+        raise UsageError(f"--output: cannot write {output}: {error.strerror or error}") from None
     print(f"written to {output}")
     return 0
 
@@ -408,10 +456,11 @@ def main(argv=None):
     if delegated is None and unparsed:
         parser.error(f"unrecognized arguments: {' '.join(unparsed)}")
     try:
+        get_default_engine()  # RECGRAD_ENGINE checked here, so that a bad value is one line
         if delegated is not None:
             return delegated(args, unparsed)
         return args.run_command(args)
-    except UsageError as error:
+    except (UsageError, EngineError) as error:
         print(f"recgrad: error: {error}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head`: stop quietly, as Unix tools do

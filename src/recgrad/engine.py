@@ -30,19 +30,24 @@ Engine = Literal["auto", "compiled", "numpy"] | None  # the type of every `engin
 _notices_shown = set()
 
 
+class EngineError(ValueError):
+    """An engine name that is not one of ENGINES (one line naming where it came from)."""
+
+
 def check_engine(value: Engine, name: str = "engine") -> Engine:
-    """`value` if it is one of ENGINES (or None, the default); ValueError naming `name` otherwise."""
+    """`value` if it is one of ENGINES (or None, the default); EngineError naming `name` otherwise."""
     if value is not None and value not in ENGINES:
-        raise ValueError(f"{name}: expected one of {', '.join(ENGINES)}, got {value!r}")
+        raise EngineError(f"{name}: expected one of {', '.join(ENGINES)}, got {str(value)[:60]!r}")
     return value
 
 
-_default = check_engine(os.environ.get("RECGRAD_ENGINE", "auto"), "RECGRAD_ENGINE")
+# Read at import, checked when first used, so that importing recgrad never fails on a bad variable.
+_default = os.environ.get("RECGRAD_ENGINE", "auto")
 
 
 def get_default_engine() -> str:
-    """The engine used where none is passed: "auto" unless set otherwise."""
-    return _default
+    """The engine used where none is passed: "auto" unless set otherwise (RECGRAD_ENGINE, set_default_engine)."""
+    return check_engine(_default, "RECGRAD_ENGINE")
 
 
 def set_default_engine(engine: Engine) -> None:
@@ -68,7 +73,7 @@ def use_compiled(engine: Engine, covered: bool, what: str) -> bool:
     engine: the caller's engine argument (None: the default). covered: whether the kernel computes
     this case. what: a short description for the notice, e.g. "Adam with a float16 parameter".
     """
-    engine = check_engine(engine) or _default
+    engine = check_engine(engine) or get_default_engine()
     if engine == "numpy":
         return False
     if not covered and engine == "compiled":

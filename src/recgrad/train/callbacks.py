@@ -75,8 +75,9 @@ class Evaluation(Callback):
     def __init__(self, every=1, topk=None, metric=None):
         self.every, self.topk_arg, self.metric_arg = every, topk, metric
 
-    def on_fit_start(self, trainer):
-        dataset = trainer.dataset
+    def plan(self, dataset):
+        """(split, protocol, selection metric, cut-offs) for `dataset`; ValueError for a metric the
+        protocol does not compute (checked before a run writes anything)."""
         if dataset.validation is not None:
             split = "validation"
         elif dataset.test is not None or dataset.test_negatives is not None:
@@ -90,9 +91,14 @@ class Evaluation(Callback):
         allowed = ("hr", "ndcg") if sampled else METRIC_NAMES
         if name not in allowed or not k.isdigit() or int(k) < 1:
             raise ValueError(f"metric: expected '<name>@<K>' with name in {', '.join(allowed)}, got {metric!r}")
-        trainer.eval_split, trainer.eval_protocol, trainer.metric = split, protocol, metric
-        trainer.topk = tuple(sorted(set(self.topk_arg or ((10,) if sampled else (20,))) | {int(k)}))
-        self.metric_names = tuple(dict.fromkeys(("recall", "ndcg", name)))
+        topk = tuple(sorted(set(self.topk_arg or ((10,) if sampled else (20,))) | {int(k)}))
+        return split, protocol, metric, topk
+
+    def on_fit_start(self, trainer):
+        dataset = trainer.dataset
+        split, protocol, metric, topk = self.plan(dataset)
+        trainer.eval_split, trainer.eval_protocol, trainer.metric, trainer.topk = split, protocol, metric, topk
+        self.metric_names = tuple(dict.fromkeys(("recall", "ndcg", metric.partition("@")[0])))
         trainer.popularity = None
         if split is not None:
             trainer.popularity = evaluate_baseline(dataset, split, ks=trainer.topk, metrics=self.metric_names)

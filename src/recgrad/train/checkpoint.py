@@ -56,7 +56,7 @@ def load_checkpoint(path):
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no checkpoint to resume from (train without --resume to start the run)")
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
         meta = json.loads(str(arrays.pop("meta")[()]))
         if not isinstance(meta, dict):

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 __all__ = ["Setting", "SettingError", "SETTINGS", "BY_NAME", "GROUPS", "resolve", "check_value", "flag_name",
-           "trainer_settings", "resume_settings", "defaults"]
+           "trainer_settings", "resume_settings", "resume_conflicts", "defaults"]
 
 
 class SettingError(ValueError):
@@ -362,3 +362,9 @@ def trainer_settings() -> tuple:
 def resume_settings() -> tuple:
     """The settings a resumed run must share with its checkpoint."""
     return tuple(setting.name for setting in SETTINGS if setting.resume)
+
+
+def resume_conflicts(saved: dict, current: dict) -> list:
+    """["lr=0.01 (now 0.02)", ...]: the resume settings whose values differ between a checkpoint and now."""
+    return [f"{name}={saved.get(name)!r} (now {current[name]!r})" for name in resume_settings()
+            if name in current and saved.get(name) != current[name]]

@@ -284,9 +284,7 @@ class Trainer:
     def load_state_dict(self, state):
         """Continue from `state_dict()`; ValueError when it was written with other settings."""
         try:
-            saved, current = state["settings"], self.config()
-            changed = [f"{key}={saved.get(key)!r} (now {current[key]!r})" for key in run_settings.resume_settings()
-                       if key in current and saved.get(key) != current[key]]
+            changed = run_settings.resume_conflicts(state["settings"], self.config())
             if changed:
                 raise ValueError("resume: the checkpoint was written with different settings: " + ", ".join(changed))
             self.model.load_state_dict(state["model"])
