@@ -128,3 +128,22 @@ def test_damaged_model_in_a_run_is_one_line(tmp_path, command, case):
     before = listing(tmp_path)
     assert_one_line_error(run_cli(command, "--run", run, cwd=tmp_path), "run/best.npz: ", fragment)
     assert listing(tmp_path) == before
+
+
+def test_a_second_writer_to_a_run_directory_is_refused(tmp_path):
+    lightgcn(tmp_path / "lg", "0 1\n")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom recgrad.rundir import RunDirLock\n"
+         "RunDirLock(sys.argv[1]).acquire()\nprint('held', flush=True)\ntime.sleep(120)", str(tmp_path / "run")],
+        stdout=subprocess.PIPE, text=True, env=ENV)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = listing(tmp_path)
+        result = run_cli("train", "--data", "lg", "--out", "run", "--epochs", "1", "--threads", "1", cwd=tmp_path)
+        assert_one_line_error(result, f"run is in use by recgrad train (pid {holder.pid}); "
+                                      "wait for it or choose another --out")
+        assert listing(tmp_path) == before
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
