@@ -93,7 +93,7 @@ TOP_K = 20
 
 
 # --------------------------------------------------------------------------------------- options
-def add_arguments(parser):
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Fill an argparse parser with `recgrad bench`'s options."""
     parser.add_argument("--quick", action="store_true",
                         help="smaller arrays, fewer repeats, MF on part of an epoch, no time-to-quality")
@@ -971,7 +971,7 @@ def _json_safe(value):
 
 
 # --------------------------------------------------------------------------------------- run
-def run(args):
+def run(args: argparse.Namespace) -> int:
     """Run the benchmark described by `args` (from `add_arguments`); returns the exit status."""
     try:
         cases, threads = _check_options(args)
@@ -1018,7 +1018,7 @@ def run(args):
     return 0
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     """`python -m recgrad.bench ...` (the same as `recgrad bench ...`)."""
     parser = add_arguments(argparse.ArgumentParser(prog="recgrad bench", description=__doc__.splitlines()[0]))
     return run(parser.parse_args(argv))
