@@ -49,7 +49,7 @@ class HNSWIndex:
     Hierarchical Navigable Small World graphs", TPAMI 2020; faiss.IndexHNSWFlat.
     """
 
-    def __init__(self, vectors, ids=None, M=32, ef_construction=200, ef_search=128, threads=None):
+    def __init__(self, vectors, ids=None, M=32, ef_construction=64, ef_search=128, threads=None):
         try:
             import faiss
         except ModuleNotFoundError:
