@@ -9,8 +9,10 @@ from recgrad import kernels
 from recgrad.data import synthetic
 from recgrad.evaluation import evaluate_baseline, evaluate_recommender
 from recgrad.models import MF
+from recgrad.optim.adam import Adam
+from recgrad.optim.sgd import SGD
 from recgrad.optim.sparse_adam import SparseAdam
-from recgrad.samplers import EPOCH_SAMPLING, UniformSampler, epoch_batches, sample_negatives
+from recgrad.samplers import EPOCH_SAMPLING, PopularitySampler, UniformSampler, epoch_batches, sample_negatives
 from recgrad.train import Callback, Trainer
 from recgrad.train.compiled_mf import CompiledMFLoop
 
@@ -25,17 +27,28 @@ def data():
     return synthetic(n_users=600, n_items=400, dim=8, interactions_per_user=20, seed=0)
 
 
-class RecordingSampler(UniformSampler):
-    """The reference uniform sampler, keeping every block of negatives it hands out."""
+def recording(sampler_class):
+    """The reference sampler class, keeping every block of negatives it hands out (per user or shared)."""
 
-    def __init__(self, train, seed):
-        super().__init__(train, seed=seed)
-        self.drawn = []
+    class Recording(sampler_class):
+        def __init__(self, train, seed):
+            super().__init__(train, seed=seed)
+            self.drawn = []
 
-    def sample(self, users, k):
-        out = super().sample(users, k)
-        self.drawn.append(out.copy())
-        return out
+        def sample(self, users, k):
+            out = super().sample(users, k)
+            self.drawn.append(out.copy())
+            return out
+
+        def sample_shared(self, k):
+            out = super().sample_shared(k)
+            self.drawn.append(out.copy())
+            return out
+
+    return Recording
+
+
+RecordingSampler = recording(UniformSampler)
 
 
 class BatchLosses(Callback):
@@ -46,17 +59,23 @@ class BatchLosses(Callback):
         self.losses.append(loss)
 
 
-def reference_epoch(data, settings, batch_size, seed=3, normalize=False):
-    """One epoch of the NumPy Trainer, batch by batch: (model, per-batch losses, negatives drawn)."""
-    model = MF(data.n_users, data.n_items, dim=16, normalize=normalize, rng=7)
-    sampler = RecordingSampler(data.train, seed=11)
+def reference_epoch(data, settings, batch_size, seed=3, normalize=False, dtype=np.float32):
+    """One epoch of the NumPy Trainer, batch by batch: (model, per-batch losses, negatives drawn:
+    (nnz, K) per user, (n_batches, K) shared)."""
+    settings = dict(settings)
+    model = MF(data.n_users, data.n_items, dim=16, normalize=normalize, rng=7, dtype=dtype)
+    sampler_class = PopularitySampler if settings.pop("sampler", "uniform") == "popularity" else UniformSampler
+    sampler = recording(sampler_class)(data.train, seed=11)
     recorder = BatchLosses()
     if settings["optimizer"] != "hogwild":
         settings = {**settings, "batch_size": batch_size}
     trainer = Trainer(model, sampler=sampler, seed=seed, epochs=1, eval_every=10, engine="numpy", progress=False,
                       callbacks=[recorder], **settings)
     trainer.fit(data)
-    return model, np.array(recorder.losses), np.concatenate(sampler.drawn).reshape(data.train.nnz, -1)
+    losses = np.array(recorder.losses)
+    if settings.get("negatives_mode") == "shared":
+        return model, losses, np.stack(sampler.drawn)
+    return model, losses, np.concatenate(sampler.drawn).reshape(data.train.nnz, -1)
 
 
 def assert_close(actual, expected, rtol=1e-5):
@@ -137,6 +156,80 @@ def test_dynamic_negative_sampling_in_hogwild_sgd_is_the_batch_size_one_referenc
     np.testing.assert_allclose(result["loss"], ref_losses.mean(), rtol=1e-5)
     assert_close(model.user_embedding.weight.data, reference.user_embedding.weight.data)
     assert_close(model.item_embedding.weight.data, reference.item_embedding.weight.data)
+
+
+# ------------------------------------------------------------ dense optimizers and shared negatives
+def compare_epoch(data, settings, dtype, rtol):
+    """One epoch of the compiled loop against the NumPy Trainer on its batches and negatives; returns the loop."""
+    settings = {"lr": 0.05, **settings}
+    normalize = settings.pop("normalize", False)
+    reference, ref_losses, negatives = reference_epoch(data, settings, batch_size=64, normalize=normalize, dtype=dtype)
+    model = MF(data.n_users, data.n_items, dim=16, normalize=normalize, rng=7, dtype=dtype)
+    loop = CompiledMFLoop(model, data.train, batch_size=64, seed=3, **settings)
+    result = loop.train_epoch(negatives=negatives)
+    np.testing.assert_allclose(result["batch_losses"], ref_losses, rtol=rtol)
+    assert_close(model.user_embedding.weight.data, reference.user_embedding.weight.data, rtol)
+    assert_close(model.item_embedding.weight.data, reference.item_embedding.weight.data, rtol)
+    return loop
+
+
+# float32: dense Adam moves rows with no gradient on m / sqrt(v), which amplifies the rounding of the
+# summed gradients (1.7e-5 of the scale at most when written); float64 agrees to 1e-13.
+FLOAT_TOLERANCES = [(np.float32, 3e-5), (np.float64, 1e-12)]
+
+
+@pytest.mark.parametrize("settings", [
+    {"optimizer": "adam", "loss": "bpr", "l2": 1e-2},
+    {"optimizer": "adam", "loss": "bce", "negatives": 3, "weight_decay": 1e-2},  # Adam's L2 in the gradient
+    {"optimizer": "adam", "loss": "infonce", "negatives": 4, "similarity": "cosine", "temperature": 0.5,
+     "normalize": True, "l2": 1e-3},
+    {"optimizer": "adam", "loss": "bpr", "negatives": 2, "dns_candidates": 3},
+    {"optimizer": "adamw", "loss": "bpr", "negatives": 2, "l2": 1e-3},  # AdamW's default decay, 1e-2
+    {"optimizer": "sgd", "loss": "bpr", "lr": 0.5, "l2": 1e-2},  # no decay: only the batch's rows move
+    {"optimizer": "sgd", "loss": "infonce", "negatives": 4, "lr": 0.5, "weight_decay": 1e-2},  # every row decays
+])
+@pytest.mark.parametrize("dtype, rtol", FLOAT_TOLERANCES)
+def test_dense_optimizers_match_the_reference_trainer(small, settings, dtype, rtol, one_thread):
+    loop = compare_epoch(small, settings, dtype, rtol)
+    if settings["optimizer"] != "sgd":
+        state = loop.optimizer.state
+        assert state[0]["step"] == state[1]["step"] == -(-small.train.nnz // 64)
+
+
+@pytest.mark.parametrize("settings", [
+    {"loss": "bpr", "negatives": 3, "l2": 1e-2},
+    {"loss": "bce", "negatives": 4, "l2": 1e-3},
+    {"loss": "infonce", "negatives": 8, "temperature": 0.5, "l2": 1e-2},  # a shared row's L2 counts once
+    {"loss": "infonce", "negatives": 8, "similarity": "cosine", "temperature": 0.5, "normalize": True,
+     "sampler": "popularity", "logq_correction": True, "l2": 1e-3},
+])
+@pytest.mark.parametrize("optimizer", ["sparse_adam", "adam"])
+@pytest.mark.parametrize("dtype, rtol", FLOAT_TOLERANCES)
+def test_shared_negatives_match_the_reference_trainer(small, settings, optimizer, dtype, rtol, one_thread):
+    compare_epoch(small, {"optimizer": optimizer, "negatives_mode": "shared", **settings}, dtype, rtol)
+
+
+@pytest.mark.parametrize("options", [
+    {"momentum": 0.9},
+    {"momentum": 0.9, "dampening": 0.1, "weight_decay": 1e-3},
+    {"momentum": 0.5, "nesterov": True},
+])
+def test_sgd_momentum_of_an_optimizer_object_matches_the_reference_trainer(small, options, one_thread):
+    """An SGD object with a batch size: minibatch SGD with its momentum buffer (every row moves)."""
+    reference = MF(small.n_users, small.n_items, dim=16, sparse=False, rng=7)
+    sampler, recorder = RecordingSampler(small.train, seed=11), BatchLosses()
+    ref_optimizer = SGD(reference.parameters(), lr=0.3, **options)
+    Trainer(reference, optimizer=ref_optimizer, sampler=sampler, batch_size=64, seed=3, epochs=1, eval_every=10,
+            engine="numpy", progress=False, callbacks=[recorder]).fit(small)
+    model = MF(small.n_users, small.n_items, dim=16, rng=7)
+    loop = CompiledMFLoop(model, small.train, optimizer=SGD(model.parameters(), lr=0.3, **options), batch_size=64,
+                          seed=3)
+    result = loop.train_epoch(negatives=np.concatenate(sampler.drawn))
+    np.testing.assert_allclose(result["batch_losses"], recorder.losses, rtol=1e-5)
+    assert_close(model.user_embedding.weight.data, reference.user_embedding.weight.data)
+    assert_close(model.item_embedding.weight.data, reference.item_embedding.weight.data)
+    for table in (0, 1):
+        assert_close(loop.optimizer.state[table]["momentum_buffer"], ref_optimizer.state[table]["momentum_buffer"])
 
 
 def test_dynamic_negative_sampling_chooses_harder_negatives(data, one_thread):
@@ -238,13 +331,14 @@ def test_hogwild_bpr_learns_well_above_popularity(data):
     ("sparse_adam", {"loss": "bce", "negatives": 4}),
     ("sparse_adam", {"loss": "infonce", "negatives": 16, "similarity": "cosine", "sampler": "popularity",
                      "logq_correction": True}),
+    ("adam", {"loss": "infonce", "negatives": 64, "negatives_mode": "shared"}),
     ("hogwild", {"loss": "bce", "negatives": 4, "lr": 0.5}),
     ("hogwild", {"loss": "infonce", "negatives": 16, "lr": 0.005}),
     ("hogwild", {"loss": "infonce", "negatives": 16, "similarity": "cosine", "temperature": 0.2, "lr": 0.05}),
 ])
 def test_bce_and_infonce_paths_learn(data, optimizer, settings, one_thread):
     settings = {"lr": 0.02, "l2": 1e-4, "seed": 0, **settings}
-    if optimizer == "sparse_adam":
+    if optimizer != "hogwild":
         settings["batch_size"] = 256
     model = MF(data.n_users, data.n_items, dim=16, rng=0)
     fused = CompiledMFLoop(model, data.train, optimizer=optimizer, **settings)
@@ -269,14 +363,57 @@ def test_one_thread_is_bit_reproducible(data, optimizer, one_thread):
     np.testing.assert_array_equal(tables[0][1], tables[1][1])
 
 
-def test_lazy_adam_does_not_depend_on_the_thread_count(small, kernel_threads):
+@pytest.mark.parametrize("settings", [
+    {"optimizer": "sparse_adam"},
+    {"optimizer": "adam", "weight_decay": 1e-3},
+    {"optimizer": "sgd", "lr": 0.5, "weight_decay": 1e-3},
+    {"optimizer": "adamw", "loss": "infonce", "negatives_mode": "shared", "negatives": 16},
+])
+def test_minibatch_loop_does_not_depend_on_the_thread_count(small, settings, kernel_threads):
+    settings = {"lr": 0.02, "negatives": 3, "l2": 1e-3, **settings}
     results = []
     for threads in (1, kernels.numba.config.NUMBA_NUM_THREADS):
         kernel_threads(threads)
         model = MF(small.n_users, small.n_items, dim=8, rng=0)
-        CompiledMFLoop(model, small.train, lr=0.02, negatives=3, l2=1e-3, seed=4, batch_size=256).train_epoch()
+        CompiledMFLoop(model, small.train, seed=4, batch_size=256, **settings).train_epoch()
         results.append(model.item_embedding.weight.data.copy())
     np.testing.assert_array_equal(results[0], results[1])
+
+
+@pytest.mark.parametrize("settings", [
+    {"optimizer": "adam", "weight_decay": 1e-3},
+    {"optimizer": "adamw"},
+    {"optimizer": "sgd", "lr": 0.5, "weight_decay": 1e-3},
+    {"optimizer": "adam", "loss": "infonce", "negatives_mode": "shared", "negatives": 16},
+])
+def test_the_trainer_resumes_the_compiled_loop_exactly(small, tmp_path, settings, one_thread):
+    """The optimizer's state (moments, step counts) is the kernel's: its checkpoint resumes exactly."""
+    def run(out_dir, epochs, resume=False):
+        model = MF(small.n_users, small.n_items, dim=8, rng=0)
+        trainer = Trainer(model, epochs=epochs, out_dir=out_dir, progress=False, seed=3, batch_size=256,
+                          eval_every=10, engine="compiled", **{"lr": 0.01, **settings})
+        result = trainer.fit(small, resume=resume)
+        assert trainer.compiled is not None
+        return model, [{k: v for k, v in r.items() if k in ("epoch", "loss", "lr")} for r in result["history"]]
+
+    straight, expected = run(tmp_path / "straight", epochs=3)
+    run(tmp_path / "stopped", epochs=2)
+    resumed, history = run(tmp_path / "stopped", epochs=3, resume=True)
+    for name, value in straight.state_dict().items():
+        np.testing.assert_array_equal(resumed.state_dict()[name], value)
+    assert history == expected
+
+
+def test_the_trainer_runs_every_mf_optimizer_compiled(small):
+    for settings in ({}, {"optimizer": "adamw"}, {"optimizer": "sgd"}, {"optimizer": "hogwild"},
+                     {"loss": "infonce", "negatives_mode": "shared"}):
+        trainer = Trainer(MF(small.n_users, small.n_items, dim=4, rng=0), progress=False, **settings)
+        trainer.prepare(small)
+        assert trainer.compiled is not None, settings
+    trainer = Trainer(MF(small.n_users, small.n_items, dim=4, rng=0), loss="infonce", negatives_mode="in_batch",
+                      progress=False)
+    trainer.prepare(small)
+    assert trainer.compiled is None
 
 
 def test_state_lives_in_a_sparse_adam_and_resumes_exactly(small, one_thread):
@@ -305,7 +442,13 @@ def test_clear_errors(small):
     with pytest.raises(ValueError, match="loss"):
         CompiledMFLoop(model, small.train, loss="hinge")
     with pytest.raises(ValueError, match="optimizer"):
-        CompiledMFLoop(model, small.train, optimizer="adam")
+        CompiledMFLoop(model, small.train, optimizer="rmsprop")
+    with pytest.raises(ValueError, match="amsgrad"):
+        CompiledMFLoop(model, small.train, optimizer=Adam(model.parameters(), amsgrad=True))
+    with pytest.raises(ValueError, match="item tables"):
+        CompiledMFLoop(model, small.train, optimizer=Adam([model.user_embedding.weight]))
+    with pytest.raises(ValueError, match="momentum"):
+        CompiledMFLoop(model, small.train, optimizer=SGD(model.parameters(), momentum=0.9))  # hogwild
     with pytest.raises(ValueError, match="similarity"):
         CompiledMFLoop(model, small.train, loss="bpr", similarity="cosine")
     with pytest.raises(ValueError, match="train_csr"):
@@ -313,6 +456,9 @@ def test_clear_errors(small):
     with pytest.raises(ValueError, match="negatives"):
         CompiledMFLoop(model, small.train).train_epoch(negatives=np.zeros((3, 1), dtype=np.int64))
     with pytest.raises(ValueError, match="negatives_mode"):
-        CompiledMFLoop(model, small.train, negatives_mode="shared", optimizer="sparse_adam", loss="bpr")
+        CompiledMFLoop(model, small.train, negatives_mode="in_batch", optimizer="sparse_adam", loss="infonce")
+    with pytest.raises(ValueError, match=r"negatives: expected shape \(5, 2\)"):
+        CompiledMFLoop(model, small.train, negatives_mode="shared", negatives=2, batch_size=256).train_epoch(
+            negatives=np.zeros((small.train.nnz, 2), dtype=np.int64))
     with pytest.raises(TypeError, match="model"):
         CompiledMFLoop(object(), small.train)

@@ -1,9 +1,10 @@
-"""The fused MF training loop (numba): sampling, scoring, loss gradient and update in one pass.
+"""The compiled MF training loop (numba): sampling, scoring, loss gradient and update in one pass.
 
-Reference and test oracle: `recgrad.training.Trainer` with an `MF` model (the NumPy minibatch
-path: `UniformSampler`/`PopularitySampler`, `BPRLoss`/`BCEWithLogitsLoss`/`InfoNCELoss`,
-LightGCN's batch L2, `SparseAdam`). This module computes the same quantities without building
-(B, 1+K, D) blocks, without Python between the steps of an epoch, and in parallel.
+Reference and test oracle: `recgrad.train.Trainer` with an `MF` model (the NumPy minibatch
+path: `UniformSampler`/`PopularitySampler` with per-user or shared negatives, `BPRLoss`/
+`BCEWithLogitsLoss`/`InfoNCELoss`, LightGCN's batch L2, `SparseAdam`, `Adam`, `AdamW`, `SGD`).
+This module computes the same quantities without building (B, 1+K, D) blocks, without Python
+between the steps of an epoch, and in parallel.
 
 Per training interaction (u, i) with candidates c = [i, j_1, ..., j_K] (the positive, then K
 negatives), scores s_k = <P[u], Q[c_k]> (cosine, for an MF(normalize=True) or a cosine InfoNCE:
@@ -31,20 +32,28 @@ sample's coefficients are computed once and the D-length work is a few multiply-
 L2 (LightGCN's batch regulariser, the Trainer's `l2`): R = l2/2 sum |e|^2 over every row
 occurrence of the batch / B, dR/de = l2 e / B per occurrence; the reported loss is L + R.
 
-Two optimizer modes:
+Two kinds of epoch:
 
-- `"sparse_adam"`: minibatch lazy Adam, exactly the Trainer's `optimizer="sparse_adam"` step
-  (`recgrad.optim.SparseAdam`; `weight_decay` is its decoupled decay of the batch's rows, i.e.
-  the lazy AdamW). Per batch of B interactions: (1) in parallel over the samples, draw the
-  negatives, score, and store the coefficients; (2) serially, group the occurrences by row (a
-  row -> slot map and a counting sort, O(B(1+K))); (3) in parallel over the batch's unique rows
-  (users and items), sum each row's gradient and take its Adam step. Step (1) also stores, per
-  sample, the old P[u] and sum_k alpha_k Q[c_k], so step (3) reads no row but its own: two
-  parallel regions (two barriers) per batch. Every row is summed by one thread in a fixed order, so the result does
-  not depend on the number of threads (bit-identical for a seed, on any thread count).
-- `"sgd"`: hogwild SGD, as implicit's BPR: each thread takes a contiguous slice of the epoch's
-  shuffled interactions and updates the rows of each sample in place at once, without locks.
-  The step on one sample is the minibatch step above with B = 1 and plain SGD:
+- `minibatch_epoch`, the Trainer's minibatch step. Per batch of B interactions: (1) in parallel
+  over the samples, draw the negatives, score, and store the coefficients; (2) serially, group the
+  occurrences by row (a row -> slot map and a counting sort, O(B(1+K))); (3) in parallel over the
+  batch's unique rows (users and items), sum each row's gradient (with the L2 term). Step (1) also
+  stores, per sample, the old P[u] and sum_k alpha_k Q[c_k], so step (3) reads no row but its own.
+  Then the optimizer's step (`RULES`), each entry moved by the element step of
+  `recgrad.kernels.optim` that the optimizer itself runs:
+  "sparse_adam" (`SparseAdam`, lazy Adam; `weight_decay` is its decoupled decay of the batch's
+  rows) steps each row of (3) at once (`adam_row_step`), and so does "sgd" without momentum and
+  weight decay (the other rows would not move); "adam" (`Adam`, weight decay as L2 in the
+  gradient), "adamw" (`AdamW`, decoupled decay) and "sgd" with momentum or weight decay are the
+  dense algorithms, as torch computes them on a dense gradient: (4) in parallel over every row of
+  both tables, the row's summed gradient, or zero for a row the batch did not touch (its moments
+  decay and it still moves; `_adam_element`, `_sgd_element`). The per-step scalars (bias
+  corrections, the momentum buffer's first step) come from the caller, computed as the optimizer
+  computes them. Every row is summed and stepped by one thread in a fixed order, so the result
+  does not depend on the number of threads (bit-identical for a seed, on any thread count).
+- `hogwild_epoch`, the "hogwild" optimizer, as implicit's BPR: each thread takes a contiguous
+  slice of the epoch's shuffled interactions and updates the rows of each sample in place at once,
+  without locks. The step on one sample is the minibatch step above with B = 1 and plain SGD:
   e <- e - lr (dl/de + l2 e) for e = P[u] and each Q[c_k] (the l2 term is LightGCN's batch L2
   at B = 1, which is also implicit's `regularization`: its update adds -lr reg e to each row of
   the triple). Coefficients are computed from the rows before the sample's update; an item that
@@ -52,7 +61,14 @@ Two optimizer modes:
   threads may update the same row at the same moment (hogwild: such races lose a few updates
   and are rare on sparse data); with one thread the epoch is deterministic.
 
-Sampling (negatives per interaction, `negatives_mode="per_user"` of the Trainer):
+Shared negatives (`negatives_mode="shared"`, minibatch only): one set of K items per batch drawn
+from q with nothing excluded (`NegativeSampler.sample_shared`), the candidates of every sample of
+the batch; the math above is unchanged. LightGCN's L2 counts a row once per lookup, as the
+Trainer's objectives look rows up: BPR and BCE score each sample's candidates (a shared row is
+counted B times), InfoNCE encodes the shared rows once per batch (counted once). With log-Q the
+correction is log q of the unconditional q, the distribution the shared items follow.
+
+Sampling (per-user negatives, `negatives_mode="per_user"` of the Trainer):
 "uniform" draws j uniform over the items, "popularity" draws j with q(j) = c_j^alpha / sum_l c_l^alpha
 (c_j the item's training users) from a Walker/Vose alias table: O(1) per draw. With
 exclude_positives=True a draw that is one of the user's training positives (a binary search in
@@ -71,13 +87,14 @@ Trainer's model.score), by <P[u], Q[c]>, or by the cosine for an MF(normalize=Tr
 Random numbers: splitmix64 (Steele, Lea & Flood, "Fast splittable pseudorandom number
 generators", OOPSLA 2014), a 64-bit state advanced by a constant and mixed. The minibatch path
 gives every sample its own stream, seeded by hashing (run seed, epoch, position in the epoch),
-so its draws do not depend on the thread count or the schedule; hogwild SGD gives each thread
+so its draws do not depend on the thread count or the schedule (the shared negatives of batch b
+come from stream nnz + b); hogwild SGD gives each thread
 one stream seeded by (run seed, epoch, thread id). A sample's K negatives are drawn raw first,
 then each one that is a positive is re-drawn (in order, from the same stream); the raw draws
 happen 8 samples ahead of the training step so that the rows they select can be prefetched.
 The epoch's shuffle is the Trainer's:
 `numpy.random.default_rng(SeedSequence(seed).spawn(2)[0]).permutation(nnz)` once per epoch, so
-with the same seed the fused path visits the same positives in the same batches as the
+with the same seed the compiled path visits the same positives in the same batches as the
 reference; the negatives come from a different generator (pass `negatives=` to reuse the
 reference's).
 
@@ -88,7 +105,6 @@ Adam row step vectorises); the positives' binary search is branch-free over int3
 """
 
 import math
-import time
 
 import numba
 import numpy as np
@@ -97,9 +113,10 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from recgrad.kernels.optim import adam_row_step
+from recgrad.kernels.optim import _adam_element, _sgd_element, adam_row_step
 
-__all__ = ["LOSS_CODES", "SAMPLERS", "epoch_key", "sampling_tables", "sample_into", "hogwild_epoch", "lazy_adam_epoch"]
+__all__ = ["LOSS_CODES", "SAMPLERS", "epoch_key", "sampling_tables", "sample_into", "hogwild_epoch", "RULES",
+           "minibatch_epoch"]
 
 LOSS_CODES = {"bpr": 0, "bce": 1, "infonce": 2}
 SAMPLERS = ("uniform", "popularity")
@@ -250,13 +267,13 @@ def _alias_table(weights):
     while n_small and n_large:
         n_small -= 1
         s = small[n_small]
-        l = large[n_large - 1]
+        g = large[n_large - 1]
         prob[s] = scaled[s]
-        alias[s] = l
-        scaled[l] = (scaled[l] + scaled[s]) - 1.0
-        if scaled[l] < 1.0:
+        alias[s] = g
+        scaled[g] = (scaled[g] + scaled[s]) - 1.0
+        if scaled[g] < 1.0:
             n_large -= 1
-            small[n_small] = l
+            small[n_small] = g
             n_small += 1
     for i in range(n_large):
         prob[large[i]] = 1.0
@@ -521,7 +538,12 @@ def hogwild_epoch(P, Q, users, items, negatives, k, per, select_cosine, n_items,
         chunk_loss[t] = total
 
 
-# ---------------------------------------------------------------------- minibatch lazy Adam epoch
+# ------------------------------------------------------------------------------ minibatch epoch
+# The optimizer rules of `minibatch_epoch` (the names are recgrad.train.settings' optimizer names).
+RULES = {"sparse_adam": 0, "adam": 1, "adamw": 1, "sgd": 2}
+_LAZY_ADAM, _DENSE_ADAM, _SGD = 0, 1, 2
+
+
 @numba.njit(cache=True, error_model="numpy")
 def _group(ids, n, slot_of, rows, counts, starts, occurrences):
     """Group the first n entries of `ids` by value: returns the number of unique ids m, with
@@ -553,12 +575,18 @@ def _group(ids, n, slot_of, rows, counts, starts, occurrences):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _first_draw(b, start, users, items, negatives, drawn, states, width, key, n_items, alias_prob, alias_item, P, Q,
-                indptr, indices, exclude):
-    """Batch sample b: its draws [positive, raw negatives (or DNS candidates)], its stream state, and prefetches."""
+def _first_draw(b, start, users, items, negatives, shared, drawn, states, width, key, n_items, alias_prob, alias_item,
+                P, Q, indptr, indices, exclude):
+    """Batch sample b: its draws [positive, raw negatives (or DNS candidates), or the batch's shared
+    negatives], its stream state, and prefetches (the shared rows stay in cache: only P[u], Q[i])."""
     p = start + b
     row = drawn[b * width:(b + 1) * width]
     row[0] = items[p]
+    if shared.size:
+        row[1:] = shared
+        _prefetch_row(P, users[p])
+        _prefetch_row(Q, row[0])
+        return
     if negatives.shape[0]:
         row[1:] = negatives[p]
     else:
@@ -566,18 +594,70 @@ def _first_draw(b, start, users, items, negatives, drawn, states, width, key, n_
     _prefetch_sample(P, Q, users[p], row, indptr, indices, exclude and negatives.shape[0] == 0)
 
 
+@numba.njit(cache=True, error_model="numpy")
+def _row_step(rule, theta, m, v, g, has_grad, hyper, step_size, sqrt_bias_correction2, buffer_mode):
+    """The step of the dense rules on one table row whose summed gradient is g (zero when not
+    has_grad): per entry the element step of `recgrad.kernels.optim` (`_adam_element`: Adam with L2
+    or AdamW's decay; `_sgd_element`: SGD with weight decay and momentum), so each entry moves as
+    the optimizer's own step moves it. For SGD, m is the momentum buffer (untouched in mode 0)."""
+    dtype = theta.dtype.type
+    zero = dtype(0.0)
+    if rule == _DENSE_ADAM:
+        one_minus_beta1, one_minus_beta2, eps, decay = dtype(hyper[0]), dtype(hyper[1]), dtype(hyper[2]), \
+            dtype(hyper[3])
+        beta2, l2 = dtype(hyper[4]), dtype(hyper[5])
+        use_l2 = hyper[5] != 0.0
+        for j in range(theta.size):
+            gj = g[j] if has_grad else zero
+            theta[j], m[j], v[j], _ = _adam_element(theta[j], gj, m[j], v[j], v[j], dtype(1.0), l2, decay,
+                                                    one_minus_beta1, beta2, one_minus_beta2, sqrt_bias_correction2,
+                                                    step_size, eps, use_l2, False)
+    else:
+        lr, momentum, one_minus_dampening, l2 = dtype(hyper[0]), dtype(hyper[1]), dtype(hyper[2]), dtype(hyper[3])
+        use_l2, nesterov = hyper[3] != 0.0, hyper[4] != 0.0
+        for j in range(theta.size):
+            gj = g[j] if has_grad else zero
+            buf = m[j] if buffer_mode == 2 else gj
+            theta[j], buf = _sgd_element(theta[j], gj, buf, dtype(1.0), l2, lr, momentum, one_minus_dampening,
+                                         use_l2, buffer_mode, nesterov)
+            if buffer_mode != 0:
+                m[j] = buf
+
+
 @numba.njit(cache=True, error_model="numpy", parallel=True, fastmath={"reassoc", "nsz", "contract"})
-def lazy_adam_epoch(P, Q, mP, vP, mQ, vQ, steps, users, items, negatives, k, per, select_cosine, batch_size,
-                     n_items, indptr, indices, alias_prob, alias_item, exclude, loss, cosine, inv_tau, log_q, l2, lr,
-                     beta1, beta2, eps, weight_decay, key, n_chunks, batch_losses):
+def minibatch_epoch(P, Q, state, users, items, negatives, sampling, objective, rule, hyper, schedule, batch_size,
+                    key, n_chunks, batch_losses):
+    """One epoch of minibatch steps in place on P, Q and the optimizer state (module doc).
+
+    state: (mP, vP, mQ, vQ), the optimizer's arrays (Adam: exp_avg, exp_avg_sq; SGD: the momentum
+        buffers as mP, mQ, or the tables themselves without momentum: then never read or written).
+    negatives: (nnz, K C) given per sample, (n_batches, K) given shared, or (0, *) to draw them.
+    sampling: (K, C, shared, n_items, indptr, indices, alias_prob, alias_item, exclude).
+    objective: (loss code, cosine, DNS by cosine, 1 / tau, log q or empty, l2).
+    rule: RULES[optimizer]; hyper: its constants (float64): lazy and dense Adam [1 - beta1, 1 - beta2,
+        eps, decay, beta2, l2 in the gradient], SGD [lr, momentum, 1 - dampening, weight decay,
+        nesterov]. schedule (n_batches, 2 tables, 2): the scalars of each batch's step, as the
+        optimizer computes them: SparseAdam [step size, -], Adam [step size, sqrt(1 - beta2^t)],
+        SGD [momentum buffer mode (0 none, 1 first step, 2 later), -].
+    batch_losses (n_batches,): out, each batch's loss (objective + L2).
+    """
+    mP, vP, mQ, vQ = state
+    k, per, shared, n_items, indptr, indices, alias_prob, alias_item, exclude = sampling
+    loss, cosine, select_cosine, inv_tau, log_q, l2 = objective
     n = users.size
     k1 = k + 1
     width = 1 + k * per
     dim = P.shape[1]
     dtype = P.dtype.type
     cap = min(batch_size, n)
+    # InfoNCE encodes a shared negative once per batch, so LightGCN's L2 counts it once (the pairwise
+    # losses score, and look up, it once per sample): only sample 0's copy of it is counted.
+    l2_once = shared and loss == 2
+    sampled = negatives.shape[0] == 0
+    dense = rule == _DENSE_ADAM or (rule == _SGD and (hyper[1] != 0.0 or hyper[3] != 0.0))
     cand = np.empty(cap * k1, np.int64)
     drawn = cand if per == 1 else np.empty(cap * width, np.int64)  # with DNS: the candidates before the choice
+    batch_shared = np.empty(k if shared else 0, np.int64)
     states = np.empty(cap, np.uint64)
     alpha = np.empty(cap * k1)
     gamma = np.empty(cap * k1)
@@ -597,8 +677,6 @@ def lazy_adam_epoch(P, Q, mP, vP, mQ, vQ, steps, users, items, negatives, k, per
     item_starts = np.empty(cap * k1 + 1, np.int64)
     item_occ = np.empty(cap * k1, np.int64)
     grad = np.empty((cap * (k1 + 1), dim), P.dtype)
-    omb1, omb2, eps_t = dtype(1.0 - beta1), dtype(1.0 - beta2), dtype(eps)
-    decay = dtype(1.0 - lr * weight_decay)
     n_batches = (n + batch_size - 1) // batch_size
     for batch in range(n_batches):
         start = batch * batch_size
@@ -609,6 +687,11 @@ def lazy_adam_epoch(P, Q, mP, vP, mQ, vQ, steps, users, items, negatives, k, per
             w = 1.0 / (size * k1)
         else:
             w = 1.0 / size
+        if shared:  # the batch's K negatives from q, nothing excluded (its own stream, after the samples')
+            if sampled:
+                _draw_raw(_stream(key, n + batch), n_items, alias_prob, alias_item, batch_shared)
+            else:
+                batch_shared[:] = negatives[batch]
         # (1) parallel over the samples (contiguous chunks, one per thread): negatives, scores,
         # coefficients, and the two vectors that the row gradients need from the other table (so
         # that step (3) reads no row but its own). Sample p's negatives come from its own stream,
@@ -617,20 +700,20 @@ def lazy_adam_epoch(P, Q, mP, vP, mQ, vQ, steps, users, items, negatives, k, per
             lo = chunk * size // n_chunks
             hi = (chunk + 1) * size // n_chunks
             for b in range(lo, min(lo + _AHEAD, hi)):
-                _first_draw(b, start, users, items, negatives, drawn, states, width, key, n_items, alias_prob,
-                            alias_item, P, Q, indptr, indices, exclude)
+                _first_draw(b, start, users, items, negatives, batch_shared, drawn, states, width, key, n_items,
+                            alias_prob, alias_item, P, Q, indptr, indices, exclude)
             for b in range(lo, hi):
                 p = start + b
                 raw = drawn[b * width:(b + 1) * width]
-                if negatives.shape[0] == 0 and exclude:
+                if sampled and exclude and not shared:
                     _verify(states[b], users[p], n_items, indptr, indices, alias_prob, alias_item, raw[1:])
                 row = cand[b * k1:(b + 1) * k1]
                 if per > 1:
                     row[0] = raw[0]
                     _hardest(P, Q, users[p], raw[1:], per, select_cosine, row[1:])
                 if b + _AHEAD < hi:
-                    _first_draw(b + _AHEAD, start, users, items, negatives, drawn, states, width, key, n_items,
-                                alias_prob, alias_item, P, Q, indptr, indices, exclude)
+                    _first_draw(b + _AHEAD, start, users, items, negatives, batch_shared, drawn, states, width, key,
+                                n_items, alias_prob, alias_item, P, Q, indptr, indices, exclude)
                 a_row = alpha[b * k1:(b + 1) * k1]
                 sample_loss[b], beta[b], sample_sumsq[b] = _coefficients(
                     P, Q, users[p], row, k1, loss, cosine, inv_tau, log_q, w, a_row, gamma[b * k1:(b + 1) * k1])
@@ -647,6 +730,12 @@ def lazy_adam_epoch(P, Q, mP, vP, mQ, vQ, steps, users, items, negatives, k, per
                     q = Q[row[j]]
                     for d in range(dim):
                         part[d] += a * q[d]
+                if l2_once and b > 0:  # this sample's own rows only
+                    sumsq = 0.0
+                    q = Q[row[0]]
+                    for d in range(dim):
+                        sumsq += np.float64(pu[d]) * pu[d] + np.float64(q[d]) * q[d]
+                    sample_sumsq[b] = sumsq
         value = 0.0
         sumsq = 0.0
         for b in range(size):
@@ -657,26 +746,25 @@ def lazy_adam_epoch(P, Q, mP, vP, mQ, vQ, steps, users, items, negatives, k, per
         n_u = _group(users[start:start + size], size, user_slot, user_rows, user_counts, user_starts, user_occ)
         n_i = _group(cand, size * k1, item_slot, item_rows, item_counts, item_starts, item_occ)
         l2_scale = l2 / size
-        steps[0] += 1
-        steps[1] += 1
-        t_p, t_q = steps[0], steps[1]
-        step_p = dtype(lr * math.sqrt(1.0 - beta2 ** t_p) / (1.0 - beta1 ** t_p))
-        step_q = dtype(lr * math.sqrt(1.0 - beta2 ** t_q) / (1.0 - beta1 ** t_q))
         # (3) parallel over the batch's unique rows (users, then items): sum the row's gradient,
         # dP[u] = sum_b part_b + (sum_b beta_b + l2 c / B) P[u],
-        # dQ[r] = sum_(b,k) alpha_bk P_old[u_b] + (sum gamma_bk + l2 c / B) Q[r], then its Adam step
+        # dQ[r] = sum_(b,k) alpha_bk P_old[u_b] + (sum gamma_bk + l2 c / B) Q[r], then, for the lazy
+        # rules (SparseAdam; SGD without momentum and weight decay, where the other rows do not move),
+        # the row's step
         for s in numba.prange(n_u + n_i):
             ahead = s + _AHEAD
             if ahead < n_u:
                 r = user_rows[ahead]
                 _prefetch_row(P, r)
-                _prefetch_row(mP, r)
-                _prefetch_row(vP, r)
+                if rule == _LAZY_ADAM:
+                    _prefetch_row(mP, r)
+                    _prefetch_row(vP, r)
             elif ahead < n_u + n_i:
                 r = item_rows[ahead - n_u]
                 _prefetch_row(Q, r)
-                _prefetch_row(mQ, r)
-                _prefetch_row(vQ, r)
+                if rule == _LAZY_ADAM:
+                    _prefetch_row(mQ, r)
+                    _prefetch_row(vQ, r)
             g = grad[s]
             own = 0.0
             if s < n_u:
@@ -691,13 +779,16 @@ def lazy_adam_epoch(P, Q, mP, vP, mQ, vQ, steps, users, items, negatives, k, per
                         for d in range(dim):
                             g[d] += part[d]
                 r = user_rows[s]
-                theta, m, v, step_size = P[r], mP[r], vP[r], step_p
+                theta, m, v, table = P[r], mP[r], vP[r], 0
                 c = dtype(own) + dtype(l2_scale * user_counts[s])
             else:
                 i = s - n_u
+                counted = 0
                 for o in range(item_starts[i], item_starts[i + 1]):
                     flat = item_occ[o]
                     own += gamma[flat]
+                    if not l2_once or flat < k1 or flat % k1 == 0:
+                        counted += 1
                     a = dtype(alpha[flat])
                     old = user_old[flat // k1]
                     if o == item_starts[i]:
@@ -707,8 +798,32 @@ def lazy_adam_epoch(P, Q, mP, vP, mQ, vQ, steps, users, items, negatives, k, per
                         for d in range(dim):
                             g[d] += a * old[d]
                 r = item_rows[i]
-                theta, m, v, step_size = Q[r], mQ[r], vQ[r], step_q
-                c = dtype(own) + dtype(l2_scale * item_counts[i])
+                theta, m, v, table = Q[r], mQ[r], vQ[r], 1
+                c = dtype(own) + dtype(l2_scale * counted)
             for d in range(dim):
                 g[d] += c * theta[d]
-            adam_row_step(theta, m, v, g, omb1, omb2, eps_t, decay, step_size)
+            if rule == _LAZY_ADAM:
+                adam_row_step(theta, m, v, g, dtype(hyper[0]), dtype(hyper[1]), dtype(hyper[2]), dtype(hyper[3]),
+                              dtype(schedule[batch, table, 0]))
+            elif not dense:
+                _row_step(rule, theta, m, v, g, True, hyper, dtype(0.0), dtype(0.0), 0)
+        # (4) the dense rules: every row of both tables steps, with the summed gradient of (3) or zero
+        if dense:
+            for s in range(n_u):
+                user_slot[user_rows[s]] = s
+            for i in range(n_i):
+                item_slot[item_rows[i]] = n_u + i
+            n_users = P.shape[0]
+            for r in numba.prange(n_users + Q.shape[0]):
+                if r < n_users:
+                    theta, m, v, slot, table = P[r], mP[r], vP[r], user_slot[r], 0
+                else:
+                    theta, m, v, slot, table = Q[r - n_users], mQ[r - n_users], vQ[r - n_users], \
+                        item_slot[r - n_users], 1
+                scalars = schedule[batch, table]
+                _row_step(rule, theta, m, v, grad[max(slot, 0)], slot >= 0, hyper, dtype(scalars[0]),
+                          dtype(scalars[1]), np.int64(scalars[0]) if rule == _SGD else 0)
+            for s in range(n_u):
+                user_slot[user_rows[s]] = -1
+            for i in range(n_i):
+                item_slot[item_rows[i]] = -1

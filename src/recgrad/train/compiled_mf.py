@@ -2,36 +2,51 @@
 
 This is the Python side of the kernels: it turns a model, its training matrix and run settings into
 the arrays the kernels take, and keeps what a resume needs. The Trainer runs it instead of its
-NumPy batch loop wherever it computes the same algorithm (`covers`): an MF model, per-user
-negatives from the uniform or popularity sampler, any loss (BPR, BCE, InfoNCE, with the log-Q
-correction and dynamic negative sampling), and
+NumPy batch loop wherever it computes the same algorithm (`covers`): an MF model (float32 or
+float64), the uniform or popularity sampler by name, any loss (BPR, BCE, InfoNCE with dot or cosine
+similarity and the log-Q correction), negatives per user (with dynamic negative sampling) or shared
+by the batch, and every optimizer the settings name:
 
-- optimizer "sparse_adam": minibatch lazy Adam, the NumPy loop's `SparseAdam` step on the same
-  batches and the same kind of negatives, equal up to float rounding;
-- optimizer "hogwild": SGD with a step per interaction (implicit's algorithm); its NumPy reference
-  is the batch loop at batch size 1 with `SGD`, which one compiled thread reproduces exactly up to
-  float rounding (with more threads, concurrent updates of a row may lose a few steps).
+- "adam", "adamw", "sgd": the dense algorithms as the Trainer builds them (`build.build_optimizers`:
+  `Adam` with its L2 weight decay, `AdamW` with its decoupled decay, `SGD` with its weight decay, and
+  an `SGD` object's momentum, dampening and Nesterov): each batch's row gradients are summed, then
+  every row of both tables takes the optimizer's step (a row with no gradient still moves on its
+  moments and decay), equal to the NumPy loop on the same batches and negatives up to float rounding;
+- "sparse_adam": minibatch lazy Adam, the NumPy loop's `SparseAdam` step (only the batch's rows);
+- "hogwild": SGD with a step per interaction (implicit's algorithm); its NumPy reference is the batch
+  loop at batch size 1 with `SGD`, which one compiled thread reproduces exactly up to float rounding
+  (with more threads, concurrent updates of a row may lose a few steps).
+
+The optimizer's own state arrays (exp_avg, exp_avg_sq, step; momentum_buffer) are the kernels'
+state, so its `state_dict()` checkpoints the run and a resume continues exactly. In-batch negatives,
+sampler or optimizer objects passed to the Trainer, and other models run the NumPy loop.
 
 The kernels draw negatives from their own random streams (keyed by seed and epoch; see the
 kernels' module doc), so the compiled and NumPy loops visit the same positives in the same
 batches but sample different negatives.
 """
 
+import math
 import time
 
 import numba
 import numpy as np
 
-from recgrad.kernels.mf import LOSS_CODES, epoch_key, hogwild_epoch, lazy_adam_epoch, sampling_tables
+from recgrad.kernels.mf import LOSS_CODES, RULES, epoch_key, hogwild_epoch, minibatch_epoch, sampling_tables
 from recgrad.models.mf import MF
+from recgrad.optim.adam import Adam, bias_corrections
+from recgrad.optim.adamw import AdamW
 from recgrad.optim.sgd import SGD
 from recgrad.optim.sparse_adam import SparseAdam
 from recgrad.samplers import as_canonical_csr, epoch_order
+from recgrad.train import build
 from recgrad.train import settings as run_settings
 
 __all__ = ["CompiledMFLoop", "covers"]
 
-OPTIMIZERS = ("sparse_adam", "hogwild")
+OPTIMIZERS = ("adam", "adamw", "sgd", "sparse_adam", "hogwild")
+NEGATIVES_MODES = ("per_user", "shared")
+_NAMES = {SparseAdam: "sparse_adam", Adam: "adam", AdamW: "adamw"}
 
 
 def covers(model, values, sampler_is_named=True, optimizer_is_named=True):
@@ -43,9 +58,9 @@ def covers(model, values, sampler_is_named=True, optimizer_is_named=True):
     if type(model) is not MF:
         return False, f"the {type(model).__name__} model (the compiled loop trains MF)"
     if values["optimizer"] not in OPTIMIZERS or not optimizer_is_named:
-        return False, f"optimizer {values['optimizer']!r} (compiled: {', '.join(OPTIMIZERS)})"
-    if values["negatives_mode"] != "per_user":
-        return False, f"negatives_mode {values['negatives_mode']!r} (compiled: per_user)"
+        return False, f"optimizer {values['optimizer']!r} (compiled: {', '.join(OPTIMIZERS)} by name)"
+    if values["negatives_mode"] not in NEGATIVES_MODES:
+        return False, f"negatives_mode {values['negatives_mode']!r} (compiled: {', '.join(NEGATIVES_MODES)})"
     if not sampler_is_named:
         return False, "a sampler object (compiled: the uniform and popularity samplers by name)"
     if model.user_embedding.weight.data.dtype not in (np.float32, np.float64):
@@ -59,19 +74,21 @@ class CompiledMFLoop:
     Args:
         model: a `recgrad.models.MF` (float32 or float64).
         train_csr: scipy sparse user x item matrix of training interactions (shape = the model's).
-        optimizer: "sparse_adam" or "hogwild" (built from the settings), or the optimizer whose
-            hyper-parameters and state the loop uses and updates: a `SparseAdam` over exactly
-            [user table, item table] (lazy Adam; its m, v and step are the kernel's), or an `SGD`
-            over them (hogwild; only its lr is read, so that a schedule applies).
+        optimizer: a name of `OPTIMIZERS` (the optimizer is then built as the Trainer builds it), or
+            the optimizer whose hyper-parameters and state the loop uses and updates, over exactly
+            [user table, item table]: a `SparseAdam`, `Adam` or `AdamW` (without amsgrad), or an
+            `SGD`, which steps per interaction (hogwild; plain SGD, only its lr is read) when no
+            batch_size is given and per batch (its momentum, dampening, Nesterov, weight decay) when
+            one is. The lr is read at each epoch, so that a schedule applies.
         shuffle_rng: a numpy Generator for the epoch order (e.g. the Trainer's, so that its
             checkpoint holds the shuffle state); default: seeded from the seed as the Trainer's.
-        exclude_positives: re-draw negatives that are the user's positives (default True, as the
-            NumPy samplers).
-        **settings: run settings (`recgrad.train.settings`), e.g. loss="bpr", optimizer="hogwild",
-            lr=0.05, negatives=1, dns_candidates=32, l2=0.03, seed=0; checked there.
+        exclude_positives: re-draw per-user negatives that are the user's positives (default True,
+            as the NumPy samplers; shared negatives exclude nothing).
+        **settings: run settings (`recgrad.train.settings`), e.g. loss="bpr", lr=0.05, negatives=1,
+            negatives_mode="shared", dns_candidates=32, l2=0.03, seed=0; checked there.
 
     `train_epoch()` runs one epoch and returns {"loss", "samples", "seconds", "samples_per_second",
-    "batch_losses" (sparse_adam)}. Threads: `recgrad.kernels.set_num_threads`.
+    "batch_losses" (minibatch optimizers)}. Threads: `recgrad.kernels.set_num_threads`.
 
     Example:
         >>> from recgrad.data import synthetic
@@ -86,9 +103,15 @@ class CompiledMFLoop:
                  **settings):
         if isinstance(optimizer, str):
             settings["optimizer"], optimizer = optimizer, None
-        elif isinstance(optimizer, SparseAdam | SGD):
-            settings["optimizer"] = "sparse_adam" if isinstance(optimizer, SparseAdam) else "hogwild"
-            settings["lr"] = optimizer.param_groups[0]["lr"]
+        elif isinstance(optimizer, SparseAdam | Adam | AdamW | SGD):
+            group = optimizer.param_groups[0]
+            if type(optimizer) is SGD:
+                settings["optimizer"] = "hogwild" if settings.get("batch_size") is None else "sgd"
+            else:
+                settings["optimizer"] = _NAMES[type(optimizer)]
+            settings["lr"] = group["lr"]
+            if group["weight_decay"] or settings["optimizer"] != "hogwild":
+                settings["weight_decay"] = group["weight_decay"]
         values = run_settings.resolve(settings, names=run_settings.trainer_settings())
         if not isinstance(model, MF):
             raise TypeError(f"model: expected a recgrad.models.MF, got {type(model).__name__}")
@@ -102,7 +125,8 @@ class CompiledMFLoop:
                              f"and {model.n_items} items")
         if self.train.nnz == 0:
             raise ValueError("train_csr: no interactions")
-        self.exclude_positives = bool(exclude_positives)
+        self.shared = values["negatives_mode"] == "shared"
+        self.exclude_positives = bool(exclude_positives) and not self.shared
         self._indptr, self._indices, self._alias_prob, self._alias_item = sampling_tables(
             self.train, values["sampler"], values["popularity_alpha"] or 0.75, self.exclude_positives)
         self._log_q = np.zeros(0)
@@ -123,72 +147,112 @@ class CompiledMFLoop:
 
     def _optimizer(self, optimizer):
         tables = [self.model.user_embedding.weight, self.model.item_embedding.weight]
-        expected = SparseAdam if self.values["optimizer"] == "sparse_adam" else SGD
+        name = self.values["optimizer"]
         if optimizer is None:
-            if expected is SGD:
-                return SGD(tables, lr=self.values["lr"])
-            return SparseAdam(tables, lr=self.values["lr"], weight_decay=self.values["weight_decay"])
+            return build.build_optimizers(self.values, self.model)[0][0]
         held = [id(p) for group in optimizer.param_groups for p in group["params"]]
-        if type(optimizer) is not expected or len(optimizer.param_groups) != 1 or held != [id(p) for p in tables]:
-            raise ValueError(f"optimizer: expected a {expected.__name__} over exactly the model's user and item tables")
+        if len(optimizer.param_groups) != 1 or held != [id(p) for p in tables]:
+            raise ValueError(f"optimizer: expected one parameter group over exactly the model's user and item tables, "
+                             f"got a {type(optimizer).__name__} over {len(held)} parameters")
+        group = optimizer.param_groups[0]
+        if group.get("amsgrad") or group.get("maximize"):
+            raise ValueError(f"optimizer: the compiled MF loop steps {type(optimizer).__name__} without amsgrad "
+                             "and maximize")
+        if name == "hogwild" and group["momentum"]:
+            raise ValueError(f"optimizer: hogwild SGD has no momentum, got momentum={group['momentum']}")
         return optimizer
 
-    def _adam_state(self):
-        group = self.optimizer.param_groups[0]
-        states = []
-        for index, param in enumerate(group["params"]):
-            state = self.optimizer.state.setdefault(index, {})
+    def _state(self):
+        """The optimizer's state dict of each table, created empty as its first step creates it."""
+        return [self.optimizer.state.setdefault(index, {}) for index in range(2)]
+
+    def _minibatch_step(self, n_batches):
+        """(state arrays, rule constants, per-batch scalars, bookkeeping after the epoch) of the optimizer.
+
+        The scalars of every step are computed here as the optimizer's own step computes them.
+        """
+        name, group = self.values["optimizer"], self.optimizer.param_groups[0]
+        tables = [self.model.user_embedding.weight.data, self.model.item_embedding.weight.data]
+        states = self._state()
+        lr, decay = float(group["lr"]), float(group["weight_decay"])
+        schedule = np.zeros((n_batches, 2, 2))
+        if name == "sgd":
+            momentum = float(group["momentum"])
+            hyper = [lr, momentum, 1.0 - float(group["dampening"]), decay, float(group["nesterov"])]
+            if momentum == 0.0:
+                return (tables[0], tables[0], tables[1], tables[1]), np.array(hyper), schedule, lambda: None
+            for table, state in enumerate(states):
+                schedule[:, table, 0] = 2
+                if "momentum_buffer" not in state:  # the first step sets b = g
+                    state["momentum_buffer"] = np.zeros_like(tables[table])
+                    schedule[0, table, 0] = 1
+            buffers = [state["momentum_buffer"] for state in states]
+            return (buffers[0], buffers[0], buffers[1], buffers[1]), np.array(hyper), schedule, lambda: None
+        beta1, beta2 = (float(beta) for beta in group["betas"])
+        for table, state in enumerate(states):
             if not state:
-                state.update(step=0, exp_avg=np.zeros_like(param.data), exp_avg_sq=np.zeros_like(param.data))
-            states.append(state)
-        return group, states
+                state.update(step=0, exp_avg=np.zeros_like(tables[table]), exp_avg_sq=np.zeros_like(tables[table]))
+            for batch in range(n_batches):
+                bias_correction1, bias_correction2 = bias_corrections(beta1, beta2, state["step"] + 1 + batch)
+                if name == "sparse_adam":
+                    schedule[batch, table, 0] = lr * math.sqrt(bias_correction2) / bias_correction1
+                else:
+                    schedule[batch, table] = lr / bias_correction1, math.sqrt(bias_correction2)
+        hyper = [1.0 - beta1, 1.0 - beta2, float(group["eps"]), 1.0 if name == "adam" else 1.0 - lr * decay, beta2,
+                 decay if name == "adam" else 0.0]
+
+        def count_steps():
+            for state in states:
+                state["step"] += n_batches
+
+        arrays = (states[0]["exp_avg"], states[0]["exp_avg_sq"], states[1]["exp_avg"], states[1]["exp_avg_sq"])
+        return arrays, np.array(hyper), schedule, count_steps
 
     def train_epoch(self, negatives=None):
         """One epoch over every training interaction; returns a dict of statistics.
 
-        negatives: optional int array (nnz, K C): the negatives (with DNS: the candidates) of the
-            p-th interaction of this epoch's shuffled order (e.g. those the reference sampler drew);
-            None samples them.
+        negatives: optional int array: per user (nnz, K C), the negatives (with DNS: the candidates)
+            of the p-th interaction of this epoch's shuffled order; shared (n_batches, K), those of
+            each batch (e.g. those the reference sampler drew); None samples them.
         """
         values = self.values
         users, items = epoch_order(self.train, self.shuffle_rng, values["epoch_sampling"])
-        k, per = values["negatives"], values["dns_candidates"]
+        k, per = values["negatives"], values["dns_candidates"] or 1  # none applies to shared negatives
+        batch_size = values["batch_size"]
+        n_batches = 0 if batch_size is None else -(-users.size // batch_size)
+        shape = (n_batches, k) if self.shared else (users.size, k * per)
         if negatives is None:
-            negatives = np.zeros((0, k * per), dtype=np.int64)
+            negatives = np.zeros((0, shape[1]), dtype=np.int64)
         else:
             negatives = np.ascontiguousarray(negatives, dtype=np.int64)
-            if negatives.shape != (users.size, k * per):
-                raise ValueError(f"negatives: expected shape ({users.size}, {k * per}), got {negatives.shape}")
+            if negatives.shape != shape:
+                raise ValueError(f"negatives: expected shape {shape}, got {negatives.shape}")
             if negatives.size and (negatives.min() < 0 or negatives.max() >= self.train.shape[1]):
                 raise ValueError(f"negatives: item ids must be in [0, {self.train.shape[1]})")
         P = self.model.user_embedding.weight.data
         Q = self.model.item_embedding.weight.data
         key = epoch_key(values["seed"], self.epoch)
-        temperature = values["temperature"] or 0.1
-        common = (self.train.shape[1], self._indptr, self._indices, self._alias_prob, self._alias_item,
-                  self.exclude_positives, LOSS_CODES[values["loss"]], self.cosine, 1.0 / temperature, self._log_q)
+        inv_tau = 1.0 / (values["temperature"] or 0.1)
+        loss = LOSS_CODES[values["loss"]]
+        sampling = (self.train.shape[1], self._indptr, self._indices, self._alias_prob, self._alias_item,
+                    self.exclude_positives)
         start = time.perf_counter()
         result = {}
-        group = self.optimizer.param_groups[0]
         if values["optimizer"] == "hogwild":
             chunks = numba.get_num_threads()
             chunk_loss = np.zeros(chunks)
-            hogwild_epoch(P, Q, users, items, negatives, k, per, self.model.normalize, *common, float(group["lr"]),
-                          values["l2"], key, chunks, chunk_loss)
+            hogwild_epoch(P, Q, users, items, negatives, k, per, self.model.normalize, *sampling, loss, self.cosine,
+                          inv_tau, self._log_q, float(self.optimizer.param_groups[0]["lr"]), values["l2"], key,
+                          chunks, chunk_loss)
             result["loss"] = float(chunk_loss.sum() / users.size)
         else:
-            group, (state_p, state_q) = self._adam_state()
-            beta1, beta2 = (float(b) for b in group["betas"])
-            batch_size = values["batch_size"]
-            steps = np.array([state_p["step"], state_q["step"]], dtype=np.int64)
-            n_batches = -(-users.size // batch_size)
+            arrays, hyper, schedule, count_steps = self._minibatch_step(n_batches)
             batch_losses = np.zeros(n_batches)
-            lazy_adam_epoch(P, Q, state_p["exp_avg"], state_p["exp_avg_sq"], state_q["exp_avg"],
-                            state_q["exp_avg_sq"], steps, users, items, negatives, k, per, self.model.normalize,
-                            batch_size, *common, values["l2"], float(group["lr"]), beta1, beta2,
-                            float(group["eps"]), float(group["weight_decay"]), key, numba.get_num_threads(),
+            minibatch_epoch(P, Q, arrays, users, items, negatives, (k, per, self.shared, *sampling),
+                            (loss, self.cosine, self.model.normalize, inv_tau, self._log_q, values["l2"]),
+                            RULES[values["optimizer"]], hyper, schedule, batch_size, key, numba.get_num_threads(),
                             batch_losses)
-            state_p["step"], state_q["step"] = int(steps[0]), int(steps[1])
+            count_steps()
             sizes = np.minimum(batch_size, users.size - batch_size * np.arange(n_batches))
             result["loss"] = float(np.sum(batch_losses * sizes) / users.size)
             result["batch_losses"] = batch_losses
@@ -198,7 +262,7 @@ class CompiledMFLoop:
         return result
 
     def state_dict(self):
-        """{"epoch", "shuffle_rng"} (JSON-able); the Adam state is the optimizer's own state_dict()."""
+        """{"epoch", "shuffle_rng"} (JSON-able); the optimizer state is the optimizer's own state_dict()."""
         return {"epoch": self.epoch, "shuffle_rng": self.shuffle_rng.bit_generator.state}
 
     def load_state_dict(self, state):
