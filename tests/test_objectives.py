@@ -9,8 +9,14 @@ from recgrad.activations import logsumexp, softplus
 from recgrad.data import Dataset, synthetic
 from recgrad.models import MF
 from recgrad.objectives import BatchL2, BCEObjective, BPRObjective, InfoNCEObjective
-from recgrad.samplers import (DynamicNegatives, InBatchNegatives, PerUserNegatives, PopularitySampler,
-                              SharedNegatives, UniformSampler)
+from recgrad.samplers import (
+    DynamicNegatives,
+    InBatchNegatives,
+    PerUserNegatives,
+    PopularitySampler,
+    SharedNegatives,
+    UniformSampler,
+)
 
 
 @pytest.fixture(scope="module")

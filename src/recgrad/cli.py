@@ -1,9 +1,10 @@
-"""The `recgrad` command line: train, evaluate, recommend, info, check, bench, experiment.
+"""The `recgrad` command line: train, evaluate, recommend, similar, serve, info, check, bench, experiment.
 
-A run is described by one flat dict of settings, each declared once in
-`recgrad.train.settings` (which also gives every flag below its name, help and checks); a
-`--config recipe.toml` file sets keys and command-line flags override the file. The resolved config is written to the run directory as config.toml, so
-`recgrad evaluate --run DIR` and `recgrad recommend --run DIR` rebuild the same data and model.
+A run is described by one flat dict of settings, each declared once in `recgrad.train.settings`
+(which also gives every flag below its name, help and checks); a `--config recipe.toml` file sets
+keys and command-line flags override the file. The resolved config is written to the run
+directory as config.toml, so `recgrad evaluate --run DIR` and `recgrad recommend --run DIR`
+rebuild the same data and model.
 
 A wrong option value prints one line, `recgrad: error: ...`, and exits with status 2.
 """
@@ -404,7 +405,8 @@ def _delegate(commands, name, help_text, module_name):
 
 
 def make_parser():
-    parser = _Parser(prog="recgrad", description="Neural-network fundamentals in NumPy, training embedding recommenders.")
+    parser = _Parser(prog="recgrad",
+                     description="Neural-network fundamentals in NumPy, training embedding recommenders.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
 
@@ -441,7 +443,8 @@ def make_parser():
     _delegate(commands, "experiment", "run the experiments that test the textbook claims",
               "recgrad.experiments.runner")
     _delegate(commands, "similar", "the items (or users) most similar to given ones", "recgrad.serving.similar_command")
-    _delegate(commands, "serve", "an HTTP JSON service answering recommend, fold-in and similar", "recgrad.serving.http")
+    _delegate(commands, "serve", "an HTTP JSON service answering recommend, fold-in and similar",
+              "recgrad.serving.http")
 
     check = commands.add_parser("check", help="finite-difference check of every gradient")
     check.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")

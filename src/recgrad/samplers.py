@@ -43,7 +43,8 @@ from recgrad.init import as_generator
 from recgrad.kernels.mf import epoch_key, sample_into, sampling_tables
 
 __all__ = ["NegativeSampler", "UniformSampler", "PopularitySampler", "PerUserNegatives", "SharedNegatives",
-           "InBatchNegatives", "DynamicNegatives", "sample_negatives", "as_canonical_csr", "epoch_batches", "epoch_order",
+           "InBatchNegatives", "DynamicNegatives", "sample_negatives", "as_canonical_csr", "epoch_batches",
+           "epoch_order",
            "EPOCH_SAMPLING", "check_epoch_sampling"]
 
 

@@ -14,9 +14,14 @@ computed by augmenting the vectors, a' = [a, 1] and v' = [v, -tau log q(v)], so 
 similarity a and v are normalised first, and the gradient goes back through the normalisation.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+
 import numpy as np
 
 from recgrad.losses import InfoNCELoss, l2_normalize, l2_normalize_backward
+from recgrad.models.base import Recommender
 
 __all__ = ["InfoNCEObjective"]
 
@@ -30,14 +35,16 @@ class InfoNCEObjective:
             turns on the log-Q correction.
     """
 
-    def __init__(self, temperature=0.1, similarity="dot", log_q=None):
+    def __init__(self, temperature: float = 0.1, similarity: str = "dot",
+                 log_q: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         if similarity not in ("dot", "cosine"):
             raise ValueError(f"similarity: expected 'dot' or 'cosine', got {similarity!r}")
         self.temperature, self.similarity, self.log_q = float(temperature), similarity, log_q
         # With log-Q the similarity is taken in `_augment` and the augmented vectors go to the dot InfoNCE.
         self.loss = InfoNCELoss(temperature=self.temperature, similarity="dot" if log_q else similarity)
 
-    def __call__(self, model, users, positives, negatives):
+    def __call__(self, model: Recommender, users: np.ndarray, positives: np.ndarray,
+                 negatives: np.ndarray | None) -> float:
         batch = users.size
         negative_ids = np.empty(0, dtype=np.int64) if negatives is None else negatives.reshape(-1)
         items = np.concatenate([positives, negative_ids])

@@ -8,9 +8,12 @@ gradient is sent back through `model.backward`, which leaves the parameters' gra
 Negatives: (B, K) per user, or (K,) shared by the batch (broadcast to every user).
 """
 
+from __future__ import annotations
+
 import numpy as np
 
 from recgrad.losses import BCEWithLogitsLoss, BPRLoss
+from recgrad.models.base import Recommender
 
 __all__ = ["BPRObjective", "BCEObjective"]
 
@@ -29,7 +32,8 @@ class BPRObjective:
     def __init__(self):
         self.loss = BPRLoss()
 
-    def __call__(self, model, users, positives, negatives):
+    def __call__(self, model: Recommender, users: np.ndarray, positives: np.ndarray,
+                 negatives: np.ndarray | None) -> float:
         scores = _scores(model, users, positives, negatives)
         loss = self.loss(scores[:, 0], scores[:, 1:])
         d_pos, d_neg = self.loss.backward()
@@ -43,7 +47,8 @@ class BCEObjective:
     def __init__(self):
         self.loss = BCEWithLogitsLoss()
 
-    def __call__(self, model, users, positives, negatives):
+    def __call__(self, model: Recommender, users: np.ndarray, positives: np.ndarray,
+                 negatives: np.ndarray | None) -> float:
         scores = _scores(model, users, positives, negatives)
         labels = np.zeros(scores.shape, dtype=scores.dtype)
         labels[:, 0] = 1.0

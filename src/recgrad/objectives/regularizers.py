@@ -10,7 +10,7 @@ With one negative: l2 / 2 (|e_u|^2 + |e_i+|^2 + |e_i-|^2) summed over the batch,
 import numpy as np
 
 from recgrad.models.embedding import Embedding
-from recgrad.nn.module import RowSparseGrad
+from recgrad.nn.module import Module, RowSparseGrad
 
 __all__ = ["BatchL2", "embeddings_of"]
 
@@ -29,10 +29,10 @@ class BatchL2:
     Call it after the objective's backward (the embeddings' caches hold the rows looked up).
     """
 
-    def __init__(self, l2):
+    def __init__(self, l2: float) -> None:
         self.l2 = float(l2)
 
-    def __call__(self, model, batch_size):
+    def __call__(self, model: Module, batch_size: int) -> float:
         if self.l2 == 0.0:
             return 0.0
         scale, total = self.l2 / batch_size, 0.0

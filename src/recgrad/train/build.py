@@ -14,8 +14,14 @@ from recgrad.optim.adamw import AdamW
 from recgrad.optim.lr_scheduler import CosineAnnealingLR
 from recgrad.optim.sgd import SGD
 from recgrad.optim.sparse_adam import SparseAdam
-from recgrad.samplers import (DynamicNegatives, InBatchNegatives, PerUserNegatives, PopularitySampler,
-                              SharedNegatives, UniformSampler)
+from recgrad.samplers import (
+    DynamicNegatives,
+    InBatchNegatives,
+    PerUserNegatives,
+    PopularitySampler,
+    SharedNegatives,
+    UniformSampler,
+)
 
 __all__ = ["DATA_OPTIONS", "load_data", "build_model", "build_sampler", "build_negatives", "build_objective",
            "build_regularizer", "build_optimizers", "build_schedulers", "sparse_tables", "seeded_generators"]

@@ -34,7 +34,7 @@ __all__ = ["Callback", "Evaluation", "ModelSelection", "ModelFiles", "ProgressPr
 
 
 class Callback:
-    """Base class with every event as a no-op (subclassing it is optional: any object with some of the methods works)."""
+    """Every event as a no-op. Subclassing it is optional: any object with some of the methods works."""
 
     def on_fit_start(self, trainer):
         pass

@@ -30,7 +30,8 @@ class CheckpointError(ValueError):
 def atomic_write(path, write):
     """Call write(binary file handle) on a temp file in path's directory, fsync, then os.replace."""
     directory = os.path.dirname(os.path.abspath(path))
-    handle = tempfile.NamedTemporaryFile(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp", delete=False)
+    handle = tempfile.NamedTemporaryFile(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp",
+                                         delete=False)
     try:
         with handle:
             write(handle)

@@ -14,8 +14,9 @@ setting, the value and what is allowed.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 __all__ = ["Setting", "SettingError", "SETTINGS", "BY_NAME", "GROUPS", "resolve", "check_value", "flag_name",
            "trainer_settings", "resume_settings", "resume_conflicts", "defaults"]
@@ -213,11 +214,10 @@ def _number(value, setting, integer):
 
 
 def _in_bounds(setting, number):
-    if setting.minimum is not None and (number < setting.minimum or (setting.minimum_open and number == setting.minimum)):
+    low, high = setting.minimum, setting.maximum
+    if low is not None and (number < low or (setting.minimum_open and number == low)):
         return False
-    if setting.maximum is not None and (number > setting.maximum or (setting.maximum_open and number == setting.maximum)):
-        return False
-    return True
+    return not (high is not None and (number > high or (setting.maximum_open and number == high)))
 
 
 def _bad(setting, value):

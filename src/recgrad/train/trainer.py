@@ -20,23 +20,35 @@ Learning-rate schedule "cosine" anneals every optimizer's lr from `lr` to `lr_mi
 epochs with `CosineAnnealingLR`, stepped once at the end of each epoch.
 """
 
+from __future__ import annotations
+
 import math
 import os
 import signal
 import threading
 import time
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
 from recgrad import engine as engines
+from recgrad.data import Dataset
 from recgrad.models.base import FactorModel
 from recgrad.nn.module import Module, RowSparseGrad
 from recgrad.optim.optimizer import Optimizer
 from recgrad.samplers import NegativeSampler, as_canonical_csr, epoch_batches
 from recgrad.train import build
 from recgrad.train import settings as run_settings
-from recgrad.train.callbacks import (Checkpointing, Evaluation, LearningCurve, MetricsLog, ModelFiles,
-                                     ModelSelection, ProgressPrinter)
+from recgrad.train.callbacks import (
+    Checkpointing,
+    Evaluation,
+    LearningCurve,
+    MetricsLog,
+    ModelFiles,
+    ModelSelection,
+    ProgressPrinter,
+)
 from recgrad.train.checkpoint import CheckpointError, load_checkpoint
 from recgrad.train.compiled_mf import CompiledMFLoop, covers
 
@@ -66,7 +78,8 @@ class Trainer:
     protocol when it has test negatives; otherwise the test matrix (`callbacks.Evaluation`).
     """
 
-    def __init__(self, model, callbacks=(), out_dir=None, progress=True, **settings):
+    def __init__(self, model: Module, callbacks: Iterable = (), out_dir: str | os.PathLike | None = None,
+                 progress: bool = True, **settings: Any) -> None:
         if not isinstance(model, Module):
             raise TypeError(f"model: expected a recgrad Module (a recommender), got {type(model).__name__}")
         self.model = model
@@ -110,12 +123,12 @@ class Trainer:
         self.history, self.best_state, self.popularity = [], None, None
         self.metric, self.topk, self.eval_split, self.eval_protocol = values["metric"], values["topk"], None, None
 
-    def config(self):
+    def config(self) -> dict:
         """The resolved settings (JSON-able): what the checkpoint records and a resume must match."""
         return dict(self.settings)
 
     # ----------------------------------------------------------------------------------- set-up
-    def prepare(self, dataset):
+    def prepare(self, dataset: Dataset) -> None:
         """Set up for `dataset` (fit calls it): sampler, negatives, objective, the loop, a fresh position."""
         train = dataset.train
         shape = (getattr(self.model, "n_users", train.shape[0]), getattr(self.model, "n_items", train.shape[1]))
@@ -149,7 +162,7 @@ class Trainer:
         self.history = []
 
     # ----------------------------------------------------------------------------------- a step
-    def train_batch(self, users, positives):
+    def train_batch(self, users: np.ndarray, positives: np.ndarray) -> float:
         """One optimizer step of the NumPy loop on a batch; returns the batch's loss (objective + L2)."""
         self.model.zero_grad()
         negatives = self.negatives.draw(users, positives)
@@ -163,7 +176,7 @@ class Trainer:
         return loss
 
     # ------------------------------------------------------------------------------------ fit
-    def fit(self, dataset, resume=False):
+    def fit(self, dataset: Dataset, resume: bool = False) -> dict:
         """Train for `epochs` epochs (or until early stopping); returns the result dict.
 
         resume=True continues from out_dir/checkpoint.npz exactly: same parameters, optimizer
@@ -212,7 +225,8 @@ class Trainer:
         if self.compiled is not None:
             self.compiled.epoch = self.epoch
             stats = self.compiled.train_epoch()
-            self.loss_sum, self.samples, self.seconds = stats["loss"] * stats["samples"], stats["samples"], stats["seconds"]
+            self.samples, self.seconds = stats["samples"], stats["seconds"]
+            self.loss_sum = stats["loss"] * stats["samples"]
         else:
             for users, positives in epoch_batches(self.train, self.batch_size, self._shuffle_rng,
                                                   start_batch=self.batch, sampling=self.settings["epoch_sampling"]):
@@ -243,11 +257,11 @@ class Trainer:
         self._epoch_shuffle_state = self._shuffle_rng.bit_generator.state
         self._fire("on_epoch_end", record)
 
-    def evaluate(self):
+    def evaluate(self) -> dict:
         """Metrics of the current model on the evaluation set (see the class doc); {} when there is none."""
         return self.evaluation.evaluate(self)
 
-    def result(self):
+    def result(self) -> dict:
         best = next((r for r in self.history if r["epoch"] == self.best_epoch), None)
         return {
             "best_epoch": self.best_epoch,
@@ -263,7 +277,7 @@ class Trainer:
         }
 
     # ------------------------------------------------------------------------------ the state
-    def state_dict(self):
+    def state_dict(self) -> dict:
         """Everything an exact resume needs (`recgrad.train.checkpoint` writes it)."""
         return {
             "settings": self.config(),
@@ -281,7 +295,7 @@ class Trainer:
             "callbacks": [[type(cb).__name__, cb.state_dict()] for cb in self.callbacks if hasattr(cb, "state_dict")],
         }
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: dict) -> None:
         """Continue from `state_dict()`; ValueError when it was written with other settings."""
         try:
             changed = run_settings.resume_conflicts(state["settings"], self.config())
