@@ -122,7 +122,7 @@ _WARNING_TEXT = {
     "users_without_train": "{users_without_train} of {user_slots} user slot(s) have no training interaction",
     "items_without_train": (
         "{items_without_train} of {item_slots} item slot(s) have no training interaction: no model learns "
-        "them, yet full ranking scores them (ids used as indices leave such gaps)"
+        "them, yet full ranking scores them"
     ),
     "test_users_without_train": (
         "{test_users_without_train} test user(s) have no training interactions (their embeddings stay untrained)"
