@@ -91,7 +91,7 @@ class FoldIn:
         """(the positive of every step, the start stream key): seeded by `seed` and the history."""
         rng = np.random.default_rng([self.seed, *history.tolist()])
         rounds = -(-self.steps // history.size)
-        order = np.concatenate([rng.permutation(history) for _ in range(rounds)])[: self.steps]
+        order = history[np.argsort(rng.random((rounds, history.size)), axis=1)].reshape(-1)[: self.steps]
         key = np.uint64(rng.integers(0, 2**63))
         return order.astype(np.int64), key
 
