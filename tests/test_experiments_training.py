@@ -321,3 +321,16 @@ def test_command_line_runs_an_experiment_from_any_folder(tmp_path):
                            "figs"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "activations:" in done.stdout and (tmp_path / "figs" / "activations.json").is_file()
+
+
+def test_a_diverging_mlp_stops_and_counts_as_behind(monkeypatch):
+    from recgrad.experiments.common import synthetic_classification
+
+    monkeypatch.setattr(convergence, "LR", 100.0)
+    data = synthetic_classification(256, 64, 20, 4, np.random.default_rng(0))
+    record = convergence._train_mlp(data, 8, "relu", steps=40, record_every=5, seed=1)
+    assert record["diverged_at"] is not None and record["step"][-1] < record["diverged_at"]
+    assert all(np.isfinite(record["loss"]))
+    assert convergence._compare(None, 0.5, higher_is_better=True) == "behind"
+    assert convergence._compare(0.5, None, higher_is_better=False) == "ahead"
+    assert convergence._compare(None, None, higher_is_better=True) == "tie"

@@ -92,7 +92,9 @@ def _settings(quick):
 
 
 def _train_mlp(data, depth, activation, steps, record_every, seed):
-    """SGD+momentum on one MLP; returns the recorded curves (steps, loss, test accuracy, seconds)."""
+    """SGD+momentum on one MLP; returns the recorded curves (steps, loss, test accuracy, seconds) and
+    "diverged_at", the step whose training loss became non-finite (training stops there; the curves
+    keep the finite points), or None."""
     rng = np.random.default_rng(seed)
     model = mlp(data.features, WIDTH, data.classes, depth, activation, INIT_FOR[activation], rng)
     optimizer = SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
@@ -101,25 +103,34 @@ def _train_mlp(data, depth, activation, steps, record_every, seed):
     order, position, seconds = rng.permutation(len(data.y)), 0, 0.0
 
     def measure(step):
+        """Record the step's numbers; False when the loss is no longer finite (nothing recorded)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            loss = float(criterion(model(data.x), data.y))
+            accuracy = float(np.mean(np.argmax(model(data.x_test), axis=1) == data.y_test))
+        if not math.isfinite(loss):
+            return False
         record["step"].append(step)
-        record["loss"].append(float(criterion(model(data.x), data.y)))
-        record["test_accuracy"].append(float(np.mean(np.argmax(model(data.x_test), axis=1) == data.y_test)))
+        record["loss"].append(loss)
+        record["test_accuracy"].append(accuracy)
         record["seconds"].append(seconds)
+        return True
 
     measure(0)
+    diverged_at = None
     for step in range(1, steps + 1):
         if position + BATCH > len(data.y):
             order, position = rng.permutation(len(data.y)), 0
         batch = order[position:position + BATCH]
         position += BATCH
         start = time.perf_counter()
-        with np.errstate(over="ignore"):
+        with np.errstate(over="ignore", invalid="ignore"):
             forward_backward(model, data.x[batch], data.y[batch])
         optimizer.step()
         seconds += time.perf_counter() - start
-        if step % record_every == 0:
-            measure(step)
-    return record
+        if step % record_every == 0 and not measure(step):
+            diverged_at = step
+            break
+    return {**record, "diverged_at": diverged_at}
 
 
 def _steps_to(record, target):
@@ -128,8 +139,10 @@ def _steps_to(record, target):
 
 
 def _mean_curves(records):
-    """Element-wise mean over seeds of each recorded curve."""
-    return {key: np.mean([r[key] for r in records], axis=0).tolist() for key in records[0]}
+    """Element-wise mean over seeds of each recorded curve, over the points every seed reached."""
+    length = min(len(r["step"]) for r in records)
+    return {key: np.mean([r[key][:length] for r in records], axis=0).tolist()
+            for key in ("step", "loss", "test_accuracy", "seconds")}
 
 
 def _run_classification(data, settings, seed):
@@ -149,11 +162,14 @@ def _run_classification(data, settings, seed):
             ]
             final_accuracy = [r["test_accuracy"][-1] for r in records]
             steps_to = [_steps_to(r, target) for r in records]
+            diverged = [r["diverged_at"] for r in records if r["diverged_at"] is not None]
             per_activation[activation] = {
                 "curves": _mean_curves(records),
-                "final_loss": float(np.mean([r["loss"][-1] for r in records])),
-                "final_test_accuracy": float(np.mean(final_accuracy)),
-                "final_test_accuracy_std": float(np.std(final_accuracy)),
+                "diverged_at": diverged,
+                # A diverged run has no final loss or accuracy: None, which every comparison counts as the worst.
+                "final_loss": None if diverged else float(np.mean([r["loss"][-1] for r in records])),
+                "final_test_accuracy": None if diverged else float(np.mean(final_accuracy)),
+                "final_test_accuracy_std": None if diverged else float(np.std(final_accuracy)),
                 "steps_to_target": steps_to,
                 "mean_steps_to_target": None if None in steps_to else float(np.mean(steps_to)),
                 "seconds": float(np.mean([r["seconds"][-1] for r in records])),
@@ -226,7 +242,11 @@ def _plot_two_tower(numbers, out_dir):
 
 
 def _compare(value, reference, higher_is_better, absolute_tie=None):
-    """"ahead", "tie" or "behind" of `value` against `reference`; ties within absolute_tie, else RELATIVE_TIE."""
+    """"ahead", "tie" or "behind" of `value` against `reference`; ties within absolute_tie, else RELATIVE_TIE.
+
+    None (a diverged run) is behind any number."""
+    if value is None or reference is None:
+        return "tie" if value is reference else "behind" if value is None else "ahead"
     tie = absolute_tie if absolute_tie is not None else RELATIVE_TIE * max(abs(value), abs(reference))
     if abs(value - reference) <= tie:
         return "tie"
@@ -244,6 +264,18 @@ def _weigh(statement, outcomes, data_name, details):
         verdict = "holds with conditions"
     summary = "; ".join(f"{measure}: {outcome}" for measure, outcome in outcomes.items())
     return claim(statement, verdict, f"{details} Per measure: {summary}.", data=data_name)
+
+
+def _show_accuracy(entry):
+    if entry["final_test_accuracy"] is None:
+        return "diverged"
+    return f"{entry['final_test_accuracy']:.3f}±{entry['final_test_accuracy_std']:.3f}"
+
+
+def _show_loss(entry):
+    if entry["final_loss"] is None:
+        return f"diverged (step {', '.join(map(str, entry['diverged_at']))})"
+    return f"{entry['final_loss']:.3f}"
 
 
 def _show_steps(steps):
@@ -285,10 +317,9 @@ def _smooth_vs_relu_mlp(numbers):
             deep[activation]["final_loss"], deep["relu"]["final_loss"], higher_is_better=False)
     details = (
         f"deep MLP ({numbers['depths']['deep']} layers) after {numbers['steps']} steps, test accuracy "
-        + ", ".join(f"{a} {deep[a]['final_test_accuracy']:.3f}±{deep[a]['final_test_accuracy_std']:.3f}"
-                    for a in ("relu", "gelu", "swish"))
+        + ", ".join(f"{a} {_show_accuracy(deep[a])}" for a in ("relu", "gelu", "swish"))
         + f" (tie within {ACCURACY_TIE}); final training loss "
-        + ", ".join(f"{a} {deep[a]['final_loss']:.3f}" for a in ("relu", "gelu", "swish"))
+        + ", ".join(f"{a} {_show_loss(deep[a])}" for a in ("relu", "gelu", "swish"))
         + f" (tie within {RELATIVE_TIE:.0%}); training seconds "
         + ", ".join(f"{a} {deep[a]['seconds']:.1f}" for a in ("relu", "gelu", "swish"))
         + " (a cost, not weighed: the claim is about what the model learns)."
@@ -307,14 +338,19 @@ def _smooth_vs_relu_tower(tower):
 
 def _classification_paragraph(numbers):
     deep, shallow = numbers["deep"], numbers["shallow"]
-    best_deep = max(ACTIVATIONS, key=lambda a: deep[a]["final_test_accuracy"])
-    best_shallow = max(ACTIVATIONS, key=lambda a: shallow[a]["final_test_accuracy"])
+    def best(runs):
+        finished = [a for a in ACTIVATIONS if runs[a]["final_test_accuracy"] is not None]
+        return max(finished, key=lambda a: runs[a]["final_test_accuracy"])
+
+    best_deep, best_shallow = best(deep), best(shallow)
+    diverged = [f"{a} ({label})" for label in numbers["depths"] for a in ACTIVATIONS
+                if numbers[label][a]["diverged_at"]]
     return (
         f"On {numbers['data']} ({numbers['classes']} classes) the best final test accuracy is {best_shallow}'s "
         f"({shallow[best_shallow]['final_test_accuracy']:.3f}) in the shallow MLP and {best_deep}'s "
         f"({deep[best_deep]['final_test_accuracy']:.3f}) in the deep one; sigmoid ends at "
-        f"{shallow['sigmoid']['final_test_accuracy']:.3f} (shallow) and {deep['sigmoid']['final_test_accuracy']:.3f} "
-        "(deep)."
+        f"{_show_accuracy(shallow['sigmoid'])} (shallow) and {_show_accuracy(deep['sigmoid'])} (deep)."
+        + (f" Diverged (loss no longer finite at lr {LR:g}): {', '.join(diverged)}." if diverged else "")
     )
 
 
