@@ -607,11 +607,16 @@ def _row_step(rule, theta, m, v, g, has_grad, hyper, step_size, sqrt_bias_correc
             dtype(hyper[3])
         beta2, l2 = dtype(hyper[4]), dtype(hyper[5])
         use_l2 = hyper[5] != 0.0
-        for j in range(theta.size):
-            gj = g[j] if has_grad else zero
-            theta[j], m[j], v[j], _ = _adam_element(theta[j], gj, m[j], v[j], v[j], dtype(1.0), l2, decay,
-                                                    one_minus_beta1, beta2, one_minus_beta2, sqrt_bias_correction2,
-                                                    step_size, eps, use_l2, False)
+        if has_grad:  # two loops, not a select inside one: each vectorises
+            for j in range(theta.size):
+                theta[j], m[j], v[j], _ = _adam_element(theta[j], g[j], m[j], v[j], v[j], dtype(1.0), l2, decay,
+                                                        one_minus_beta1, beta2, one_minus_beta2,
+                                                        sqrt_bias_correction2, step_size, eps, use_l2, False)
+        else:
+            for j in range(theta.size):
+                theta[j], m[j], v[j], _ = _adam_element(theta[j], zero, m[j], v[j], v[j], dtype(1.0), l2, decay,
+                                                        one_minus_beta1, beta2, one_minus_beta2,
+                                                        sqrt_bias_correction2, step_size, eps, use_l2, False)
     else:
         lr, momentum, one_minus_dampening, l2 = dtype(hyper[0]), dtype(hyper[1]), dtype(hyper[2]), dtype(hyper[3])
         use_l2, nesterov = hyper[3] != 0.0, hyper[4] != 0.0
