@@ -16,12 +16,12 @@ def run_train(tmp_path, *flags):
 
 
 def test_train_writes_the_run_directory_and_beats_popularity(tmp_path, capsys):
-    status, out = run_train(tmp_path, "--topk", "10,20", "--epochs", "6")
+    status, out = run_train(tmp_path, "--topk", "10,20", "--epochs", "10")
     assert status == 0
     for name in ("config.toml", "metrics.jsonl", "best.npz", "last.npz", "checkpoint.npz", "learning_curve.png"):
         assert (out / name).exists(), name
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in records] == [1, 2, 3, 4, 5, 6]
+    assert [r["epoch"] for r in records] == list(range(1, 11))
     for key in ("loss", "train_seconds", "samples_per_second", "recall@20", "ndcg@20", "recall@10"):
         assert key in records[-1]
     printed = capsys.readouterr()
@@ -31,6 +31,8 @@ def test_train_writes_the_run_directory_and_beats_popularity(tmp_path, capsys):
     rows = {line.split()[0]: line.split() for line in lines if line.startswith(("best", "popularity"))}
     model_recall, popularity_recall = float(rows["best"][column + 2]), float(rows["popularity"][column + 2])
     assert model_recall > popularity_recall
+    assert "selected on the validation split" in printed.out and "test, epoch" in printed.out
+    assert json.loads((out / "test_metrics.json").read_text())["recall@20"] > popularity_recall
 
 
 def test_dynamic_negative_sampling_on_the_compiled_hogwild_loop(tmp_path):
@@ -239,3 +241,12 @@ def test_a_metric_the_protocol_does_not_compute_is_refused_before_anything_is_wr
     out = tmp_path / "run"
     assert main(["train", "--metric", "foo@20", "--out", str(out)]) == 2
     assert "--metric" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_new_run_into_a_used_directory_leaves_none_of_the_old_runs_files(tmp_path):
+    status, out = run_train(tmp_path, "--epochs", "1")
+    (out / "evaluation.json").write_text("{}")
+    assert main(["train", "--epochs", "1", "--eval-every", "5", "--out", str(out), "--model", "gmf",
+                 "--data", "synthetic"]) == 0
+    assert not (out / "evaluation.json").exists()
+    assert 'model = "gmf"' in (out / "config.toml").read_text()

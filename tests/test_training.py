@@ -440,3 +440,36 @@ def test_a_callback_of_ones_own_sees_every_epoch(data, tmp_path):
     Trainer(mf(data), epochs=3, eval_every=2, progress=False, callbacks=[log]).fit(data)
     assert [line[0] for line in log.lines] == [1, 2, 3]
     assert [line[2] for line in log.lines] == [False, True, True]  # evaluation ran before it
+
+
+def test_selection_on_validation_never_looks_at_the_test_set(data):
+    # Two data sets with the same training interactions and different test items: the validation
+    # split, the chosen epoch and the model are the same; only the once-evaluated test numbers move.
+    from recgrad.data import with_validation
+
+    rng = np.random.default_rng(5)
+    noise = sp.csr_matrix((np.ones(data.n_users, dtype=np.float32),
+                           (np.arange(data.n_users), rng.integers(0, data.n_items, data.n_users))),
+                          shape=data.test.shape)
+    runs = []
+    for test in (data.test, noise):
+        dataset = with_validation(Dataset(train=data.train, test=test, user_ids=data.user_ids,
+                                          item_ids=data.item_ids), ratio=0.1, seed=0)
+        model = mf(data)
+        trainer = Trainer(model, optimizer="sparse_adam", lr=0.05, batch_size=256, epochs=6, patience=2,
+                          progress=False)
+        runs.append((trainer.fit(dataset), model.state_dict()))
+    (real, real_model), (fake, fake_model) = runs
+    assert real["eval_split"] == "validation" and real["test_protocol"] == "full"
+    assert real["best_epoch"] == fake["best_epoch"] and real["history"][-1]["loss"] == fake["history"][-1]["loss"]
+    for name in real_model:
+        np.testing.assert_array_equal(real_model[name], fake_model[name])
+    assert real["test_metrics"]["recall@20"] > 2 * fake["test_metrics"]["recall@20"]
+
+
+def test_selection_on_test_is_the_papers_protocol(data):
+    from recgrad.data import with_validation
+
+    dataset = with_validation(data, ratio=0.1, seed=0)
+    result = Trainer(mf(data), optimizer="sparse_adam", epochs=1, selection="test", progress=False).fit(dataset)
+    assert result["eval_split"] == "test" and result["test_metrics"] is None

@@ -208,6 +208,11 @@ def cmd_train(args):
             limits.restore_original_limits()
 
 
+# What a training run writes into its directory (a new run removes an earlier run's copies first).
+RUN_FILES = ("best.npz", "last.npz", "checkpoint.npz", "metrics.jsonl", "test_metrics.json", "learning_curve.png",
+             "evaluation.json")
+
+
 def _train_locked(trainer, dataset, config, out, checkpoint):
     """Lock the run directory, write config.toml and train; the lock is released however it ends."""
     from recgrad.rundir import RunDirError, RunDirLock
@@ -224,6 +229,9 @@ def _train_locked(trainer, dataset, config, out, checkpoint):
     for sentence in dataset.warnings():
         print(f"recgrad: warning: {sentence}", file=sys.stderr)
     try:
+        if checkpoint is None:  # a new run into a used directory: no earlier run's files beside its config
+            for name in RUN_FILES:
+                (out / name).unlink(missing_ok=True)
         write_toml(out / "config.toml", config)
         if checkpoint is not None:
             print(f"recgrad: resuming {out} at epoch {checkpoint['epoch'] + 1} (batch {checkpoint['batch']})",
@@ -251,9 +259,16 @@ def _result_summary(result, out):
     if result["popularity"]:
         rows["popularity baseline"] = result["popularity"]
     table = format_metrics_table(rows) if rows else "(no evaluation)"
-    return (f"{table}\n{result['eval_protocol']} protocol on the {result['eval_split']} split; "
-            f"{result['epochs_run']} epochs{' (stopped early)' if result['stopped_early'] else ''}\n"
-            f"run directory: {out}")
+    lines = [table, f"selected on the {result['eval_split']} split ({result['eval_protocol']} protocol); "
+                    f"{result['epochs_run']} epochs{' (stopped early)' if result['stopped_early'] else ''}"]
+    if result["eval_split"] == "test":
+        lines.append("the test set chose the epoch (selection = test: the papers' protocol), so these test "
+                     "numbers are optimistic")
+    if result["test_metrics"]:
+        lines += ["", format_metrics_table({f"test, epoch {result['best_epoch']}": result["test_metrics"]}),
+                  f"the selected model on the test split, evaluated once ({result['test_protocol']} protocol)"]
+    lines.append(f"run directory: {out}")
+    return "\n".join(lines)
 
 
 def cmd_evaluate(args):

@@ -31,7 +31,8 @@ DATA_OPTIONS = ("user_col", "item_col", "rating_col", "timestamp_col", "sep", "m
 
 def load_data(values, split=True):
     """The run's data set: loaded, split into train/test when the files hold no test set (unless
-    split=False), and with a validation slice when values["validation"] > 0."""
+    split=False), and with a validation slice carved from train when values["validation"] > 0 and the
+    data has no validation set of its own (selection "validation")."""
     from recgrad.data import load, with_test_split, with_validation
 
     options = {key: values[key] for key in DATA_OPTIONS if values.get(key) is not None}
@@ -43,7 +44,7 @@ def load_data(values, split=True):
         dataset = load(values["data"], format=values["format"], on_error=values["on_error"], **options)
     if split and dataset.test is None:
         dataset = with_test_split(dataset, method=values["split"], ratio=values["test_ratio"], seed=values["seed"])
-    if split and values["validation"]:
+    if split and values["validation"] and dataset.validation is None:
         dataset = with_validation(dataset, ratio=values["validation"], seed=values["seed"])
     return dataset
 

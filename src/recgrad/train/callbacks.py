@@ -29,8 +29,8 @@ from recgrad.evaluation import evaluate_baseline, evaluate_recommender, protocol
 from recgrad.metrics import METRIC_NAMES
 from recgrad.train.checkpoint import atomic_write, save_checkpoint
 
-__all__ = ["Callback", "Evaluation", "ModelSelection", "ModelFiles", "ProgressPrinter", "Checkpointing",
-           "MetricsLog", "LearningCurve"]
+__all__ = ["Callback", "Evaluation", "ModelSelection", "TestReport", "ModelFiles", "ProgressPrinter",
+           "Checkpointing", "MetricsLog", "LearningCurve"]
 
 
 class Callback:
@@ -61,24 +61,25 @@ class Callback:
 class Evaluation(Callback):
     """Every `every` epochs (and after the last one) add the evaluation set's metrics to the record.
 
-    The evaluation set is the dataset's validation matrix when it has one (full ranking, training
-    items masked); otherwise the sampled NCF protocol when it has test negatives; otherwise the
-    test matrix (full ranking). The popularity baseline is evaluated once on the same set. Sets
+    The evaluation set, which selects the model, is the dataset's validation matrix (full ranking,
+    training items masked) with selection "validation"; with selection "test", or when the data
+    has no validation set, it is the test set: the sampled NCF protocol when the data has test
+    negatives, else full ranking. The popularity baseline is evaluated once on the same set. Sets
     trainer.eval_split, eval_protocol, metric (the selection metric), topk and popularity.
 
     Args:
         every: evaluate every this many epochs. topk: cut-offs (default (20,), or (10,) for the
         sampled protocol). metric: "<name>@<K>" (default recall@20, or ndcg@10 sampled); its K is
-        added to topk.
+        added to topk. selection: "validation" or "test" (above).
     """
 
-    def __init__(self, every=1, topk=None, metric=None):
-        self.every, self.topk_arg, self.metric_arg = every, topk, metric
+    def __init__(self, every=1, topk=None, metric=None, selection="validation"):
+        self.every, self.topk_arg, self.metric_arg, self.selection = every, topk, metric, selection
 
     def plan(self, dataset):
         """(split, protocol, selection metric, cut-offs) for `dataset`; ValueError for a metric the
         protocol does not compute (checked before a run writes anything)."""
-        if dataset.validation is not None:
+        if dataset.validation is not None and self.selection == "validation":
             split = "validation"
         elif dataset.test is not None or dataset.test_negatives is not None:
             split = "test"
@@ -142,8 +143,7 @@ class ModelSelection(Callback):
         if record[trainer.metric] > trainer.best_value:
             trainer.best_value, trainer.best_epoch, self.bad_evaluations = record[trainer.metric], trainer.epoch, 0
             record["best"] = True
-            if trainer.out_dir is None:
-                trainer.best_state = trainer.model.state_dict()
+            trainer.best_state = {name: value.copy() for name, value in trainer.model.state_dict().items()}
             return
         self.bad_evaluations += 1
         if self.patience is not None and self.bad_evaluations >= self.patience:
@@ -154,6 +154,38 @@ class ModelSelection(Callback):
 
     def load_state_dict(self, state):
         self.bad_evaluations = state["bad_evaluations"]
+
+
+class TestReport(Callback):
+    """When the model was selected on validation data: the selected model's metrics on the test set,
+    evaluated once, at the end (trainer.test_metrics, trainer.test_protocol; RUN/test_metrics.json
+    with an out_dir). The model left in the trainer is the last epoch's, as before."""
+
+    def __init__(self, out_dir=None):
+        self.out_dir = out_dir
+
+    def on_fit_end(self, trainer):
+        dataset = trainer.dataset
+        trainer.test_metrics = trainer.test_protocol = None
+        if trainer.eval_split != "validation" or (dataset.test is None and dataset.test_negatives is None):
+            return
+        best = trainer.best_parameters()
+        if best is None:
+            return
+        protocol = protocol_for(dataset, "test")
+        topk = (10,) if protocol == "sampled" else trainer.topk
+        metrics = ("hr", "ndcg") if protocol == "sampled" else ("recall", "ndcg")
+        last = trainer.model.state_dict()
+        trainer.model.load_state_dict(best)
+        try:
+            result = evaluate_recommender(trainer.model, dataset, "test", ks=topk, metrics=metrics)
+        finally:
+            trainer.model.load_state_dict(last)
+        result.pop("users", None)
+        trainer.test_metrics, trainer.test_protocol = result, protocol
+        if self.out_dir is not None:
+            text = json.dumps({"epoch": trainer.best_epoch, "protocol": protocol, **result}, indent=2) + "\n"
+            atomic_write(os.path.join(self.out_dir, "test_metrics.json"), lambda handle: handle.write(text.encode()))
 
 
 class ModelFiles(Callback):

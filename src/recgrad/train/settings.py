@@ -90,8 +90,14 @@ SETTINGS = (
             "data", choices=("random", "leave_one_out")),
     Setting("test_ratio", "float", 0.2, "random split: the held-out fraction per user", "data",
             minimum=0.0, maximum=1.0, minimum_open=True, maximum_open=True),
-    Setting("validation", "float", 0.0, "carve this fraction of train as a validation set for model selection",
-            "data", minimum=0.0, maximum=1.0, maximum_open=True),
+    Setting("validation", "float", 0.1,
+            "data without a validation file: hold out this fraction of each user's training interactions (seeded; "
+            "users with fewer than 5 keep all) as the validation set that selects the model (0: none)", "data",
+            minimum=0.0, maximum=1.0, maximum_open=True, applies={"selection": ("validation",)}),
+    Setting("selection", "str", "validation",
+            "what chooses the best epoch and early stopping: validation (the test set is evaluated once, at the "
+            "end), or test (the papers' protocol: choices made on the test set, reported as such)", "evaluation",
+            choices=("validation", "test")),
     # ----------------------------------------------------------------------------------- model
     Setting("model", "str", "mf", "the recommender", "model", choices=MODELS),
     Setting("dim", "int", 64, "embedding size (NeuMF: the GMF part's size)", "model", minimum=1),

@@ -11,7 +11,7 @@ One step of the NumPy loop (`Trainer.train_batch`), for a batch of B training pa
 An epoch visits every training interaction once in a seeded shuffle (or, with epoch_sampling
 "users", draws nnz pairs user-first as the NGCF/LightGCN code does; `recgrad.samplers.epoch_order`).
 Where the compiled MF loop computes the same algorithm (`recgrad.train.compiled_mf.covers`: MF
-with per-user negatives and the lazy Adam or hogwild optimizer) and the engine allows it
+with per-user or shared negatives and any optimizer by name) and the engine allows it
 (`recgrad.engine`), a whole epoch runs there instead, with no Python between the steps.
 
 After each epoch the callbacks run (`recgrad.train.callbacks`): evaluation, model selection and
@@ -48,6 +48,7 @@ from recgrad.train.callbacks import (
     ModelFiles,
     ModelSelection,
     ProgressPrinter,
+    TestReport,
 )
 from recgrad.train.checkpoint import CheckpointError, load_checkpoint
 from recgrad.train.compiled_mf import CompiledMFLoop, covers
@@ -64,7 +65,8 @@ class Trainer:
         callbacks: extra callbacks (`recgrad.train.callbacks`), run after the Trainer's own
             evaluation and model selection and before its files are written.
         out_dir: run directory (created): metrics.jsonl, best.npz and last.npz, checkpoint.npz,
-            learning_curve.png. None writes nothing (the best model is kept in `best_state`).
+            learning_curve.png, test_metrics.json. None writes nothing (the best model is kept in
+            `best_state` either way).
         progress: a progress bar on a terminal and one line per epoch on stderr.
         **settings: run settings, each declared with its default, allowed values and help in
             `recgrad.train.settings` (loss, optimizer, lr, lr_schedule, lr_min, batch_size, epochs,
@@ -112,8 +114,8 @@ class Trainer:
             self.optimizers, self._densify = build.build_optimizers(values, model)
         self.schedulers = build.build_schedulers(values, self.optimizers)
         self.regularizer = build.build_regularizer(values)
-        self.evaluation = Evaluation(values["eval_every"], values["topk"], values["metric"])
-        self.callbacks = [self.evaluation, ModelSelection(values["patience"]), *callbacks]
+        self.evaluation = Evaluation(values["eval_every"], values["topk"], values["metric"], values["selection"])
+        self.callbacks = [self.evaluation, ModelSelection(values["patience"]), TestReport(self.out_dir), *callbacks]
         if self.out_dir is not None:
             self.callbacks.append(ModelFiles(self.out_dir))
         if progress:
@@ -121,6 +123,7 @@ class Trainer:
         if self.out_dir is not None:
             self.callbacks += [MetricsLog(self.out_dir), LearningCurve(self.out_dir), Checkpointing(self.out_dir)]
         self.history, self.best_state, self.popularity = [], None, None
+        self.test_metrics = self.test_protocol = None
         self.metric, self.topk, self.eval_split, self.eval_protocol = values["metric"], values["topk"], None, None
 
     def config(self) -> dict:
@@ -257,6 +260,16 @@ class Trainer:
         self._epoch_shuffle_state = self._shuffle_rng.bit_generator.state
         self._fire("on_epoch_end", record)
 
+    def best_parameters(self) -> dict | None:
+        """The selected (best-epoch) model's parameters: kept in memory, or RUN/best.npz after a resume."""
+        if self.best_state is not None:
+            return self.best_state
+        if self.out_dir is not None and self.best_epoch is not None:
+            from recgrad.models import load_model
+
+            return load_model(os.path.join(self.out_dir, "best.npz")).state_dict()
+        return None
+
     def evaluate(self) -> dict:
         """Metrics of the current model on the evaluation set (see the class doc); {} when there is none."""
         return self.evaluation.evaluate(self)
@@ -274,6 +287,8 @@ class Trainer:
             "stopped_early": self.stopped_early,
             "eval_protocol": self.eval_protocol,
             "eval_split": self.eval_split,
+            "test_metrics": self.test_metrics,
+            "test_protocol": self.test_protocol,
         }
 
     # ------------------------------------------------------------------------------ the state
