@@ -334,3 +334,13 @@ def test_a_diverging_mlp_stops_and_counts_as_behind(monkeypatch):
     assert convergence._compare(None, 0.5, higher_is_better=True) == "behind"
     assert convergence._compare(0.5, None, higher_is_better=False) == "ahead"
     assert convergence._compare(None, None, higher_is_better=True) == "tie"
+
+
+def test_a_claim_whose_runs_all_diverged_says_it_lacks_evidence():
+    run = {"final_test_accuracy": None, "final_test_accuracy_std": None, "final_loss": None, "diverged_at": [150],
+           "seconds": 1.0}
+    numbers = {"data": "digits", "depths": {"deep": 16}, "steps": 500,
+               "deep": {a: dict(run) for a in ("relu", "gelu", "swish")}}
+    entry = convergence._smooth_vs_relu_mlp(numbers)
+    assert entry["verdict"] == "does not hold" and entry["data"] == "digits"
+    assert "for want of evidence" in entry["evidence"] and "relu diverged (step 150)" in entry["evidence"]

@@ -324,6 +324,9 @@ def _smooth_vs_relu_mlp(numbers):
         + ", ".join(f"{a} {deep[a]['seconds']:.1f}" for a in ("relu", "gelu", "swish"))
         + " (a cost, not weighed: the claim is about what the model learns)."
     )
+    if all(deep[a]["diverged_at"] for a in ("relu", "gelu", "swish")):
+        details += (f" All three diverged at lr {LR:g}, so this data set shows neither better than ReLU here: "
+                    "the verdict is for want of evidence, not evidence against.")
     return _weigh("Swish/GELU are better than ReLU in deep models", outcomes, numbers["data"], details)
 
 
