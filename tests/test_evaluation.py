@@ -241,7 +241,8 @@ def test_popularity_baseline_tiny_case():
     out = evaluate_popularity(train, test, ks=(1,), metrics=("hr",))
     # user0: 0,1 masked -> 2 first (hit); user1: 0,2 masked -> 1 (hit); user2: only 3 left (hit)
     assert out == {"hr@1": 1.0, "users": 3}
-    sampled = evaluate_popularity_sampled(train, np.array([0, 1]), np.array([1, 3]), np.array([[2, 3], [0, 2]]), ks=(1,))
+    sampled = evaluate_popularity_sampled(train, np.array([0, 1]), np.array([1, 3]), np.array([[2, 3], [0, 2]]),
+                                          ks=(1,))
     # user 0: item 1 (2) ties item 2 (2) -> pessimistic rank 1; user 1: item 3 (0) below both -> rank 2
     assert sampled == {"hr@1": 0.0, "ndcg@1": 0.0, "users": 2}
 

@@ -125,7 +125,8 @@ def normal_std_and_draw(name, shape, rng, dtype=np.float64):
     raise AssertionError(name)
 
 
-UNIFORM = ["xavier_uniform", "xavier_uniform_tanh", "kaiming_uniform", "kaiming_uniform_sqrt5", "kaiming_uniform_fan_out_relu"]
+UNIFORM = ["xavier_uniform", "xavier_uniform_tanh", "kaiming_uniform", "kaiming_uniform_sqrt5",
+           "kaiming_uniform_fan_out_relu"]
 NORMAL = ["xavier_normal", "kaiming_normal", "kaiming_normal_fan_out_tanh"]
 
 

@@ -9,10 +9,10 @@ import pytest
 import scipy.sparse as sp
 
 from recgrad.data import Dataset, synthetic
+from recgrad.engine import default_engine_set
 from recgrad.models import MF
 from recgrad.optim.sgd import SGD
 from recgrad.samplers import PopularitySampler
-from recgrad.engine import default_engine_set
 from recgrad.train import Callback, Trainer
 from recgrad.train.checkpoint import CheckpointError, atomic_write, load_checkpoint
 

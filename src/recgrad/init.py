@@ -215,7 +215,8 @@ def _check_weight(w):
     """Initialisers fill in place, so `w` must already be a floating ndarray."""
     if not isinstance(w, np.ndarray) or w.dtype.kind != "f":
         kind = f"ndarray of dtype {w.dtype}" if isinstance(w, np.ndarray) else type(w).__name__
-        raise TypeError(f"w: expected a floating numpy ndarray to fill in place (for a Parameter pass .data), got {kind}")
+        raise TypeError(f"w: expected a floating numpy ndarray to fill in place (for a Parameter pass .data), "
+                        f"got {kind}")
 
 
 def _finite_float(value, name):

@@ -28,8 +28,8 @@ Reference: He, Liao, Zhang, Nie, Hu, Chua (2017), "Neural Collaborative Filterin
 
 import numpy as np
 
-from recgrad._checks import positive_float, positive_int
 from recgrad import init as initializers
+from recgrad._checks import positive_float, positive_int
 from recgrad.models.base import Recommender, as_1d_ids, release_caches
 from recgrad.models.embedding import Embedding
 from recgrad.nn import Linear, ReLU, Sequential

@@ -28,8 +28,8 @@ recommendations" (the two-tower architecture); Covington et al. (2016).
 
 import numpy as np
 
-from recgrad._checks import boolean, positive_float, positive_int
 from recgrad import init as initializers
+from recgrad._checks import boolean, positive_float, positive_int
 from recgrad.models.base import FactorModel, as_1d_ids, pair_dot, pair_dot_backward, release_caches
 from recgrad.models.embedding import Embedding
 from recgrad.nn import GELU, Linear, ReLU, Sequential, Sigmoid, SiLU, Swish, Tanh
