@@ -250,3 +250,15 @@ def test_a_new_run_into_a_used_directory_leaves_none_of_the_old_runs_files(tmp_p
                  "--data", "synthetic"]) == 0
     assert not (out / "evaluation.json").exists()
     assert 'model = "gmf"' in (out / "config.toml").read_text()
+
+
+def test_recommend_refuses_an_empty_user_list_and_an_unwritable_output(tmp_path, capsys):
+    status, out = run_train(tmp_path, "--epochs", "1")
+    capsys.readouterr()
+    assert main(["recommend", "--run", str(out), "--users", ","]) == 2
+    assert "--users: no user id" in capsys.readouterr().err
+    target = tmp_path / "no-such-folder" / "recs.tsv"
+    assert main(["recommend", "--run", str(out), "--users", "0", "--output", str(target)]) == 2
+    assert "--output: cannot write" in capsys.readouterr().err and not target.parent.exists()
+    assert main(["evaluate", "--run", str(out), "--topk", "0"]) == 2
+    assert "--topk" in capsys.readouterr().err

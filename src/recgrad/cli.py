@@ -314,28 +314,36 @@ def cmd_recommend(args):
             lines = served.history_lines(read_histories(args.history), args.n)
     except ServingError as error:
         raise UsageError(str(error)) from None
-    handle = open(args.output, "w") if args.output else sys.stdout
-    try:
-        if args.history is not None:
-            handle.writelines(lines)
-            return 0
+    if args.history is None:
         if args.users == "all":
             users = np.arange(dataset.n_users)
         else:
             try:
-                users = np.array([dataset.user_index(_parse_id(token)) for token in args.users.split(",") if token])
+                users = np.array([dataset.user_index(_parse_id(token)) for token in args.users.split(",")
+                                  if token.strip()], dtype=np.int64)
             except KeyError as error:
                 raise UsageError(f"--users: {error.args[0]}") from None
-        for start in range(0, len(users), 1024):
-            block = users[start:start + 1024]
-            ids, _ = served.recommend(block, args.n)
-            for user, row in zip(block, ids):
-                items = " ".join(str(dataset.item_ids[i]) for i in row if i >= 0)
-                handle.write(f"{dataset.user_ids[user]}\t{items}\n")
-    finally:
-        if args.output:
-            handle.close()
+            if users.size == 0:
+                raise UsageError(f"--users: no user id in {args.users[:60]!r}; give 'all' or ids separated by commas")
+        lines = _recommendation_lines(served, dataset, users, args.n)
+    if not args.output:
+        sys.stdout.writelines(lines)
+        return 0
+    try:
+        atomic_write(args.output, lambda handle: handle.writelines(line.encode() for line in lines))
+    except OSError as error:
+        raise UsageError(f"--output: cannot write {args.output}: {error.strerror or error}") from None
     return 0
+
+
+def _recommendation_lines(served, dataset, users, n):
+    """user<TAB>item item ... lines, computed in blocks of 1024 users."""
+    for start in range(0, len(users), 1024):
+        block = users[start:start + 1024]
+        ids, _ = served.recommend(block, n)
+        for user, row in zip(block, ids):
+            items = " ".join(str(dataset.item_ids[i]) for i in row if i >= 0)
+            yield f"{dataset.user_ids[user]}\t{items}\n"
 
 
 def _parse_id(token):
