@@ -147,3 +147,45 @@ def test_a_second_writer_to_a_run_directory_is_refused(tmp_path):
         holder.kill()
         holder.wait()
         holder.stdout.close()
+
+
+@pytest.mark.parametrize("arguments, fragment", [
+    (["train", "--validation", "1"], "--validation: expected a number >= 0 and < 1, got '1'"),
+    (["train", "--validation", "-1"], "--validation: expected a number >= 0 and < 1"),
+    (["train", "--validation", "nan"], "--validation: expected a number >= 0 and < 1"),
+    (["train", "--metric", "foo@20"], "--metric: expected '<name>@<K>' with name in"),
+    (["train", "--metric", "recall@0"], "--metric: expected '<name>@<K>' with K >= 1"),
+    (["train", "--seed", "-1"], "--seed: expected an int >= 0"),
+    (["train", "--lr", "x" * 100_000], "..."),
+    (["train", "--resume", "--out", "missing"], "--resume: missing is not a run directory"),
+])
+def test_bad_training_settings_are_one_line_and_create_nothing(tmp_path, arguments, fragment):
+    if "--out" not in arguments:
+        arguments = [*arguments, "--out", "run"]
+    before = listing(tmp_path)
+    assert_one_line_error(run_cli(*arguments, "--epochs", "1", "--threads", "1", cwd=tmp_path), fragment)
+    assert listing(tmp_path) == before
+
+
+@pytest.mark.parametrize("damage, fragment", [
+    (lambda path: path.unlink(), "no checkpoint to resume from"),
+    (lambda path: path.write_bytes(path.read_bytes()[:200]), "not a readable recgrad checkpoint"),
+    (lambda path: path.write_bytes(np.random.default_rng(1).bytes(5000)), "not a readable recgrad checkpoint"),
+    (lambda path: np.savez(path, meta=np.array('{"format": 1}')), "checkpoint format 1"),
+])
+def test_resume_from_a_damaged_checkpoint_is_one_line_and_writes_nothing(tmp_path, damage, fragment):
+    done = run_cli("train", "--epochs", "1", "--threads", "1", "--out", "run", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    damage(tmp_path / "run" / "checkpoint.npz")
+    before = {path: path.stat().st_mtime_ns for path in (tmp_path / "run").iterdir()}
+    result = run_cli("train", "--resume", "--out", "run", "--epochs", "2", "--threads", "1", cwd=tmp_path)
+    assert_one_line_error(result, "run/checkpoint.npz: ", fragment)
+    assert {path: path.stat().st_mtime_ns for path in (tmp_path / "run").iterdir()} == before
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_out_is_one_line(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    result = run_cli("train", "--out", locked / "run", "--epochs", "1", "--threads", "1", cwd=tmp_path)
+    assert_one_line_error(result, "--out: cannot create")
