@@ -68,11 +68,12 @@ def test_two_tower_trains_with_infonce(data):
 
 
 def test_dense_adam_on_a_sparse_model_equals_a_dense_model(data):
-    # "adam" expands row-sparse gradients to the dense table: the same numbers as sparse=False.
+    # The NumPy loop's "adam" expands row-sparse gradients to the dense table: the same numbers as sparse=False.
     runs = []
     for sparse in (True, False):
         model = mf(data, sparse=sparse, dtype=np.float64)
-        Trainer(model, optimizer="adam", lr=0.01, batch_size=512, epochs=1, l2=1e-3, progress=False).fit(data)
+        Trainer(model, optimizer="adam", lr=0.01, batch_size=512, epochs=1, l2=1e-3, engine="numpy",
+                progress=False).fit(data)
         runs.append(model.state_dict())
     for name in runs[0]:
         np.testing.assert_allclose(runs[0][name], runs[1][name], rtol=1e-12, atol=1e-15)

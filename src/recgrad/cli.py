@@ -465,6 +465,8 @@ def make_parser():
     _delegate(commands, "bench", "time recgrad beside PyTorch and implicit, in one process", "recgrad.bench")
     _delegate(commands, "experiment", "run the experiments that test the textbook claims",
               "recgrad.experiments.runner")
+    _delegate(commands, "tune", "search the settings with Optuna on validation data (never the test set)",
+              "recgrad.tune")
     _delegate(commands, "similar", "the items (or users) most similar to given ones", "recgrad.serving.similar_command")
     _delegate(commands, "serve", "an HTTP JSON service answering recommend, fold-in and similar",
               "recgrad.serving.http")

@@ -38,6 +38,8 @@ class Setting:
         those settings has one of those values (e.g. temperature only with loss "infonce").
     resume: a resumed run must have the checkpoint's value (it changes what an epoch computes).
     group: where the CLI lists it: "data", "model", "training", "evaluation" or "run".
+    search: how `recgrad tune` searches it, or None (not searched): ("log", low, high) for a number
+        on a log scale, ("int_log", low, high) for an int on a log scale, ("choice", values).
     """
 
     name: str
@@ -52,6 +54,7 @@ class Setting:
     maximum_open: bool = False
     applies: dict = field(default_factory=dict)
     resume: bool = False
+    search: tuple | None = None
 
     def allowed(self) -> str:
         """What values are allowed, in words (for errors and --help)."""
@@ -100,7 +103,8 @@ SETTINGS = (
             choices=("validation", "test")),
     # ----------------------------------------------------------------------------------- model
     Setting("model", "str", "mf", "the recommender", "model", choices=MODELS),
-    Setting("dim", "int", 64, "embedding size (NeuMF: the GMF part's size)", "model", minimum=1),
+    Setting("dim", "int", 64, "embedding size (NeuMF: the GMF part's size)", "model", minimum=1,
+            search=("choice", (32, 64, 128))),
     Setting("hidden", "int_list", [64], "two-tower: hidden widths, e.g. 128,64", "model", minimum=1,
             applies={"model": ("two-tower",)}),
     Setting("activation", "str", "relu", "two-tower: the towers' activation", "model", choices=ACTIVATIONS,
@@ -113,14 +117,15 @@ SETTINGS = (
             minimum=0.0, minimum_open=True),
     # -------------------------------------------------------------------------------- training
     Setting("loss", "str", "bpr", "bpr, bce (NCF's log loss) or infonce (sampled softmax)", "training",
-            choices=LOSSES, resume=True),
+            choices=LOSSES, resume=True, search=("choice", ("bpr", "infonce"))),
     Setting("optimizer", "str", "adam",
             "adam, adamw, sgd (dense, as torch.optim), sparse_adam (lazy rows), hogwild (compiled per-interaction "
-            "SGD on MF, implicit's algorithm)", "training", choices=OPTIMIZERS, resume=True),
+            "SGD on MF, implicit's algorithm)", "training", choices=OPTIMIZERS, resume=True,
+            search=("choice", ("sparse_adam", "adam", "hogwild"))),
     Setting("lr", "float", 1e-2, "learning rate (the initial one under a schedule)", "training",
-            minimum=0.0, minimum_open=True, resume=True),
+            minimum=0.0, minimum_open=True, resume=True, search=("log", 1e-4, 0.3)),
     Setting("lr_schedule", "str", "constant", "constant, or cosine (anneal to lr_min over the epochs)", "training",
-            choices=("constant", "cosine"), resume=True),
+            choices=("constant", "cosine"), resume=True, search=("choice", ("constant", "cosine"))),
     Setting("lr_min", "float", None, "the cosine schedule's final lr (default 0)", "training", minimum=0.0,
             applies={"lr_schedule": ("cosine",)}, resume=True),
     Setting("batch_size", "int", None, "training interactions per step (default 2048; hogwild steps on each one)",
@@ -129,25 +134,25 @@ SETTINGS = (
             minimum=0),
     Setting("negatives", "int", None,
             "negatives per positive (per_user) or per batch (shared); default bpr 1, bce 4, infonce 64 per user "
-            "or 1024 shared", "training", minimum=1, resume=True),
+            "or 1024 shared", "training", minimum=1, resume=True, search=("int_log", 1, 64)),
     Setting("negatives_mode", "str", "per_user",
             "per_user, shared (one set per batch) or in_batch (infonce: the batch's other positives)", "training",
             choices=("per_user", "shared", "in_batch"), resume=True),
     Setting("dns_candidates", "int", 1,
             "dynamic negative sampling: each negative is the best-scoring of this many draws (1: plain sampling)",
-            "training", minimum=1, applies={"negatives_mode": ("per_user",)}, resume=True),
+            "training", minimum=1, applies={"negatives_mode": ("per_user",)}, resume=True, search=("int_log", 1, 64)),
     Setting("sampler", "str", "uniform", "negatives drawn uniformly, or by popularity^popularity_alpha", "training",
             choices=("uniform", "popularity"), resume=True),
     Setting("popularity_alpha", "float", None, "the popularity sampler's exponent (default 0.75)", "training",
             minimum=0.0, applies={"sampler": ("popularity",)}, resume=True),
     Setting("temperature", "float", None, "infonce: the softmax temperature (default 0.1)", "training",
-            minimum=0.0, minimum_open=True, applies={"loss": ("infonce",)}, resume=True),
+            minimum=0.0, minimum_open=True, applies={"loss": ("infonce",)}, resume=True, search=("log", 0.03, 1.0)),
     Setting("similarity", "str", None, "infonce: dot (default) or cosine", "training", choices=("dot", "cosine"),
             applies={"loss": ("infonce",)}, resume=True),
     Setting("logq_correction", "bool", None, "infonce: subtract log q(item) from every logit (default false)",
             "training", applies={"loss": ("infonce",)}, resume=True),
     Setting("l2", "float", 1e-4, "LightGCN's L2 on the batch's embedding rows (0: none)", "training", minimum=0.0,
-            resume=True),
+            resume=True, search=("log", 1e-6, 0.1)),
     Setting("weight_decay", "float", None,
             "the optimizer's weight decay (default: 1e-2 for adamw, 0 otherwise; hogwild has none)", "training",
             minimum=0.0, resume=True),

@@ -1,0 +1,281 @@
+"""`recgrad tune`: a hyper-parameter search with Optuna that never looks at the test set.
+
+Each trial is a `recgrad train` run (into DIR/trials/N) whose settings Optuna's TPE sampler draws
+from the search space declared in `recgrad.train.settings` (`Setting.search`: lr and l2 on log
+scales, the number of negatives and dynamic-negative candidates, dim, the loss, the optimizer, the
+lr schedule; an InfoNCE temperature only when the loss is InfoNCE). Every trial selects its best
+epoch on the validation split (`selection = "validation"`, 10% of each user's training
+interactions by default), reports the validation metric after every epoch, and is pruned when it
+falls below the median of earlier trials at the same epoch (Optuna's MedianPruner). The test set is
+evaluated once per trial on the selected model (TestReport) and is never an objective.
+
+The study lives in DIR/study.db (SQLite), so `--resume` continues a killed or interrupted search
+without losing a finished trial. The search stops at the time budget, which includes everything
+(a running trial is stopped at the budget and its best epoch so far counts). Outputs:
+
+    DIR/best.toml     a recipe: `recgrad train --config DIR/best.toml` runs the best trial again
+    DIR/best/         the best trial's run directory (best.npz, config.toml, ...): `recgrad evaluate
+                      --run DIR/best` and `recgrad recommend --run DIR/best` work on it
+    DIR/trials.csv    one row per trial: number, state, value, seconds, settings
+    DIR/search.png    the metric of each trial over time with the best so far, and the settings'
+                      importances (Optuna's fANOVA) once enough trials finished
+
+The best trial's model is used as it is (no refit on the validation interactions).
+"""
+
+import csv
+import math
+import os
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from recgrad.train import settings as run_settings
+
+DEFAULT_BUDGET = "300"
+DEFAULT_EPOCHS = 30
+STUDY_NAME = "recgrad-tune"
+
+
+class TuneError(ValueError):
+    """A tune request that cannot run (one line)."""
+
+
+def add_arguments(parser):
+    parser.add_argument("--data", required=True, help="a data folder or file (as recgrad train --data)")
+    parser.add_argument("--format", help="the data's format (default: detected)")
+    parser.add_argument("--budget", default=DEFAULT_BUDGET,
+                        help="time for the whole search: seconds, or with a unit (90s, 5m, 1h); default 300")
+    parser.add_argument("--trials", help="stop after this many trials (default: only the budget)")
+    parser.add_argument("--seed", default="0", help="seed of the sampler and of every trial (default 0)")
+    parser.add_argument("--metric", help="the validation metric to maximise (default recall@20)")
+    parser.add_argument("--model", default="mf", help="the model (default mf; mf and two-tower are searched)")
+    parser.add_argument("--epochs", default=str(DEFAULT_EPOCHS),
+                        help=f"most epochs of a trial (early stopping ends most sooner; default {DEFAULT_EPOCHS})")
+    parser.add_argument("--threads", help="threads of each trial (default: all cores)")
+    parser.add_argument("--out", help="the study's folder (default runs/tune-<date-time>)")
+    parser.add_argument("--resume", action="store_true", help="continue the study in --out")
+
+
+def parse_budget(text):
+    """Seconds from "300", "90s", "5m", "1.5h"; TuneError otherwise."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", str(text))
+    if not match or float(match.group(1)) <= 0:
+        raise TuneError(f"--budget: expected seconds or a number with s, m or h (e.g. 300, 5m), got {str(text)[:40]!r}")
+    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
+def suggest(trial, base):
+    """The settings of one trial: `base` with every searched setting drawn by `trial`."""
+    values = dict(base)
+    for setting in run_settings.SETTINGS:
+        if setting.search is None or setting.name == "temperature":
+            continue
+        values[setting.name] = _draw(trial, setting)
+    if values["model"] != "mf" and values["optimizer"] == "hogwild":
+        values["optimizer"] = "sparse_adam"  # hogwild trains MF only
+    if values["loss"] == "infonce":
+        values["temperature"] = _draw(trial, run_settings.BY_NAME["temperature"])
+    if values["optimizer"] == "hogwild":
+        values.pop("batch_size", None)
+    return values
+
+
+def _draw(trial, setting):
+    kind, *bounds = setting.search
+    if kind == "log":
+        return trial.suggest_float(setting.name, bounds[0], bounds[1], log=True)
+    if kind == "int_log":
+        return trial.suggest_int(setting.name, bounds[0], bounds[1], log=True)
+    return trial.suggest_categorical(setting.name, list(bounds[0]))
+
+
+class _Report:
+    """A Trainer callback: the validation metric after each evaluation goes to Optuna; a trial
+    that Optuna prunes, or that reaches the deadline, stops after the current epoch."""
+
+    def __init__(self, trial, deadline):
+        self.trial, self.deadline, self.pruned = trial, deadline, False
+
+    def on_epoch_end(self, trainer, record):
+        if trainer.metric in record:
+            self.trial.report(record[trainer.metric], record["epoch"])
+            if self.trial.should_prune():
+                self.pruned = trainer.stop_training = True
+        if time.monotonic() >= self.deadline:
+            trainer.stop_training = True
+
+
+def run(args):
+    from recgrad import cli
+
+    try:
+        import optuna
+    except ModuleNotFoundError:
+        raise cli.UsageError("recgrad tune needs optuna: pip install optuna") from None
+    try:
+        budget = parse_budget(args.budget)
+        trials = None if args.trials is None else run_settings.check_value("epochs", args.trials)
+        if trials == 0:
+            raise TuneError("--trials: expected an int >= 1, got 0")
+    except (TuneError, run_settings.SettingError) as error:
+        raise cli.UsageError(cli._cli_words(str(error)).replace("--epochs", "--trials")) from None
+    deadline = time.monotonic() + budget
+    flags = {"data": args.data, "format": args.format, "seed": args.seed, "metric": args.metric,
+             "model": args.model, "epochs": args.epochs, "threads": args.threads}
+    base = cli.resolve_config({}, {key: value for key, value in flags.items() if value is not None})
+    base.update(selection="validation", eval_every=1, patience=3)
+    if base["data"] != "synthetic":
+        base["data"] = os.path.abspath(base["data"])
+    out = Path(args.out or os.path.join("runs", "tune-" + time.strftime("%Y%m%d-%H%M%S")))
+    storage_file = out / "study.db"
+    if storage_file.exists() and not args.resume:
+        raise cli.UsageError(f"--out: {out} already holds a study; pass --resume to continue it or choose another "
+                             "--out")
+    if args.resume and not storage_file.exists():
+        raise cli.UsageError(f"--resume: {out} holds no study (no study.db); run without --resume to start one")
+    limits = cli.set_threads(base["threads"])
+    try:
+        dataset = cli.load_dataset(base)
+        if dataset.validation is None:
+            print("recgrad: warning: the data is too small for a validation split (every user has fewer than 5 "
+                  "training interactions); trials select on the test set", file=sys.stderr)
+            base["selection"] = "test"
+        out.mkdir(parents=True, exist_ok=True)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(
+            study_name=STUDY_NAME, storage=f"sqlite:///{storage_file}", direction="maximize",
+            load_if_exists=args.resume, sampler=optuna.samplers.TPESampler(seed=base["seed"]),
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2))
+        _mark_interrupted_trials(study, optuna)
+        done = sum(t.state.is_finished() for t in study.trials)
+        remaining = None if trials is None else max(trials - done, 0)
+        objective = _Objective(base, dataset, out, deadline, optuna)
+        if remaining != 0:
+            study.optimize(objective, n_trials=remaining, timeout=max(deadline - time.monotonic(), 0.0),
+                           catch=(ValueError,))
+    finally:
+        if limits is not None:
+            limits.restore_original_limits()
+    return _finish(study, out, base, optuna)
+
+
+class _Objective:
+    def __init__(self, base, dataset, out, deadline, optuna):
+        self.base, self.dataset, self.out, self.deadline, self.optuna = base, dataset, out, deadline, optuna
+
+    def __call__(self, trial):
+        from recgrad import cli
+        from recgrad.train import Trainer
+
+        values = suggest(trial, self.base)
+        run_dir = self.out / "trials" / str(trial.number)
+        values["out"] = str(run_dir)
+        config = cli.resolve_config({}, {k: v for k, v in values.items() if v is not None})
+        model = cli.build_model(config, self.dataset.n_users, self.dataset.n_items)
+        report = _Report(trial, self.deadline)
+        trainer = Trainer(model, out_dir=str(run_dir), progress=False, callbacks=[report],
+                          **{name: config[name] for name in run_settings.trainer_settings()})
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True)
+        cli.write_toml(run_dir / "config.toml", config)
+        start = time.monotonic()
+        result = trainer.fit(self.dataset)
+        value = result["best_value"]
+        if value is None or not math.isfinite(value):
+            raise self.optuna.TrialPruned()
+        trial.set_user_attr("seconds", time.monotonic() - start)
+        trial.set_user_attr("best_epoch", result["best_epoch"])
+        trial.set_user_attr("test", result["test_metrics"] or {})
+        state = "pruned" if report.pruned else "done"
+        print(f"recgrad tune: trial {trial.number} {state}: {config['metric'] or 'recall@20'} {value:.4f} "
+              f"(epoch {result['best_epoch']}, {time.monotonic() - start:.1f} s) " + _settings_text(trial.params),
+              file=sys.stderr)
+        if report.pruned:
+            raise self.optuna.TrialPruned()
+        return value
+
+
+def _settings_text(params):
+    return " ".join(f"{key}={value:.3g}" if isinstance(value, float) else f"{key}={value}"
+                    for key, value in params.items())
+
+
+def _mark_interrupted_trials(study, optuna):
+    """A trial left RUNNING by a killed process is failed, so that the resumed study does not wait on it."""
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+
+
+def _finish(study, out, base, optuna):
+    from recgrad import cli
+    from recgrad.evaluation import format_metrics_table
+
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    _write_trials_csv(study, out / "trials.csv")
+    _plot(study, complete, out / "search.png", optuna)
+    if not complete:
+        raise cli.UsageError(f"--budget: no trial finished within the budget; give a longer --budget (the study in "
+                             f"{out} continues with --resume)")
+    best = study.best_trial
+    best_dir = out / "best"
+    if best_dir.exists():
+        shutil.rmtree(best_dir)
+    shutil.copytree(out / "trials" / str(best.number), best_dir, ignore=shutil.ignore_patterns(".lock"))
+    config = cli.read_toml(best_dir / "config.toml")
+    config["out"] = str(best_dir)
+    cli.write_toml(best_dir / "config.toml", config)
+    recipe = {key: value for key, value in config.items() if key not in ("out", "threads")}
+    cli.write_toml(out / "best.toml", recipe)
+    metric = base["metric"] or "recall@20"
+    print(f"best of {len(complete)} finished trials ({len(study.trials)} in all): trial {best.number}, validation "
+          f"{metric} {best.value:.4f} at epoch {best.user_attrs.get('best_epoch')}")
+    print("settings: " + _settings_text(best.params))
+    if best.user_attrs.get("test"):
+        print(format_metrics_table({f"test, trial {best.number}": best.user_attrs["test"]}))
+        print("the selected model on the test split, evaluated once (never used by the search)")
+    print(f"recipe: {out / 'best.toml'}; run directory: {best_dir}")
+    return 0
+
+
+def _write_trials_csv(study, path):
+    names = sorted({name for trial in study.trials for name in trial.params})
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["trial", "state", "value", "seconds", "best_epoch", *names])
+        for trial in study.trials:
+            writer.writerow([trial.number, trial.state.name.lower(), trial.value, trial.user_attrs.get("seconds"),
+                             trial.user_attrs.get("best_epoch"), *[trial.params.get(name) for name in names]])
+
+
+def _plot(study, complete, path, optuna):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(10, 3.8), layout="constrained")
+    FigureCanvasAgg(figure)
+    progress, importance = figure.subplots(1, 2)
+    finished = sorted(complete, key=lambda t: t.datetime_complete)
+    if finished:
+        start = min(t.datetime_start for t in study.trials if t.datetime_start is not None)
+        minutes = [(t.datetime_complete - start).total_seconds() / 60 for t in finished]
+        values = [t.value for t in finished]
+        best_so_far = [max(values[: i + 1]) for i in range(len(values))]
+        progress.plot(minutes, values, "o", label="trial")
+        progress.step(minutes, best_so_far, where="post", color="green", label="best so far")
+        progress.legend(loc="lower right")
+    progress.set(xlabel="minutes", ylabel="validation metric", title="the search")
+    importance.set(title="importance of each setting (fANOVA)")
+    if len(complete) >= 4:
+        try:
+            scores = optuna.importance.get_param_importances(study)
+        except (RuntimeError, ValueError):
+            scores = {}
+        names = list(scores)[:8]
+        importance.barh(names[::-1], [scores[name] for name in names[::-1]])
+    else:
+        importance.text(0.5, 0.5, "needs 4 finished trials", ha="center", va="center")
+    figure.savefig(path, format="png")
