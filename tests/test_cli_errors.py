@@ -8,6 +8,7 @@ and nothing created in the folders involved.
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -167,15 +168,23 @@ def test_bad_training_settings_are_one_line_and_create_nothing(tmp_path, argumen
     assert listing(tmp_path) == before
 
 
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """One finished one-epoch run, copied by each test that damages it."""
+    folder = tmp_path_factory.mktemp("trained")
+    done = run_cli("train", "--epochs", "1", "--threads", "1", "--out", "run", cwd=folder)
+    assert done.returncode == 0, done.stderr
+    return folder / "run"
+
+
 @pytest.mark.parametrize("damage, fragment", [
     (lambda path: path.unlink(), "no checkpoint to resume from"),
     (lambda path: path.write_bytes(path.read_bytes()[:200]), "not a readable recgrad checkpoint"),
     (lambda path: path.write_bytes(np.random.default_rng(1).bytes(5000)), "not a readable recgrad checkpoint"),
     (lambda path: np.savez(path, meta=np.array('{"format": 1}')), "checkpoint format 1"),
 ])
-def test_resume_from_a_damaged_checkpoint_is_one_line_and_writes_nothing(tmp_path, damage, fragment):
-    done = run_cli("train", "--epochs", "1", "--threads", "1", "--out", "run", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
+def test_resume_from_a_damaged_checkpoint_is_one_line_and_writes_nothing(tmp_path, trained_run, damage, fragment):
+    shutil.copytree(trained_run, tmp_path / "run")
     damage(tmp_path / "run" / "checkpoint.npz")
     before = {path: path.stat().st_mtime_ns for path in (tmp_path / "run").iterdir()}
     result = run_cli("train", "--resume", "--out", "run", "--epochs", "2", "--threads", "1", cwd=tmp_path)
