@@ -60,3 +60,29 @@ def test_budget_units():
     assert parse_budget("300") == 300 and parse_budget("5m") == 300 and parse_budget("1.5h") == 5400
     with pytest.raises(TuneError):
         parse_budget("-3")
+
+
+def test_a_killed_search_resumes_without_losing_a_finished_trial(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "study"
+    command = [sys.executable, "-m", "recgrad.cli", "tune", *FLAGS, "--trials", "20", "--out", str(out)]
+    search = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    finished = []
+    try:
+        for line in search.stderr:
+            if line.startswith("recgrad tune: trial "):
+                finished.append(line.split()[3])  # the trial's number
+            if len(finished) == 2:
+                break
+        search.send_signal(signal.SIGKILL)
+    finally:
+        search.wait()
+        search.stderr.close()
+    assert finished == ["0", "1"]
+    assert main(["tune", *FLAGS, "--trials", "3", "--out", str(out), "--resume"]) == 0
+    states = {row["trial"]: row["state"] for row in rows(out)}
+    assert states["0"] in ("complete", "pruned") and states["1"] in ("complete", "pruned")
+    assert sum(state in ("complete", "pruned") for state in states.values()) == 3

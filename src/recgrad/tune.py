@@ -10,7 +10,8 @@ falls below the median of earlier trials at the same epoch (Optuna's MedianPrune
 evaluated once per trial on the selected model (TestReport) and is never an objective.
 
 The study lives in DIR/study.db (SQLite), so `--resume` continues a killed or interrupted search
-without losing a finished trial. The search stops at the time budget, which includes everything
+without losing a finished trial (a trial the kill interrupted stays listed as running in
+trials.csv and counts for nothing). The search stops at the time budget, which includes everything
 (a running trial is stopped at the budget and its best epoch so far counts). Outputs:
 
     DIR/best.toml     a recipe: `recgrad train --config DIR/best.toml` runs the best trial again
@@ -147,15 +148,15 @@ def run(args):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.create_study(
             study_name=STUDY_NAME, storage=f"sqlite:///{storage_file}", direction="maximize",
-            load_if_exists=args.resume, sampler=optuna.samplers.TPESampler(seed=base["seed"]),
+            load_if_exists=args.resume,
+            sampler=optuna.samplers.TPESampler(seed=base["seed"]),
             pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2))
-        _mark_interrupted_trials(study, optuna)
         done = sum(t.state.is_finished() for t in study.trials)
         remaining = None if trials is None else max(trials - done, 0)
         objective = _Objective(base, dataset, out, deadline, optuna)
         if remaining != 0:
             study.optimize(objective, n_trials=remaining, timeout=max(deadline - time.monotonic(), 0.0),
-                           catch=(ValueError,))
+                           catch=(ValueError,), callbacks=[_progress])
     finally:
         if limits is not None:
             limits.restore_original_limits()
@@ -189,25 +190,25 @@ class _Objective:
             raise self.optuna.TrialPruned()
         trial.set_user_attr("seconds", time.monotonic() - start)
         trial.set_user_attr("best_epoch", result["best_epoch"])
+        trial.set_user_attr("value", value)
         trial.set_user_attr("test", result["test_metrics"] or {})
-        state = "pruned" if report.pruned else "done"
-        print(f"recgrad tune: trial {trial.number} {state}: {config['metric'] or 'recall@20'} {value:.4f} "
-              f"(epoch {result['best_epoch']}, {time.monotonic() - start:.1f} s) " + _settings_text(trial.params),
-              file=sys.stderr)
         if report.pruned:
             raise self.optuna.TrialPruned()
         return value
 
 
+def _progress(study, trial):
+    """One line per trial once Optuna has stored it (so a line printed is a trial a resume keeps)."""
+    value = trial.user_attrs.get("value")
+    shown = "no evaluation" if value is None else f"{value:.4f} (epoch {trial.user_attrs.get('best_epoch')}, " \
+        f"{trial.user_attrs.get('seconds', 0.0):.1f} s)"
+    print(f"recgrad tune: trial {trial.number} {trial.state.name.lower()}: {shown} " + _settings_text(trial.params),
+          file=sys.stderr)
+
+
 def _settings_text(params):
     return " ".join(f"{key}={value:.3g}" if isinstance(value, float) else f"{key}={value}"
                     for key, value in params.items())
-
-
-def _mark_interrupted_trials(study, optuna):
-    """A trial left RUNNING by a killed process is failed, so that the resumed study does not wait on it."""
-    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
 
 
 def _finish(study, out, base, optuna):
