@@ -262,3 +262,14 @@ def test_recommend_refuses_an_empty_user_list_and_an_unwritable_output(tmp_path,
     assert "--output: cannot write" in capsys.readouterr().err and not target.parent.exists()
     assert main(["evaluate", "--run", str(out), "--topk", "0"]) == 2
     assert "--topk" in capsys.readouterr().err
+
+
+def test_data_too_small_for_a_validation_split_falls_back_to_the_test_set_with_a_warning(tmp_path, capsys):
+    data = tmp_path / "small.csv"
+    data.write_text("user,item\n" + "".join(f"{u},{(u + k) % 30}\n" for u in range(40) for k in range(4)))
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--user-col", "user", "--item-col", "item", "--epochs", "1",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert "no user has enough training interactions for a validation split" in printed.err
+    assert "selected on the test split" in printed.out and "optimistic" in printed.out

@@ -45,7 +45,9 @@ def load_data(values, split=True):
     if split and dataset.test is None:
         dataset = with_test_split(dataset, method=values["split"], ratio=values["test_ratio"], seed=values["seed"])
     if split and values["validation"] and dataset.validation is None:
-        dataset = with_validation(dataset, ratio=values["validation"], seed=values["seed"])
+        carved = with_validation(dataset, ratio=values["validation"], seed=values["seed"])
+        if carved.validation.nnz:  # users with fewer than 5 interactions have none to spare
+            dataset = carved
     return dataset
 
 
