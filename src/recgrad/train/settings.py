@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["Setting", "SettingError", "SETTINGS", "BY_NAME", "GROUPS", "resolve", "check_value", "flag_name",
-           "trainer_settings", "resume_settings", "resume_conflicts"]
+           "trainer_settings", "resume_settings", "resume_conflicts", "defaults"]
 
 
 class SettingError(ValueError):
@@ -186,6 +186,11 @@ BY_NAME = {setting.name: setting for setting in SETTINGS}
 def flag_name(name: str) -> str:
     """The CLI flag of a setting: --lr-schedule for lr_schedule."""
     return "--" + name.replace("_", "-")
+
+
+def defaults() -> dict:
+    """{name: default} for every setting (None where derived)."""
+    return {setting.name: setting.default for setting in SETTINGS}
 
 
 # ------------------------------------------------------------------------------ conversions
