@@ -128,6 +128,12 @@ def real_classification(experiment, n_test, rng):
     return data
 
 
+def classification_data_sets(synthetic, experiment, digits_test, seed):
+    """[synthetic, the handwritten digits]: the digits (`real_classification`) only where scikit-learn is."""
+    digits = real_classification(experiment, digits_test, np.random.default_rng(seed))
+    return [synthetic] if digits is None else [synthetic, digits]
+
+
 def digits_classification(n_test, rng):
     """scikit-learn's handwritten digits (1797 8x8 images, 64 features, 10 classes), or None without scikit-learn.
 

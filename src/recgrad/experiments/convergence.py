@@ -48,10 +48,10 @@ from recgrad.experiments.common import (
     DIGITS_MISSING,
     RECOMMENDER_USERS,
     claim,
+    classification_data_sets,
     figure,
     forward_backward,
     mlp,
-    real_classification,
     save_figure,
     subsample_users,
     synthetic_classification,
@@ -377,11 +377,9 @@ def run(out_dir, quick=False, seed=0, data=None):
     data: a recgrad.data.Dataset for the two-tower model (subsampled), or None for the built-in synthetic set.
     """
     settings = _settings(quick)
-    tasks = [synthetic_classification(settings["n_train"], settings["n_test"], FEATURES, CLASSES,
-                                      np.random.default_rng(seed))]
-    digits = real_classification(NAME, DIGITS_TEST, np.random.default_rng(seed))
-    if digits is not None:
-        tasks.append(digits)
+    synthetic = synthetic_classification(settings["n_train"], settings["n_test"], FEATURES, CLASSES,
+                                         np.random.default_rng(seed))
+    tasks = classification_data_sets(synthetic, NAME, DIGITS_TEST, seed)
     mlp_numbers, figures, claims, paragraphs = {}, [], [], []
     for task in tasks:
         numbers = _run_classification(task, settings, seed)
@@ -398,7 +396,7 @@ def run(out_dir, quick=False, seed=0, data=None):
         entry["figure"] = figures[-1]
         claims.append(entry)
     paragraphs.append(_tower_paragraph(tower))
-    if digits is None:
+    if len(tasks) == 1:  # scikit-learn missing: the digits were skipped
         paragraphs.append(f"Real classification data: {DIGITS_MISSING}.")
     paragraphs.append("Claims, per data set: " + "; ".join(
         f"{entry['claim']} on {entry['data']}: {entry['verdict']}" for entry in claims) + ".")

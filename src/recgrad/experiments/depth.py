@@ -31,12 +31,12 @@ from recgrad.experiments.common import (
     DIGITS_MISSING,
     INIT_SCHEMES,
     claim,
+    classification_data_sets,
     figure,
     finite_or_none,
     forward_backward,
     linear_layers,
     mlp,
-    real_classification,
     save_figure,
     single_threaded,
     synthetic_classification,
@@ -302,10 +302,8 @@ def _run_data_set(data, s, seed, out_dir, suffix):
 def run(out_dir, quick=False, seed=0):
     """Train every activation x init configuration on each data set, draw the figures, judge the claims."""
     s = _settings(quick)
-    data_sets = [synthetic_classification(s["samples"], 0, s["width"], CLASSES, np.random.default_rng(seed))]
-    digits = real_classification(NAME, DIGITS_TEST, np.random.default_rng(seed))
-    if digits is not None:
-        data_sets.append(digits)
+    synthetic = synthetic_classification(s["samples"], 0, s["width"], CLASSES, np.random.default_rng(seed))
+    data_sets = classification_data_sets(synthetic, NAME, DIGITS_TEST, seed)
     results, figures, claims, paragraphs = {}, [], [], []
     for data in data_sets:
         suffix = "" if data.name == "synthetic" else f"_{data.name}"
@@ -313,7 +311,7 @@ def run(out_dir, quick=False, seed=0):
         figures += data_figures
         claims += data_claims
         paragraphs.append(paragraph)
-    if digits is None:
+    if len(data_sets) == 1:  # scikit-learn missing: the digits were skipped
         paragraphs.append(f"Real data: {DIGITS_MISSING}.")
     numbers = {
         "settings": {**s, "depth": DEPTH, "lr": LEARNING_RATE, "momentum": MOMENTUM},

@@ -32,11 +32,11 @@ from recgrad import nn
 from recgrad.experiments.common import (
     DIGITS_MISSING,
     claim,
+    classification_data_sets,
     figure,
     finite_or_none,
     forward_backward,
     mlp,
-    real_classification,
     save_figure,
     single_threaded,
     synthetic_classification,
@@ -233,10 +233,8 @@ def _run_data_set(data, s, seed, out_dir, filename):
 def run(out_dir, quick=False, seed=0):
     """Train every activation at every learning rate on each data set, track dead and stuck units, judge."""
     s = _settings(quick)
-    data_sets = [synthetic_classification(s["samples"], _TEST, FEATURES, CLASSES, np.random.default_rng(seed))]
-    digits = real_classification(NAME, DIGITS_TEST, np.random.default_rng(seed))
-    if digits is not None:
-        data_sets.append(digits)
+    synthetic = synthetic_classification(s["samples"], _TEST, FEATURES, CLASSES, np.random.default_rng(seed))
+    data_sets = classification_data_sets(synthetic, NAME, DIGITS_TEST, seed)
     results, figures, claims, paragraphs = {}, [], [], []
     for data in data_sets:
         filename = "dying_relu.png" if data.name == "synthetic" else f"dying_relu_{data.name}.png"
@@ -244,7 +242,7 @@ def run(out_dir, quick=False, seed=0):
         figures.append(figure_name)
         claims += data_claims
         paragraphs.append(paragraph)
-    if digits is None:
+    if len(data_sets) == 1:  # scikit-learn missing: the digits were skipped
         paragraphs.append(f"Real data: {DIGITS_MISSING}.")
     numbers = {
         "settings": {**s, "width": WIDTH, "depth": DEPTH, "momentum": MOMENTUM, "init": "kaiming",
