@@ -250,3 +250,31 @@ def test_goals_are_stated_as_the_projects_performance_goals(tiny_run):
     text = bench.format_text(results, bench.evaluate_targets(results), report["machine"])
     assert "performance goals (docs/performance.md):" in text
     assert "[MET] ReLU fwd+bwd: recgrad kernel vs torch autograd: 4.00x (20.0 vs 5.0 GB/s) (goal >= 3x)" in text
+
+
+def test_defaults_runs_recgrad_train_with_no_flags_beside_implicits_defaults(tmp_path):
+    lines = [f"{user} " + " ".join(str((3 * user + k) % 40) for k in range(10)) for user in range(30)]
+    folder = write_lightgcn(tmp_path / "small", lines)
+    dataset, _, real = bench.load_data(str(folder), 1.0)
+    results = bench.Results()
+    bench.bench_defaults(results, str(folder), dataset, real, threads=1)
+    names = [record["implementation"] for record in results.defaults]
+    assert names[0] == "recgrad train (no flags)"
+    assert names[1:] == (["implicit BPR (its defaults)"] if bench._optional("implicit") else [])
+    for record in results.defaults:
+        assert record["wall_seconds"] > 0 and 0.0 <= record["ndcg@20"] <= 1.0 and 0.0 <= record["recall@20"] <= 1.0
+    skipped = bench.Results()
+    bench.bench_defaults(skipped, None, dataset, False, threads=1)
+    assert skipped.defaults == [] and "defaults skipped" in skipped.notes[0]
+
+
+def test_the_defaults_goal_is_four_times_implicits_wall_time_and_at_least_its_recall():
+    results = bench.Results()
+    results.defaults = [{"implementation": "recgrad train (no flags)", "wall_seconds": 90.0, "recall@20": 0.166,
+                         "ndcg@20": 0.14},
+                        {"implementation": "implicit BPR (its defaults)", "wall_seconds": 30.0, "recall@20": 0.087,
+                         "ndcg@20": 0.07}]
+    verdicts = [target["met"] for target in bench.evaluate_targets(results)]
+    assert verdicts == [True, True]
+    results.defaults[0]["wall_seconds"] = 121.0
+    assert [target["met"] for target in bench.evaluate_targets(results)] == [False, True]

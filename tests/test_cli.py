@@ -271,5 +271,5 @@ def test_data_too_small_for_a_validation_split_falls_back_to_the_test_set_with_a
     assert main(["train", "--data", str(data), "--user-col", "user", "--item-col", "item", "--epochs", "1",
                  "--out", str(out)]) == 0
     printed = capsys.readouterr()
-    assert "no user has enough training interactions for a validation split" in printed.err
+    assert "no user has enough training interactions to hold out a validation part" in printed.err
     assert "selected on the test split" in printed.out and "optimistic" in printed.out

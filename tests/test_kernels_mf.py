@@ -235,7 +235,8 @@ def test_sgd_momentum_of_an_optimizer_object_matches_the_reference_trainer(small
 def test_dynamic_negative_sampling_chooses_harder_negatives(data, one_thread):
     """On a trained model, DNS's own draws give a larger BPR loss per sample than uniform draws."""
     model = MF(data.n_users, data.n_items, dim=8, rng=0)
-    warm_up = CompiledMFLoop(model, data.train, loss="bpr", optimizer="hogwild", lr=0.1, l2=1e-3, seed=0)
+    warm_up = CompiledMFLoop(model, data.train, loss="bpr", optimizer="hogwild", lr=0.1, l2=1e-3, dns_candidates=1,
+                             seed=0)
     for _ in range(10):
         warm_up.train_epoch()
     losses = {}
@@ -319,7 +320,8 @@ def test_user_with_every_item_raises():
 # ---------------------------------------------------------------------------------- learning
 def test_hogwild_bpr_learns_well_above_popularity(data):
     model = MF(data.n_users, data.n_items, dim=32, rng=0)
-    fused = CompiledMFLoop(model, data.train, loss="bpr", optimizer="hogwild", lr=0.05, l2=1e-3, seed=0)
+    fused = CompiledMFLoop(model, data.train, loss="bpr", optimizer="hogwild", lr=0.05, l2=1e-3, dns_candidates=1,
+                           seed=0)
     losses = [fused.train_epoch()["loss"] for _ in range(15)]
     assert losses[-1] < 0.6 * losses[0]
     recall = evaluate_recommender(model, data, "test", ks=(20,))["recall@20"]

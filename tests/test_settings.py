@@ -3,6 +3,7 @@
 import pytest
 
 from recgrad.cli import make_parser
+from recgrad.models import MF
 from recgrad.train import Trainer
 from recgrad.train import settings as run_settings
 from recgrad.train.settings import SettingError, check_value, resolve
@@ -68,9 +69,47 @@ def test_derived_defaults_follow_the_other_settings():
     assert resolve({"lr_schedule": "cosine"})["lr_min"] == 0.0
 
 
+def test_mf_with_bpr_defaults_to_the_measured_hogwild_recipe_and_other_models_to_adam():
+    mf = resolve({})
+    assert (mf["model"], mf["loss"], mf["optimizer"], mf["lr"], mf["lr_schedule"], mf["lr_min"], mf["epochs"],
+            mf["l2"], mf["dns_candidates"], mf["eval_every"], mf["batch_size"]) == \
+        ("mf", "bpr", "hogwild", 0.05, "cosine", 0.0, 60, 0.03, 32, 6, None)
+    for other in ({"model": "neumf"}, {"model": "two-tower"}, {"loss": "infonce"}, {"loss": "bce"}):
+        values = resolve(other)
+        assert (values["optimizer"], values["lr"], values["lr_schedule"], values["epochs"], values["l2"],
+                values["dns_candidates"], values["eval_every"], values["batch_size"]) == \
+            ("adam", 0.01, "constant", 20, 1e-4, 1, 2, 2048), other
+    # a rule follows a setting the user gives; a value the user gives wins over its rule
+    assert resolve({"optimizer": "sparse_adam"})["lr"] == 0.01 and resolve({"optimizer": "hogwild"})["lr"] == 0.05
+    assert resolve({"epochs": 7})["eval_every"] == 1 and resolve({"epochs": 25})["eval_every"] == 3
+    assert resolve({"lr": 0.2, "dns_candidates": 4})["lr"] == 0.2
+    # settings whose `applies` test a derived default see it: lr_min applies under the default cosine
+    assert resolve({"lr_min": 1e-3})["lr_min"] == 1e-3
+    with pytest.raises(SettingError, match="batch_size: applies only with optimizer"):
+        resolve({"batch_size": 512})
+
+
+def test_the_trainer_takes_its_model_defaults_from_the_model_it_trains():
+    from recgrad.models import NeuMF
+
+    assert Trainer(MF(3, 4, dim=2), progress=False).settings["optimizer"] == "hogwild"
+    assert Trainer(NeuMF(3, 4, rng=0), loss="bce", progress=False).settings["optimizer"] == "adam"
+    assert "model" not in Trainer(MF(3, 4, dim=2), progress=False).config()
+
+
+def test_validation_is_ten_percent_lowered_on_large_data_and_none_when_the_test_set_selects():
+    from recgrad.train.build import validation_ratio
+
+    chosen = {"selection": "validation", "validation": None}
+    assert validation_ratio(chosen, 100_000) == 0.1
+    assert validation_ratio(chosen, 1_000_000) == pytest.approx(0.025)
+    assert validation_ratio({**chosen, "validation": 0.2}, 1_000_000) == 0.2
+    assert validation_ratio({"selection": "test", "validation": None}, 1_000) == 0.0
+
+
 @pytest.mark.parametrize("values, message", [
     ({"temperature": 0.2}, "temperature: applies only with loss 'infonce'"),
-    ({"lr_min": 1e-4}, "lr_min: applies only with lr_schedule 'cosine'"),
+    ({"lr_schedule": "constant", "lr_min": 1e-4}, "lr_min: applies only with lr_schedule 'cosine'"),
     ({"popularity_alpha": 0.5}, "popularity_alpha: applies only with sampler 'popularity'"),
     ({"negatives_mode": "in_batch"}, "in_batch"),
     ({"lr_schedule": "cosine", "lr": 1e-3, "lr_min": 1e-3}, "lr_min: expected a value below lr"),

@@ -333,12 +333,13 @@ def test_cosine_lr_schedule_follows_the_closed_form_per_epoch(data):
     result = trainer.fit(data)
     expected = [lr_min + (lr - lr_min) * (1 + np.cos(np.pi * e / epochs)) / 2 for e in range(epochs)]
     np.testing.assert_allclose([r["lr"] for r in result["history"]], expected, rtol=1e-12)
-    constant = Trainer(mf(data), lr=lr, batch_size=512, epochs=2, eval_every=2, progress=False).fit(data)
+    constant = Trainer(mf(data), optimizer="adam", lr=lr, batch_size=512, epochs=2, eval_every=2,
+                       progress=False).fit(data)
     assert [r["lr"] for r in constant["history"]] == [lr, lr]
     with pytest.raises(ValueError, match="lr_schedule"):
         Trainer(mf(data), lr_schedule="step")
     with pytest.raises(ValueError, match="lr_min"):
-        Trainer(mf(data), lr_min=1e-4)
+        Trainer(mf(data), lr_schedule="constant", lr_min=1e-4)
     with pytest.raises(ValueError, match="lr_min"):
         Trainer(mf(data), lr=1e-3, lr_schedule="cosine", lr_min=1e-3)
 
@@ -365,7 +366,7 @@ def test_resume_continues_the_cosine_schedule_exactly(data, tmp_path, one_thread
 def test_compiled_loop_resumes_exactly_at_epoch_boundaries(data, tmp_path, optimizer, one_thread):
     # one_thread: hogwild is bit-reproducible with one thread
     settings = {"engine": "compiled", "optimizer": optimizer, "lr": 0.05 if optimizer == "hogwild" else 0.01,
-                "batch_size": None if optimizer == "hogwild" else 512}
+                "lr_schedule": "constant", "batch_size": None if optimizer == "hogwild" else 512}
     straight, expected = run(data, tmp_path / "straight", epochs=3, **settings)
     run(data, tmp_path / "stopped", epochs=2, **settings)
     resumed, result = run(data, tmp_path / "stopped", epochs=3, resume=True, **settings)

@@ -24,6 +24,9 @@ def test_a_small_search_writes_a_runnable_recipe_and_a_usable_run(tmp_path, caps
     assert printed.err.count("recgrad tune: trial ") == 3
     assert "test, trial" in printed.out and "never used by the search" in printed.out
     assert len(rows(out)) == 3 and (out / "search.png").read_bytes()[:4] == b"\x89PNG"
+    first = rows(out)[0]  # the defaults of recgrad train, enqueued as trial 0
+    assert (first["optimizer"], float(first["lr"]), first["lr_schedule"], int(first["dns_candidates"])) == \
+        ("hogwild", 0.05, "cosine", 32)
     recipe = read_toml(out / "best.toml")
     assert recipe["selection"] == "validation" and "out" not in recipe
     config = resolve_config(recipe, {})

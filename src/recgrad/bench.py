@@ -31,6 +31,11 @@ Cases (groups selectable with --cases):
     quality      time-to-quality (not with --quick, only on real data): wall time until MF-BPR
                  reaches Recall@20 0.1291 (NGCF's MF-BPR on Gowalla) and 0.1627 (reczoo's tuned
                  MF-BPR on Gowalla), and implicit's Recall@20 within the same training-time budget.
+    defaults     (not with --quick, only on real data) what a user gets with no flags: the wall
+                 time and test Recall@20 / NDCG@20 of `recgrad train --data PATH` (a subprocess, as
+                 a user starts it: start-up, compilation, validation selection and the final test
+                 evaluation included) beside implicit's BPR with its own defaults (fit, then the
+                 top 20 of every test user with the training items excluded), back to back.
 
 Data: --data PATH takes a data folder or file as `recgrad train --data` does (format detected from
 the file names; data without a test file is split 80/20 per user, seed 0). Without --data the
@@ -81,7 +86,7 @@ from recgrad.train.compiled_mf import CompiledMFLoop
 
 __all__ = ["add_arguments", "run"]
 
-GROUPS = ("copy", "activations", "optim", "mf", "eval", "quality")
+GROUPS = ("copy", "activations", "optim", "mf", "eval", "quality", "defaults")
 GOWALLA_SHAPE = {"users": 29858, "items": 40981, "train": 810128, "test": 217242}
 SYNTHETIC = "synthetic"
 QUALITY_TARGETS = (0.1291, 0.1627)
@@ -129,8 +134,8 @@ def _check_options(args):
         raise ValueError(f"--scale: must be in (0, 1], got {args.scale}")
     if args.scale < 1.0 and args.data is not None and args.data != SYNTHETIC:
         raise ValueError(f"--scale: below 1 ({args.scale:g}) scales the synthetic data set; drop --data {args.data}")
-    if args.quick and "quality" in cases:
-        cases.remove("quality")
+    if args.quick:
+        cases = [case for case in cases if case not in ("quality", "defaults")]
     return cases, threads
 
 
@@ -178,6 +183,7 @@ class Results:
         self.rows = []
         self.notes = []
         self.quality = []
+        self.defaults = []
 
     def add(self, group, case, implementation, kind, times, work, unit, baseline=None, note=""):
         """Record a row; `work` is the amount per call (bytes for GB/s, samples, users)."""
@@ -590,7 +596,7 @@ def implicit_model(implicit, threads, seed=0):
 # The compiled MF loop's settings for the epoch timings (MF-BPR, dim 64, one uniform negative per positive,
 # positives re-drawn); the hogwild one is also a time-to-quality recipe.
 FUSED_RECIPES = {
-    "hogwild": {"optimizer": "hogwild", "lr": 0.05, "l2": 0.01},
+    "hogwild": {"optimizer": "hogwild", "lr": 0.05, "l2": 0.01, "dns_candidates": 1},
     "sparse_adam": {"optimizer": "sparse_adam", "lr": 0.01, "l2": 1e-4, "batch_size": BATCH_SIZE},
 }
 FUSED_LABELS = {"hogwild": "recgrad fused hogwild SGD", "sparse_adam": "recgrad fused minibatch Adam"}
@@ -793,6 +799,65 @@ def bench_quality(results, dataset, real, budget_seconds, threads):
                                                max_epochs=epochs))
 
 
+# --------------------------------------------------------------------------------------- defaults
+def run_default_train(data, threads):
+    """(seconds, test metrics) of `recgrad train --data DATA --threads N` with no other flag, run as a
+    user runs it, in a fresh process writing to a temporary run directory."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        command = [sys.executable, "-m", "recgrad.cli", "train", "--data", str(data), "--threads", str(threads),
+                   "--out", os.path.join(folder, "run")]
+        start = time.perf_counter()
+        finished = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        seconds = time.perf_counter() - start
+        if finished.returncode != 0:
+            lines = finished.stderr.strip().splitlines() or ["(no message)"]
+            raise RuntimeError(f"recgrad train --data {data} failed: {lines[-1]}")
+        metrics = json.loads(Path(folder, "run", "test_metrics.json").read_text())
+    return seconds, metrics
+
+
+def run_implicit_defaults(implicit, dataset, threads):
+    """(seconds, test metrics) of implicit's BPR with its own defaults: fit, then the top 20 of every test
+    user with the training items excluded (what a user of implicit runs), scored by recgrad's metrics."""
+    from implicit.cpu.bpr import BayesianPersonalizedRanking
+
+    from recgrad.metrics import ndcg_at_k, recall_at_k
+
+    train, test = dataset.train.tocsr(), dataset.test.tocsr()
+    users = np.flatnonzero(np.diff(test.indptr))
+    start = time.perf_counter()
+    model = BayesianPersonalizedRanking(num_threads=threads, random_state=0)
+    model.fit(train, show_progress=False)
+    ranked, _ = model.recommend(users, train[users], N=TOP_K, filter_already_liked_items=True)
+    seconds = time.perf_counter() - start
+    relevant = test[users]
+    return seconds, {"recall@20": float(recall_at_k(ranked, relevant, TOP_K).mean()),
+                     "ndcg@20": float(ndcg_at_k(ranked, relevant, TOP_K).mean())}
+
+
+def bench_defaults(results, data, dataset, real, threads):
+    if not real:
+        results.notes.append("defaults skipped: it needs real data (--data)")
+        return
+    runs = [("recgrad train (no flags)", lambda: run_default_train(data, threads))]
+    implicit = _optional("implicit")
+    if implicit is not None:
+        runs.append(("implicit BPR (its defaults)", lambda: run_implicit_defaults(implicit, dataset, threads)))
+    for implementation, measure in runs:
+        print(f"recgrad bench: defaults, {implementation} ...", file=sys.stderr, flush=True)
+        seconds, metrics = measure()
+        results.defaults.append({"implementation": implementation, "wall_seconds": seconds,
+                                 "recall@20": metrics["recall@20"], "ndcg@20": metrics["ndcg@20"]})
+
+
+def _defaults_line(record):
+    return (f"defaults: {record['implementation']}: {record['wall_seconds']:.1f} s wall, test Recall@20 "
+            f"{record['recall@20']:.4f}, NDCG@20 {record['ndcg@20']:.4f}")
+
+
 # --------------------------------------------------------------------------------------- targets
 def _target(name, goal, measured, met):
     return {"target": name, "goal": goal, "measured": measured, "met": met}
@@ -878,6 +943,16 @@ def evaluate_targets(results):
             targets.append(_target(f"time to Recall@20 {QUALITY_TARGETS[-1]}: {record['implementation']}",
                                    "< 300 s wall", "not reached" if seconds is None else f"{seconds:.0f} s",
                                    seconds is not None and seconds < 300.0))
+    if len(results.defaults) == 2:
+        mine, peer = results.defaults
+        ratio = mine["wall_seconds"] / peer["wall_seconds"]
+        targets.append(_target("wall time of recgrad train with no flags / implicit BPR with its defaults",
+                               "<= 4", f"{ratio:.2f} ({mine['wall_seconds']:.0f} s vs {peer['wall_seconds']:.0f} s)",
+                               ratio <= 4.0))
+        targets.append(_target("test Recall@20 of recgrad train with no flags (Gowalla: reczoo's tuned MF-BPR "
+                               f"{QUALITY_TARGETS[-1]})", ">= implicit's defaults",
+                               f"{mine['recall@20']:.4f} vs {peer['recall@20']:.4f}",
+                               mine["recall@20"] >= peer["recall@20"]))
     return targets
 
 
@@ -923,6 +998,7 @@ def format_text(results, targets, machine):
         lines.append("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
     for record in results.quality:
         lines.append(_quality_line(record))
+    lines.extend(_defaults_line(record) for record in results.defaults)
     lines.extend(f"note: {note}" for note in results.notes)
     lines.append("")
     lines.append("performance goals (docs/performance.md):" + ("" if targets else " none measured by these cases"))
@@ -949,6 +1025,9 @@ def format_markdown(results, targets, machine):
     if results.quality:
         lines.append("")
         lines.extend(f"- {_quality_line(record)}" for record in results.quality)
+    if results.defaults:
+        lines.append("")
+        lines.extend(f"- {_defaults_line(record)}" for record in results.defaults)
     if results.notes:
         lines.append("")
         lines.extend(f"- {note}" for note in results.notes)
@@ -977,7 +1056,7 @@ def run(args: argparse.Namespace) -> int:
         cases, threads = _check_options(args)
         sizes = Sizes(args.quick, args.scale, args.repeats)
         dataset, data_label, real = None, None, False
-        if {"mf", "eval", "quality"} & set(cases):
+        if {"mf", "eval", "quality", "defaults"} & set(cases):
             dataset, data_label, real = load_data(args.data, args.scale)
     except ValueError as error:
         print(f"recgrad bench: error: {error}", file=sys.stderr)
@@ -998,6 +1077,7 @@ def run(args: argparse.Namespace) -> int:
         "mf": lambda: bench_mf(results, dataset, sizes, threads),
         "eval": lambda: bench_eval(results, dataset, sizes),
         "quality": lambda: bench_quality(results, dataset, real, args.quality_seconds, threads),
+        "defaults": lambda: bench_defaults(results, args.data, dataset, real, threads),
     }
     for name in GROUPS:
         if name in cases:
@@ -1009,7 +1089,7 @@ def run(args: argparse.Namespace) -> int:
     report = {"machine": machine, "quick": bool(args.quick), "scale": args.scale, "threads": threads,
               "cases": cases, "data": {"label": data_label, "synthetic": dataset is not None and not real},
               "seconds": time.perf_counter() - started, "rows": results.rows,
-              "quality": results.quality, "notes": results.notes, "targets": targets}
+              "quality": results.quality, "defaults": results.defaults, "notes": results.notes, "targets": targets}
     if args.json:
         Path(args.json).write_text(json.dumps(_json_safe(report), indent=1) + "\n")
     if args.markdown:

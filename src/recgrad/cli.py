@@ -228,8 +228,8 @@ def _train_locked(trainer, dataset, config, out, checkpoint):
               "pass --data PATH for real data", file=sys.stderr)
     for sentence in dataset.warnings():
         print(f"recgrad: warning: {sentence}", file=sys.stderr)
-    if config["validation"] and dataset.validation is None:
-        print("recgrad: warning: no user has enough training interactions for a validation split (5 or more); "
+    if config["selection"] == "validation" and config["validation"] != 0 and dataset.validation is None:
+        print("recgrad: warning: no user has enough training interactions to hold out a validation part; "
               "the test set chooses the epoch, so the reported numbers are optimistic", file=sys.stderr)
     try:
         if checkpoint is None:  # a new run into a used directory: no earlier run's files beside its config

@@ -5,9 +5,11 @@ from the search space declared in `recgrad.train.settings` (`Setting.search`: lr
 scales, the number of negatives and dynamic-negative candidates, dim, the loss, the optimizer, the
 lr schedule; an InfoNCE temperature only when the loss is InfoNCE). Every trial selects its best
 epoch on the validation split (`selection = "validation"`, 10% of each user's training
-interactions by default), reports the validation metric after every epoch, and is pruned when it
-falls below the median of earlier trials at the same epoch (Optuna's MedianPruner). The test set is
-evaluated once per trial on the selected model (TestReport) and is never an objective.
+interactions by default, fewer on large data), reports the validation metric after every epoch, and
+is pruned when it falls below the median of earlier trials at the same epoch (Optuna's
+MedianPruner). The first trial runs the defaults of `recgrad train` (enqueued), so the search starts
+from them. The test set is evaluated once per trial on the selected model (TestReport) and is never
+an objective.
 
 The study lives in DIR/study.db (SQLite), so `--resume` continues a killed or interrupted search
 without losing a finished trial (a trial the kill interrupted stays listed as running in
@@ -68,20 +70,37 @@ def parse_budget(text):
     return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
 
 
-def suggest(trial, base):
-    """The settings of one trial: `base` with every searched setting drawn by `trial`."""
-    values = dict(base)
+def suggest(trial, given):
+    """The settings of one trial: the settings `given` (the user's flags and the tuner's own) with every
+    searched setting drawn by `trial`; the rest is left to the defaults (resolved per trial, so a
+    derived default follows the drawn settings)."""
+    values = dict(given)
     for setting in run_settings.SETTINGS:
         if setting.search is None or setting.name == "temperature":
             continue
         values[setting.name] = _draw(trial, setting)
-    if values["model"] != "mf" and values["optimizer"] == "hogwild":
+    if values.get("model", run_settings.BY_NAME["model"].default) != "mf" and values["optimizer"] == "hogwild":
         values["optimizer"] = "sparse_adam"  # hogwild trains MF only
     if values["loss"] == "infonce":
         values["temperature"] = _draw(trial, run_settings.BY_NAME["temperature"])
     if values["optimizer"] == "hogwild":
         values.pop("batch_size", None)
     return values
+
+
+def default_trial(defaults):
+    """{name: value} of the searched settings as `defaults` (resolved settings) has them, where the
+    value lies in the search space (Optuna's enqueue_trial: the first trial runs the defaults)."""
+    params = {}
+    for setting in run_settings.SETTINGS:
+        value = defaults.get(setting.name)
+        if setting.search is None or value is None:
+            continue
+        kind, *bounds = setting.search
+        inside = value in bounds[0] if kind == "choice" else bounds[0] <= value <= bounds[1]
+        if inside:
+            params[setting.name] = value
+    return params
 
 
 def _draw(trial, setting):
@@ -126,10 +145,11 @@ def run(args):
     deadline = time.monotonic() + budget
     flags = {"data": args.data, "format": args.format, "seed": args.seed, "metric": args.metric,
              "model": args.model, "epochs": args.epochs, "threads": args.threads}
-    base = cli.resolve_config({}, {key: value for key, value in flags.items() if value is not None})
-    base.update(selection="validation", eval_every=1, patience=3)
-    if base["data"] != "synthetic":
-        base["data"] = os.path.abspath(base["data"])
+    given = {key: value for key, value in flags.items() if value is not None}
+    given.update(selection="validation", eval_every=1, patience=3)
+    if given.get("data", "synthetic") != "synthetic":
+        given["data"] = os.path.abspath(given["data"])
+    base = cli.resolve_config({}, given)
     out = Path(args.out or os.path.join("runs", "tune-" + time.strftime("%Y%m%d-%H%M%S")))
     storage_file = out / "study.db"
     if storage_file.exists() and not args.resume:
@@ -141,9 +161,9 @@ def run(args):
     try:
         dataset = cli.load_dataset(base)
         if dataset.validation is None:
-            print("recgrad: warning: the data is too small for a validation split (every user has fewer than 5 "
-                  "training interactions); trials select on the test set", file=sys.stderr)
-            base["selection"] = "test"
+            print("recgrad: warning: the data is too small for a validation split (no user has enough training "
+                  "interactions to hold some out); trials select on the test set", file=sys.stderr)
+            given["selection"] = "test"
         out.mkdir(parents=True, exist_ok=True)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.create_study(
@@ -151,9 +171,11 @@ def run(args):
             load_if_exists=args.resume,
             sampler=optuna.samplers.TPESampler(seed=base["seed"]),
             pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2))
+        if not study.trials:
+            study.enqueue_trial(default_trial(base))  # the first trial is the defaults: tuning starts from them
         done = sum(t.state.is_finished() for t in study.trials)
         remaining = None if trials is None else max(trials - done, 0)
-        objective = _Objective(base, dataset, out, deadline, optuna)
+        objective = _Objective(given, dataset, out, deadline, optuna)
         if remaining != 0:
             study.optimize(objective, n_trials=remaining, timeout=max(deadline - time.monotonic(), 0.0),
                            catch=(ValueError,), callbacks=[_progress])
@@ -164,14 +186,14 @@ def run(args):
 
 
 class _Objective:
-    def __init__(self, base, dataset, out, deadline, optuna):
-        self.base, self.dataset, self.out, self.deadline, self.optuna = base, dataset, out, deadline, optuna
+    def __init__(self, given, dataset, out, deadline, optuna):
+        self.given, self.dataset, self.out, self.deadline, self.optuna = given, dataset, out, deadline, optuna
 
     def __call__(self, trial):
         from recgrad import cli
         from recgrad.train import Trainer
 
-        values = suggest(trial, self.base)
+        values = suggest(trial, self.given)
         run_dir = self.out / "trials" / str(trial.number)
         values["out"] = str(run_dir)
         config = cli.resolve_config({}, {k: v for k, v in values.items() if v is not None})

@@ -93,9 +93,10 @@ SETTINGS = (
             "data", choices=("random", "leave_one_out")),
     Setting("test_ratio", "float", 0.2, "random split: the held-out fraction per user", "data",
             minimum=0.0, maximum=1.0, minimum_open=True, maximum_open=True),
-    Setting("validation", "float", 0.1,
+    Setting("validation", "float", None,
             "data without a validation file: hold out this fraction of each user's training interactions (seeded; "
-            "users with fewer than 5 keep all) as the validation set that selects the model (0: none)", "data",
+            "round(fraction * n) per user, at least one left in train) as the validation set that selects the model "
+            "(0: none; default 0.1, lowered on large data to 25,000 / the training interactions)", "data",
             minimum=0.0, maximum=1.0, maximum_open=True, applies={"selection": ("validation",)}),
     Setting("selection", "str", "validation",
             "what chooses the best epoch and early stopping: validation (the test set is evaluated once, at the "
@@ -118,19 +119,23 @@ SETTINGS = (
     # -------------------------------------------------------------------------------- training
     Setting("loss", "str", "bpr", "bpr, bce (NCF's log loss) or infonce (sampled softmax)", "training",
             choices=LOSSES, resume=True, search=("choice", ("bpr", "infonce"))),
-    Setting("optimizer", "str", "adam",
+    Setting("optimizer", "str", None,
             "adam, adamw, sgd (dense, as torch.optim), sparse_adam (lazy rows), hogwild (compiled per-interaction "
-            "SGD on MF, implicit's algorithm)", "training", choices=OPTIMIZERS, resume=True,
+            "SGD on MF, implicit's algorithm); default: hogwild for MF with BPR, adam otherwise", "training",
+            choices=OPTIMIZERS, resume=True,
             search=("choice", ("sparse_adam", "adam", "hogwild"))),
-    Setting("lr", "float", 1e-2, "learning rate (the initial one under a schedule)", "training",
+    Setting("lr", "float", None, "learning rate (the initial one under a schedule; default 0.05 for hogwild, "
+            "0.01 otherwise)", "training",
             minimum=0.0, minimum_open=True, resume=True, search=("log", 1e-4, 0.3)),
-    Setting("lr_schedule", "str", "constant", "constant, or cosine (anneal to lr_min over the epochs)", "training",
+    Setting("lr_schedule", "str", None, "constant, or cosine (anneal to lr_min over the epochs; default cosine "
+            "for hogwild, constant otherwise)", "training",
             choices=("constant", "cosine"), resume=True, search=("choice", ("constant", "cosine"))),
     Setting("lr_min", "float", None, "the cosine schedule's final lr (default 0)", "training", minimum=0.0,
             applies={"lr_schedule": ("cosine",)}, resume=True),
     Setting("batch_size", "int", None, "training interactions per step (default 2048; hogwild steps on each one)",
             "training", minimum=1, applies={"optimizer": ("adam", "adamw", "sgd", "sparse_adam")}, resume=True),
-    Setting("epochs", "int", 20, "epochs to train (a resumed run counts those already done)", "training",
+    Setting("epochs", "int", None, "epochs to train (a resumed run counts those already done; default 60 for "
+            "hogwild, 20 otherwise)", "training",
             minimum=0),
     Setting("negatives", "int", None,
             "negatives per positive (per_user) or per batch (shared); default bpr 1, bce 4, infonce 64 per user "
@@ -138,8 +143,9 @@ SETTINGS = (
     Setting("negatives_mode", "str", "per_user",
             "per_user, shared (one set per batch) or in_batch (infonce: the batch's other positives)", "training",
             choices=("per_user", "shared", "in_batch"), resume=True),
-    Setting("dns_candidates", "int", 1,
-            "dynamic negative sampling: each negative is the best-scoring of this many draws (1: plain sampling)",
+    Setting("dns_candidates", "int", None,
+            "dynamic negative sampling: each negative is the best-scoring of this many draws (1: plain sampling; "
+            "default 32 for hogwild with BPR, 1 otherwise)",
             "training", minimum=1, applies={"negatives_mode": ("per_user",)}, resume=True, search=("int_log", 1, 64)),
     Setting("sampler", "str", "uniform", "negatives drawn uniformly, or by popularity^popularity_alpha", "training",
             choices=("uniform", "popularity"), resume=True),
@@ -151,7 +157,8 @@ SETTINGS = (
             applies={"loss": ("infonce",)}, resume=True),
     Setting("logq_correction", "bool", None, "infonce: subtract log q(item) from every logit (default false)",
             "training", applies={"loss": ("infonce",)}, resume=True),
-    Setting("l2", "float", 1e-4, "LightGCN's L2 on the batch's embedding rows (0: none)", "training", minimum=0.0,
+    Setting("l2", "float", None, "L2 on the batch's embedding rows (0: none; default 0.03 for hogwild, implicit's "
+            "per-sample regularization, 1e-4 otherwise, LightGCN's batch L2)", "training", minimum=0.0,
             resume=True, search=("log", 1e-6, 0.1)),
     Setting("weight_decay", "float", None,
             "the optimizer's weight decay (default: 1e-2 for adamw, 0 otherwise; hogwild has none)", "training",
@@ -169,7 +176,8 @@ SETTINGS = (
     Setting("threads", "int", None, "threads for the compiled kernels and BLAS (default: all cores)", "run",
             minimum=1),
     # ------------------------------------------------------------------------------ evaluation
-    Setting("eval_every", "int", 1, "evaluate every this many epochs (and after the last one)", "evaluation",
+    Setting("eval_every", "int", None, "evaluate every this many epochs (and after the last one; default: "
+            "epochs / 10 rounded up, ten evaluations a run)", "evaluation",
             minimum=1),
     Setting("patience", "int", None, "stop after this many evaluations without improvement (default: never)",
             "evaluation", minimum=1),
@@ -282,9 +290,26 @@ def _default_negatives(values):
     return DEFAULT_NEGATIVES.get(values["loss"]) or DEFAULT_NEGATIVES[(values["loss"], values["negatives_mode"])]
 
 
+def _hogwild(values):
+    return values.get("optimizer") == "hogwild"
+
+
 # Settings whose default depends on others: {name: (rule in words, function of the resolved values)}.
-# A rule applies only where the setting applies (an InfoNCE temperature is not filled in for BPR).
+# Rules run in this order; a rule applies only where the setting applies (an InfoNCE temperature is not
+# filled in for BPR). The MF-BPR defaults (hogwild SGD with dynamic negatives, lr 0.05 annealed by a
+# cosine over 60 epochs, L2 0.03) were chosen by measurement on five data sets, validation-selected
+# (docs/results.md, "The default run"); the other models keep the minibatch Adam defaults.
 DERIVED_DEFAULTS: dict[str, tuple[str, Callable[[dict], Any]]] = {
+    "optimizer": ("hogwild for MF with BPR, adam otherwise",
+                  lambda values: "hogwild" if values.get("model") == "mf" and values["loss"] == "bpr" else "adam"),
+    "lr": ("0.05 for hogwild, 0.01 otherwise", lambda values: 0.05 if _hogwild(values) else 1e-2),
+    "lr_schedule": ("cosine for hogwild, constant otherwise",
+                    lambda values: "cosine" if _hogwild(values) else "constant"),
+    "epochs": ("60 for hogwild, 20 otherwise", lambda values: 60 if _hogwild(values) else 20),
+    "eval_every": ("epochs / 10, rounded up", lambda values: max(1, math.ceil(values["epochs"] / 10))),
+    "l2": ("0.03 for hogwild, 1e-4 otherwise", lambda values: 0.03 if _hogwild(values) else 1e-4),
+    "dns_candidates": ("32 for hogwild with BPR, 1 otherwise",
+                       lambda values: 32 if _hogwild(values) and values.get("loss") == "bpr" else 1),
     "negatives": ("bpr 1, bce 4, infonce 64 per user or 1024 shared; none in_batch", _default_negatives),
     "batch_size": ("2048", lambda values: 2048),
     "lr_min": ("0", lambda values: 0.0),
@@ -321,6 +346,7 @@ def resolve(values: dict, names=None) -> dict:
                 raise SettingError(f"{name}: not a setting of this component")
             check_value(name, value)  # raises: unknown setting
         resolved[name] = check_value(name, value)
+    _fill_derived(resolved, unconditional=True)  # the settings others' `applies` may test (optimizer, lr_schedule)
     for name in names:
         setting = BY_NAME[name]
         if not setting.applies or not all(other in resolved for other in setting.applies):
@@ -331,12 +357,20 @@ def resolve(values: dict, names=None) -> dict:
             current = ", ".join(f"{other}={resolved[other]!r}" for other in setting.applies)
             raise SettingError(f"{name}: applies only with {_condition(setting)} (got {current})")
         resolved[name] = None
-    for name, (_, rule) in DERIVED_DEFAULTS.items():
-        if name in resolved and resolved[name] is None and _applies(BY_NAME[name], resolved) \
-                and all(other in resolved for other in BY_NAME[name].applies):
-            resolved[name] = rule(resolved)
+    _fill_derived(resolved, unconditional=False)
     _check_combinations(resolved)
     return resolved
+
+
+def _fill_derived(resolved, unconditional):
+    """Fill in the derived defaults still None: those of settings that apply everywhere
+    (unconditional=True), or those of conditional settings where they apply (False)."""
+    for name, (_, rule) in DERIVED_DEFAULTS.items():
+        setting = BY_NAME[name]
+        if name not in resolved or resolved[name] is not None or bool(setting.applies) == unconditional:
+            continue
+        if not setting.applies or (_applies(setting, resolved) and all(other in resolved for other in setting.applies)):
+            resolved[name] = rule(resolved)
 
 
 def _check_combinations(values):

@@ -91,12 +91,15 @@ class Trainer:
         if self._optimizer_object is not None:
             if settings.get("weight_decay") is not None:
                 raise ValueError("weight_decay: set it on the optimizer instance you pass, not on the Trainer")
-            del settings["optimizer"]
+            settings["optimizer"] = "adam"  # resolve as a named minibatch optimizer; the object's class name below
         if self._sampler_object is not None:
             if settings.get("popularity_alpha") is not None:
                 raise ValueError("popularity_alpha: set alpha on the sampler instance you pass")
             del settings["sampler"]
-        self.settings = run_settings.resolve(settings, names=run_settings.trainer_settings())
+        kind = build.model_setting(model)  # the defaults depend on the model (DERIVED_DEFAULTS)
+        names = run_settings.trainer_settings() + (("model",) if kind else ())
+        self.settings = run_settings.resolve({**settings, "model": kind} if kind else settings, names=names)
+        self.settings.pop("model", None)
         if self._optimizer_object is not None:
             self.settings["optimizer"] = type(self._optimizer_object).__name__
         if self._sampler_object is not None:
