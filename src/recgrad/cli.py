@@ -497,8 +497,8 @@ def make_parser():
     prepare.add_argument("--data", required=True, help="a data folder or file (any format train --data reads)")
     prepare.add_argument("--out", required=True, help="the directory to write (must not exist)")
     _data_format_flags(prepare)
-    prepare.add_argument("--chunk-mb", type=float, default=16.0,
-                         help="MiB of text read at once; memory is a few times this (default 16)")
+    prepare.add_argument("--chunk-mb", type=float, default=4.0,
+                         help="MiB of text read at once; memory is a few times this (default 4)")
     prepare.set_defaults(run_command=cmd_prepare)
 
     _delegate(commands, "bench", "time recgrad beside PyTorch and implicit, in one process", "recgrad.bench")

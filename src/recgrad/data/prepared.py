@@ -56,8 +56,8 @@ __all__ = ["FORMAT_VERSION", "IdMap", "load_prepared", "prepare"]
 
 FORMAT_VERSION = 1
 MANIFEST = loaders.PREPARED_MANIFEST
-CHUNK_BYTES = 16 << 20  # text read at once; parsing holds a few times this
-BUCKET_ROWS = 1 << 21  # rows per user range in pass 3; interactions_to_csr holds about 60 bytes per row
+CHUNK_BYTES = 4 << 20  # text read at once; parsing holds a few times this (larger chunks are no faster)
+BUCKET_ROWS = 1 << 19  # rows per user range in pass 3; interactions_to_csr holds about 60 bytes per row
 _INT32_LIMIT = 2**31 - 1
 
 
