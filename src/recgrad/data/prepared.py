@@ -5,7 +5,7 @@ Layout of a prepared directory (format version 1, every array a `.npy` file):
 
     prepared.json                       the manifest: format version, name, source, counts, dtypes, report
     train_indptr.npy    (n_users + 1,)  int64
-    train_indices.npy   (nnz,)          int32 (int64 when nnz or n_items reach 2**31)
+    train_indices.npy   (nnz,)          int32 (int64 when the rows read, n_users or n_items reach 2**31)
     train_data.npy      (nnz,)          float32, the values the in-memory loader would store
     train_timestamps.npy (nnz,)         float64, aligned with train_data, when the source has timestamps
     test_indptr.npy, test_indices.npy, test_data.npy     when a test file was read
@@ -426,11 +426,18 @@ def prepare(path, out, format="auto", chunk_bytes=CHUNK_BYTES, bucket_rows=BUCKE
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(work, 0o777 & ~_umask())  # mkdtemp's 0700 would keep the data from the other users
         os.rename(work, out)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
     return manifest
+
+
+def _umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _user_ranges(source, n_users, rows_per_chunk, bucket_rows):
