@@ -1,5 +1,7 @@
 """Loaders on small files written to tmp_path: formats, id maps, options and malformed input."""
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -216,17 +218,27 @@ def test_all_lines_malformed_is_an_error_even_when_skipping(tmp_path):
         load_csv(path, "u", "i", on_error="skip")
 
 
-def test_parquet_needs_pandas_or_reads(tmp_path):
-    try:
-        import pandas
-    except ImportError:
-        with pytest.raises(ImportError, match="pip install pandas pyarrow"):
-            load_csv(tmp_path / "x.parquet", "u", "i")
-        return
-    pytest.importorskip("pyarrow")
-    pandas.DataFrame({"u": ["a", "b"], "i": [3, 4]}).to_parquet(tmp_path / "x.parquet")
-    data = load_csv(tmp_path / "x.parquet", "u", "i")
+def test_parquet_without_pyarrow_says_how_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow now raises ImportError
+    with pytest.raises(ImportError, match="pip install pyarrow"):
+        load_csv(tmp_path / "x.parquet", "u", "i")
+
+
+def test_parquet_is_read_with_pyarrow_alone(tmp_path):
+    pyarrow = pytest.importorskip("pyarrow")
+    parquet = pytest.importorskip("pyarrow.parquet")
+    stamps = pyarrow.array([1_000, 2_500, 4_000], pyarrow.timestamp("ms"))
+    table = pyarrow.table({"u": ["a", "b", "a"], "i": [3, 4, 4], "t": stamps})
+    parquet.write_table(table, tmp_path / "x.parquet")
+    data = load_csv(tmp_path / "x.parquet", "u", "i", timestamp_col="t")
     assert data.user_ids.tolist() == ["a", "b"] and data.item_ids.tolist() == [3, 4]
+    assert data.train.toarray().tolist() == [[1, 1], [0, 1]]
+    assert data.train_timestamps.tolist() == [1.0, 4.0, 2.5]  # seconds, aligned with train.data
+    parquet.write_table(pyarrow.table({"u": ["a", None], "i": [3, 4]}), tmp_path / "gap.parquet")
+    with pytest.raises(DataFormatError, match=r"gap.parquet: data row 2: column 'u' is missing"):
+        load_csv(tmp_path / "gap.parquet", "u", "i")
+    with pytest.raises(DataFormatError, match=r"no column named 'user'; the file has 'u', 'i'"):
+        load_csv(tmp_path / "gap.parquet", "user", "i")
 
 
 def test_load_dispatch_and_synthetic(tmp_path):

@@ -1,4 +1,4 @@
-"""The `recgrad` command line: train, evaluate, recommend, similar, serve, info, check, bench, experiment.
+"""The `recgrad` command line: train, evaluate, recommend, similar, serve, info, prepare, check, bench, experiment.
 
 A run is described by one flat dict of settings, each declared once in `recgrad.train.settings`
 (which also gives every flag below its name, help and checks); a `--config recipe.toml` file sets
@@ -367,6 +367,33 @@ def cmd_info(args):
     return 0
 
 
+def cmd_prepare(args):
+    """Read --data in chunks into the prepared directory --out (`recgrad.data.prepared.prepare`)."""
+    from recgrad.data.prepared import prepare
+
+    flags = {key: getattr(args, key) for key in ("format", *DATA_OPTIONS, "on_error")}
+    config = resolve_config({}, {"data": args.data, **flags})
+    if not args.chunk_mb > 0:
+        raise UsageError(f"--chunk-mb: must be a positive number, got {args.chunk_mb}")
+    options = {key: config[key] for key in DATA_OPTIONS if config.get(key) is not None}
+    try:
+        manifest = prepare(config["data"], args.out, format=config["format"], on_error=config["on_error"],
+                           chunk_bytes=max(1, int(args.chunk_mb * (1 << 20))), **options)
+    except (FileNotFoundError, FileExistsError, ValueError, TypeError) as error:
+        raise UsageError(_cli_words(str(error))) from None
+    except OSError as error:
+        raise UsageError(f"--out: cannot write {args.out}: {error.strerror or error}") from None
+    from recgrad.data.dataset import report_warnings
+
+    for sentence in report_warnings(manifest["report"]):
+        print(f"recgrad: warning: {sentence}", file=sys.stderr)
+    test = f", {manifest['test_nnz']} test" if manifest["test_nnz"] is not None else ""
+    print(f"prepared {args.out}: {manifest['n_users']} users x {manifest['n_items']} items, "
+          f"{manifest['train_nnz']} train{test} interactions in {manifest['seconds']:.1f} s; "
+          f"train with: recgrad train --data {args.out}")
+    return 0
+
+
 def cmd_check(args):
     from recgrad.selfcheck import format_results, run_checks
 
@@ -464,6 +491,15 @@ def make_parser():
     info.add_argument("data", help="a data folder or file, or 'synthetic'")
     _data_format_flags(info)
     info.set_defaults(run_command=cmd_info)
+
+    prepare = commands.add_parser("prepare", help="read interaction files of any size in chunks into a directory "
+                                  "of memory-mapped CSR arrays that train --data reads")
+    prepare.add_argument("--data", required=True, help="a data folder or file (any format train --data reads)")
+    prepare.add_argument("--out", required=True, help="the directory to write (must not exist)")
+    _data_format_flags(prepare)
+    prepare.add_argument("--chunk-mb", type=float, default=4.0,
+                         help="MiB of text read at once; memory is a few times this (default 4)")
+    prepare.set_defaults(run_command=cmd_prepare)
 
     _delegate(commands, "bench", "time recgrad beside PyTorch and implicit, in one process", "recgrad.bench")
     _delegate(commands, "experiment", "run the experiments that test the textbook claims",

@@ -18,6 +18,7 @@ is kept as an object array instead, and an error message quotes at most `SHOWN_B
 import codecs
 import csv
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -56,10 +57,11 @@ def read_bytes(path):
     return data
 
 
-def check_utf8(path, data):
+def check_utf8(path, data, first_lineno=1):
     """DataFormatError naming the line of the first byte sequence of `data` that is not UTF-8.
 
-    Decoded in chunks with an incremental decoder, so the check holds no decoded copy of the file.
+    `first_lineno` is the line number of `data`'s first line (a chunk of a larger file). Decoded in
+    chunks with an incremental decoder, so the check holds no decoded copy of the file.
     """
     if data.isascii():
         return
@@ -71,11 +73,54 @@ def check_utf8(path, data):
         except UnicodeDecodeError as error:
             # error.object is the chunk after the bytes the decoder held back from the previous one
             offset = start + error.start - (len(error.object) - (min(end, len(data)) - start))
-            line = data.count(b"\n", 0, offset) + 1
+            line = first_lineno + data.count(b"\n", 0, offset)
             column = offset - data.rfind(b"\n", 0, offset)
             raise DataFormatError(
                 f"{path}:{line}: byte 0x{data[offset]:02x} at column {column} is not UTF-8; save the file as UTF-8"
             ) from None
+
+
+def line_chunks(path, chunk_bytes=None):
+    """Yield (line number of the first line, bytes) of whole lines of a UTF-8 text file.
+
+    The file is read `chunk_bytes` at a time (None: in one piece); each chunk ends at a line end,
+    so a line is never split, and memory stays about `chunk_bytes` plus the longest line. Line ends
+    are normalised to b'\\n' and a leading byte-order mark is dropped, so the line numbers are those
+    of `read_bytes`. A byte sequence that is not UTF-8 raises DataFormatError naming its line; a
+    missing path raises FileNotFoundError.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a directory, expected a file")
+    lineno, carry, at_start = 1, b"", True
+    with open(path, "rb") as handle:
+        if chunk_bytes is not None:  # read() allocates the size asked for: no more than the file holds
+            chunk_bytes = max(1, min(chunk_bytes, os.fstat(handle.fileno()).st_size + 1))
+        while True:
+            block = handle.read(-1 if chunk_bytes is None else chunk_bytes)
+            at_end = chunk_bytes is None or not block
+            data = carry + block
+            if at_start and (len(data) >= len(UTF8_BOM) or at_end):
+                at_start = False
+                if data.startswith(UTF8_BOM):
+                    data = data[len(UTF8_BOM):]
+            if not at_end:
+                held = 1 if data.endswith(b"\r") else 0  # its b"\n" may come with the next block
+                limit = len(data) - held
+                cut = max(data.rfind(b"\n", 0, limit), data.rfind(b"\r", 0, limit)) + 1
+                if cut == 0 or at_start:
+                    carry = data  # no whole line yet
+                    continue
+                data, carry = data[:cut], data[cut:]
+            if b"\r" in data:
+                data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            check_utf8(path, data, lineno)
+            yield lineno, data
+            lineno += data.count(b"\n")
+            if at_end:
+                return
 
 
 class Skipped:
@@ -212,7 +257,10 @@ def split_fields(line, sep):
 
 
 def slow_table(path, body, first_lineno, sep, ncols, wanted, labels, on_error, skipped, shown_sep):
-    """Per-line parse with exact line numbers; same result as `fast_table` on valid input."""
+    """Per-line parse with exact line numbers; same result as `fast_table` on valid input.
+
+    Returns None when no line of `body` is valid (every one skipped under on_error="skip").
+    """
     values = [[] for _ in wanted]
     for offset, line in enumerate(body.split(b"\n")):
         if not line.strip():
@@ -237,7 +285,7 @@ def slow_table(path, body, first_lineno, sep, ncols, wanted, labels, on_error, s
         for column, value in zip(values, row):
             column.append(value)
     if not values[0]:
-        raise DataFormatError(f"{path}: no valid lines ({skipped.count} malformed line(s) skipped)")
+        return None
     dtypes = {"index": np.int64, "float": np.float64}
     return [bytes_column(column) if kind == "id" else np.array(column, dtype=dtypes[kind])
             for column, (_, kind) in zip(values, wanted)]
@@ -278,41 +326,73 @@ def read_table(path, columns, sep=None, has_header=False, on_error="raise", skip
     Returns:
         list of arrays, one per requested column (int64, float64 or bytes ids).
     """
+    (columns_read,) = table_chunks(path, columns, sep, has_header, on_error, skipped)
+    return columns_read
+
+
+def table_chunks(path, columns, sep=None, has_header=False, on_error="raise", skipped=None, chunk_bytes=None):
+    """`read_table` a chunk of lines at a time: yields the requested columns of each chunk.
+
+    `chunk_bytes` (None: the whole file, one chunk) bounds the text held at once (`line_chunks`).
+    An "id" column may come back as int64 from one chunk and as bytes from another (a chunk of plain
+    integers takes `np.fromstring`); both spell the same ids. Errors are those of `read_table`,
+    with the file's line numbers.
+    """
     check_on_error(on_error)
     skipped = Skipped() if skipped is None else skipped
-    data = read_bytes(path)
-    first_lineno = 1
-    header = None
-    if has_header:
-        leading = len(data) - len(data.lstrip(b"\n"))
-        first_lineno += leading
-        header, _, body = data.lstrip(b"\n").partition(b"\n")
-        first_lineno += 1
+    layout = None
+    seen_data = seen_valid = False
+    for first_lineno, body in line_chunks(path, chunk_bytes):
+        if layout is None:
+            if not body.strip():
+                continue
+            stripped = body.lstrip(b"\n")
+            first_lineno += len(body) - len(stripped)
+            first_line, _, rest = stripped.partition(b"\n")
+            body = rest if has_header else stripped
+            first_lineno += 1 if has_header else 0
+            layout = _table_layout(path, first_line, columns, sep, has_header)
+        table_sep, ncols, wanted, shown_sep = layout
+        if table_sep != shown_sep.encode():
+            if b"\t" in body:
+                raise DataFormatError(f"{path}: separator {shown_sep!r} given but the file also contains tabs")
+            body = body.replace(shown_sep.encode(), b"\t")
         if not body.strip():
-            raise DataFormatError(f"{path}: has a header line but no data lines")
-    else:
-        body = data
-    first_line = header if header is not None else body.lstrip(b"\n").partition(b"\n")[0]
+            continue
+        seen_data = True
+        labels = [label for _, _, label in columns]
+        result = fast_table(body, table_sep, ncols, wanted)
+        if result is None:
+            result = slow_table(path, body, first_lineno, table_sep, ncols, wanted, labels, on_error, skipped,
+                                shown_sep)
+        if result is not None:
+            seen_valid = True
+            yield result
+    if layout is None:
+        raise DataFormatError(f"{path}: file is empty")
+    if not seen_data and has_header:
+        raise DataFormatError(f"{path}: has a header line but no data lines")
+    if not seen_valid:
+        raise DataFormatError(f"{path}: no valid lines ({skipped.count} malformed line(s) skipped)")
+
+
+def _table_layout(path, first_line, columns, sep, has_header):
+    """(separator as read, number of fields, [(position, kind)], separator as given) from the first line."""
     sep = sniff_separator(path, first_line) if sep is None else (sep.encode() if isinstance(sep, str) else sep)
     shown_sep = sep.decode()
     if len(sep) > 1:
-        if b"\t" in data:
-            raise DataFormatError(f"{path}: separator {sep.decode()!r} given but the file also contains tabs")
-        body = body.replace(sep, b"\t")
+        if b"\t" in first_line:
+            raise DataFormatError(f"{path}: separator {shown_sep!r} given but the file also contains tabs")
         first_line = first_line.replace(sep, b"\t")
         sep = b"\t"
-    if header is not None:
-        names = [field.decode("utf-8", errors="replace").strip().strip('"') for field in split_fields(header, sep)]
+    if has_header:
+        names = [field.decode("utf-8", errors="replace").strip().strip('"') for field in split_fields(first_line, sep)]
         ncols = len(names)
     else:
         names = None
         ncols = len(split_fields(first_line, sep))
     wanted = [(_resolve(path, selector, names, ncols), kind) for selector, kind, _ in columns]
-    labels = [label for _, _, label in columns]
-    result = fast_table(body, sep, ncols, wanted)
-    if result is None:
-        result = slow_table(path, body, first_lineno, sep, ncols, wanted, labels, on_error, skipped, shown_sep)
-    return result
+    return sep, ncols, wanted, shown_sep
 
 
 def _resolve(path, selector, names, ncols):
@@ -336,9 +416,30 @@ def read_adjacency(path, on_error="raise", skipped=None):
     A line with a user and no items is allowed (the user exists but has no interactions there).
     Returns (users per interaction, items, every user that has a line), int64 arrays.
     """
+    (arrays,) = adjacency_chunks(path, on_error, skipped)
+    return arrays
+
+
+def adjacency_chunks(path, on_error="raise", skipped=None, chunk_bytes=None):
+    """`read_adjacency` a chunk of lines at a time (`line_chunks`; None: the whole file as one chunk)."""
     check_on_error(on_error)
     skipped = Skipped() if skipped is None else skipped
-    data = read_bytes(path)
+    seen_data = seen_valid = False
+    for first_lineno, data in line_chunks(path, chunk_bytes):
+        if not data.strip():
+            continue
+        seen_data = True
+        arrays = _parse_adjacency(path, data, first_lineno, on_error, skipped)
+        if len(arrays[2]):
+            seen_valid = True
+            yield arrays
+    if not seen_data:
+        raise DataFormatError(f"{path}: file is empty")
+    if not seen_valid:
+        raise DataFormatError(f"{path}: no valid lines ({skipped.count} malformed line(s) skipped)")
+
+
+def _parse_adjacency(path, data, first_lineno, on_error, skipped):
     lines = data.split(b"\n")
     buf = np.frombuffer(data, dtype=np.uint8)
     if not data.translate(None, b"0123456789 \t\n") and longest_digit_run(buf) <= MAX_INT_DIGITS:
@@ -364,7 +465,7 @@ def read_adjacency(path, on_error="raise", skipped=None):
                 break
             parsed.append(value)
         if problem:
-            message = f"{path}:{offset + 1}: {problem}"
+            message = f"{path}:{first_lineno + offset}: {problem}"
             if on_error == "raise":
                 raise DataFormatError(message)
             skipped.add(message)
@@ -372,8 +473,6 @@ def read_adjacency(path, on_error="raise", skipped=None):
         line_users.append(parsed[0])
         users.extend([parsed[0]] * (len(parsed) - 1))
         items.extend(parsed[1:])
-    if not line_users:
-        raise DataFormatError(f"{path}: no valid lines ({skipped.count} malformed line(s) skipped)")
     return np.array(users, np.int64), np.array(items, np.int64), np.array(line_users, np.int64)
 
 

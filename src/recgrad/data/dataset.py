@@ -166,23 +166,48 @@ def diagnose(train, test=None):
     `test_users_without_train`, `test_items_unseen_in_train` (distinct items),
     `test_interactions_unseen_item` and `train_test_overlap`.
     """
-    train_user_counts = np.diff(train.indptr)
-    seen_items = np.bincount(train.indices, minlength=train.shape[1]) > 0
-    found = {
-        "user_slots": int(train.shape[0]),
-        "item_slots": int(train.shape[1]),
-        "users_without_train": int(np.count_nonzero(train_user_counts == 0)),
-        "items_without_train": int(train.shape[1] - np.count_nonzero(seen_items)),
-    }
-    if test is None:
+    diagnosis = Diagnosis(train.shape[1], with_test=test is not None)
+    diagnosis.add(train, test)
+    return diagnosis.counts()
+
+
+class Diagnosis:
+    """`diagnose` over blocks of rows: `add` the rows of train and test for the same users, block by
+    block, then `counts()`; memory is the blocks plus two arrays of n_items."""
+
+    def __init__(self, n_items, with_test):
+        self.with_test = with_test
+        self.user_slots = 0
+        self.users_without_train = self.test_users_without_train = self.train_test_overlap = 0
+        self.train_per_item = np.zeros(n_items, dtype=np.int64)
+        self.test_per_item = np.zeros(n_items, dtype=np.int64)
+
+    def add(self, train, test=None):
+        """Rows of the same users: train (n, n_items) csr and, when with_test, test (n, n_items) csr."""
+        train_user_counts = np.diff(train.indptr)
+        self.user_slots += train.shape[0]
+        self.users_without_train += int(np.count_nonzero(train_user_counts == 0))
+        self.train_per_item += np.bincount(train.indices, minlength=len(self.train_per_item))
+        if self.with_test:
+            test_user_counts = np.diff(test.indptr)
+            self.test_per_item += np.bincount(test.indices, minlength=len(self.test_per_item))
+            self.test_users_without_train += int(np.count_nonzero((test_user_counts > 0) & (train_user_counts == 0)))
+            self.train_test_overlap += int(train.multiply(test).count_nonzero())
+
+    def counts(self):
+        unseen = self.train_per_item == 0
+        found = {
+            "user_slots": int(self.user_slots),
+            "item_slots": int(len(self.train_per_item)),
+            "users_without_train": self.users_without_train,
+            "items_without_train": int(np.count_nonzero(unseen)),
+        }
+        if self.with_test:
+            found["test_users_without_train"] = self.test_users_without_train
+            found["test_items_unseen_in_train"] = int(np.count_nonzero(unseen & (self.test_per_item > 0)))
+            found["test_interactions_unseen_item"] = int(self.test_per_item[unseen].sum())
+            found["train_test_overlap"] = self.train_test_overlap
         return found
-    test_user_counts = np.diff(test.indptr)
-    unseen = ~seen_items[test.indices]
-    found["test_users_without_train"] = int(np.count_nonzero((test_user_counts > 0) & (train_user_counts == 0)))
-    found["test_items_unseen_in_train"] = int(np.unique(test.indices[unseen]).size)
-    found["test_interactions_unseen_item"] = int(np.count_nonzero(unseen))
-    found["train_test_overlap"] = int(train.multiply(test).count_nonzero())
-    return found
 
 
 def interactions_to_csr(users, items, shape, values=None, timestamps=None, dedupe=True):

@@ -8,7 +8,9 @@ Formats:
                `PREFIX.test.negative` (`(user,item)\\tneg\\tneg...`); integer ids used as they are.
     movielens  `u.data` (tab), `ratings.dat` (`::`), `ratings.csv` (header); ids mapped like csv.
     csv        any delimited file (tab or comma sniffed, or `sep=`), columns chosen by header name
-               or position; Parquet (`.parquet`) when pandas and pyarrow are installed.
+               or position; Parquet (`.parquet`) when pyarrow is installed.
+    prepared   a directory written by `recgrad.data.prepared.prepare` (`recgrad prepare`): memory-mapped
+               CSR arrays and the id maps of any of the formats above.
 
 Ids used as indices (lightgcn, ncf) may not make more than max(MIN_ID_SPACE, ID_SPACE_FACTOR x the
 distinct ids) slots (`check_id_space`, checked before anything of that size is allocated); slots no
@@ -88,6 +90,7 @@ def map_ids(*columns):
     return np.split(indices, bounds), _int_or_str_ids(uniques[order])
 
 
+PREPARED_MANIFEST = "prepared.json"  # the file that marks a directory written by recgrad prepare
 MIN_ID_SPACE = 1_000_000
 ID_SPACE_FACTOR = 10
 
@@ -118,12 +121,15 @@ def _where(files, value):
     """'path:line' of the first line of `files` with `value` as a whole number, else the first path."""
     pattern = re.compile(rb"(?<![0-9])0*" + str(value).encode() + rb"(?![0-9])")
     for path in files:
-        data = _parse.read_bytes(path)
-        found = pattern.search(data)
-        if found:
-            line = data.count(b"\n", 0, found.start()) + 1
-            return f"{path}:{line}"
+        for first_lineno, data in _parse.line_chunks(path, _WHERE_CHUNK_BYTES):
+            found = pattern.search(data)
+            if found:
+                line = first_lineno + data.count(b"\n", 0, found.start())
+                return f"{path}:{line}"
     return str(files[0])
+
+
+_WHERE_CHUNK_BYTES = 1 << 24
 
 
 def _check_options(min_rating, on_error, has_ratings):
@@ -286,14 +292,23 @@ def load_ncf(path, min_rating=None, binary=True, dedupe=True, on_error="raise", 
     if negatives is not None:
         users, items, table = negatives
         fields = {"test_users": users, "test_items": items, "test_negatives": table}
-        in_train = _contains(train, np.repeat(users, table.shape[1]), table.ravel())
-        report["negatives_in_train"] = int(np.count_nonzero(in_train))
-        report["test_item_among_negatives"] = int(np.count_nonzero((table == items[:, None]).any(axis=1)))
-        keys_in_test = _contains(test, users, items) if test is not None else np.zeros(len(users), bool)
-        report["negative_keys_not_in_test"] = int(np.count_nonzero(~keys_in_test))
+        report.update(negatives_report(train, test, users, items, table))
     return Dataset(train=train, test=test, user_ids=np.arange(n_users), item_ids=np.arange(n_items),
                    name=name or Path(prefix).name, report=report,
                    test_file=None if test is None else str(test_path), **fields)
+
+
+def negatives_report(train, test, users, items, table):
+    """The NCF negatives' counts for the rows (users[k], items[k], table[k]) of the negatives file.
+
+    Rows may be any subset (users index the rows of `train` and `test`), so the counts of disjoint
+    subsets add up: negatives_in_train, test_item_among_negatives, negative_keys_not_in_test.
+    """
+    in_train = _contains(train, np.repeat(users, table.shape[1]), table.ravel())
+    keys_in_test = _contains(test, users, items) if test is not None else np.zeros(len(users), bool)
+    return {"negatives_in_train": int(np.count_nonzero(in_train)),
+            "test_item_among_negatives": int(np.count_nonzero((table == items[:, None]).any(axis=1))),
+            "negative_keys_not_in_test": int(np.count_nonzero(~keys_in_test))}
 
 
 def _contains(matrix, users, items):
@@ -344,7 +359,7 @@ def load_csv(path, user_col, item_col, rating_col=None, timestamp_col=None, sep=
     """Load interactions from a delimited text file (or Parquet) with columns chosen by name or position.
 
     Args:
-        path: the interactions (`.parquet` is read with pandas/pyarrow).
+        path: the interactions (`.parquet` is read with pyarrow).
         user_col, item_col: header names (or 0-based positions when `has_header=False`).
         rating_col, timestamp_col: optional; timestamps must be numbers (kept as float64, exact for
             integers below 2**53) and are needed by `splits.leave_one_out`.
@@ -388,44 +403,75 @@ def load_csv(path, user_col, item_col, rating_col=None, timestamp_col=None, sep=
 
 
 def _read_parquet(path, selectors, kinds):
+    """The requested columns of a whole Parquet file (`parquet_chunks` joined)."""
+    chunks = list(parquet_chunks(path, selectors, kinds))
+    return [np.concatenate(parts) for parts in zip(*chunks)]
+
+
+def parquet_chunks(path, selectors, kinds, batch_rows=None):
+    """Yield the requested columns of a Parquet file, `batch_rows` rows at a time (None: all at once).
+
+    Read with pyarrow alone (the `parquet` extra): its record batches convert to NumPy directly, so
+    no pandas frame sits between the file and the arrays. Id columns of integer type stay integers,
+    others become str; timestamp columns become float64 seconds since the epoch. A missing value or
+    a non-finite number raises DataFormatError naming the 1-based data row.
+    """
     try:
-        import pandas
+        import pyarrow
+        import pyarrow.compute
+        import pyarrow.parquet
     except ImportError:
-        raise ImportError(f"reading {path} needs pandas and pyarrow: pip install pandas pyarrow") from None
+        raise ImportError(f"reading {path} needs pyarrow: pip install pyarrow (recgrad's parquet extra)") from None
+    path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
     if not all(isinstance(selector, str) for selector in selectors):
         raise ValueError(f"{path}: Parquet columns are chosen by name, got {selectors}")
-    frame = pandas.read_parquet(path, columns=list(selectors))
-    if len(frame) == 0:
+    try:
+        parquet = pyarrow.parquet.ParquetFile(path)
+    except pyarrow.ArrowException as error:
+        raise DataFormatError(f"{path}: not a readable Parquet file ({str(error).splitlines()[0]})") from None
+    names = parquet.schema_arrow.names
+    for selector in selectors:
+        if selector not in names:
+            listed = ", ".join(_parse.shown(name) for name in names[:10]) + (", ..." if len(names) > 10 else "")
+            raise DataFormatError(f"{path}: no column named {_parse.shown(selector)}; the file has {listed}")
+    n_rows = parquet.metadata.num_rows
+    if n_rows == 0:
         raise DataFormatError(f"{path}: file is empty")
-    columns = []
-    for selector, kind in zip(selectors, kinds):
-        series = frame[selector]
-        missing = series.isna().to_numpy()
-        if missing.any():
-            raise DataFormatError(f"{path}: data row {int(np.argmax(missing)) + 1}: column {selector!r} is missing")
-        if kind == "id":
-            values = series.to_numpy()
-            columns.append(values if values.dtype.kind in "iu" else values.astype(str))
-        else:
-            if series.dtype.kind == "M":
-                series = series.astype("int64") / 1e9
-            values = series.to_numpy(dtype=np.float64)
+    first_row = 1
+    for batch in parquet.iter_batches(batch_size=batch_rows or n_rows, columns=list(dict.fromkeys(selectors))):
+        columns = []
+        for selector, kind in zip(selectors, kinds):
+            array = batch.column(selector)
+            if array.null_count:
+                row = first_row + int(np.argmax(pyarrow.compute.is_null(array).to_numpy(zero_copy_only=False)))
+                raise DataFormatError(f"{path}: data row {row}: column {selector!r} is missing")
+            if kind == "id":
+                values = array.to_numpy(zero_copy_only=False)
+                columns.append(values if values.dtype.kind in "iu" else values.astype(str))
+                continue
+            if pyarrow.types.is_timestamp(array.type):
+                values = array.cast(pyarrow.timestamp("ns")).to_numpy().astype(np.int64) / 1e9
+            else:
+                values = array.to_numpy(zero_copy_only=False).astype(np.float64)
             if not np.isfinite(values).all():
-                row = int(np.argmax(~np.isfinite(values))) + 1
+                row = first_row + int(np.argmax(~np.isfinite(values)))
                 raise DataFormatError(f"{path}: data row {row}: column {selector!r} is not a finite number")
             columns.append(values)
-    return columns
+        first_row += batch.num_rows
+        yield columns
 
 
-FORMATS = ("auto", "lightgcn", "ncf", "movielens", "csv", "synthetic")
+FORMATS = ("auto", "lightgcn", "ncf", "movielens", "csv", "synthetic", "prepared")
 
 
 def detect_format(path):
     """Guess the format of a path from file names (see `load`)."""
     path = Path(path)
     if path.is_dir():
+        if (path / PREPARED_MANIFEST).exists():
+            return "prepared"
         if (path / "train.txt").exists():
             return "lightgcn"
         if any(path.glob("*.train.rating")):
@@ -451,10 +497,11 @@ def detect_format(path):
 def load(path, format="auto", **options):
     """Load a dataset by format name; `format="auto"` detects it from the path.
 
-    Detection: a folder with `train.txt` is lightgcn, with `*.train.rating` ncf, with `u.data` /
-    `ratings.dat` / `ratings.csv` movielens; a file is matched by the same names, and `.csv`, `.tsv`,
-    `.parquet` go to `load_csv` (which needs `user_col` and `item_col`). The path "synthetic" (when
-    no such file exists) or `format="synthetic"` returns `recgrad.data.synthetic(**options)`.
+    Detection: a folder written by `recgrad prepare` is prepared, with `train.txt` lightgcn, with
+    `*.train.rating` ncf, with `u.data` / `ratings.dat` / `ratings.csv` movielens; a file is matched
+    by the same names, and `.csv`, `.tsv`, `.parquet` go to `load_csv` (which needs `user_col` and
+    `item_col`). The path "synthetic" (when no such file exists) or `format="synthetic"` returns
+    `recgrad.data.synthetic(**options)`.
     Options are passed to the loader; one it does not take raises TypeError.
     """
     if format not in FORMATS:
@@ -465,6 +512,13 @@ def load(path, format="auto", **options):
         return synthetic(**options)
     if format == "auto":
         format = detect_format(path)
+    if format == "prepared":
+        from recgrad.data.prepared import load_prepared
+
+        if options:
+            raise ValueError(f"{next(iter(options))}: does not apply to prepared data ({path}): recgrad prepare "
+                             "applied the reading options when it wrote the directory")
+        return load_prepared(path)
     if format == "csv" and not {"user_col", "item_col"} <= options.keys():
         raise ValueError(
             f"{path}: the csv format needs user_col= and item_col= (--user-col, --item-col: the column names)"

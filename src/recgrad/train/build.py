@@ -35,6 +35,7 @@ def load_data(values, split=True):
     split=False), and with a validation slice carved from train when values["validation"] > 0 and the
     data has no validation set of its own (selection "validation")."""
     from recgrad.data import load, with_test_split, with_validation
+    from recgrad.data.loaders import detect_format
 
     options = {key: values[key] for key in DATA_OPTIONS if values.get(key) is not None}
     if values["data"] == "synthetic" or values["format"] == "synthetic":
@@ -42,7 +43,10 @@ def load_data(values, split=True):
             raise ValueError(f"{next(iter(options))}: does not apply to the synthetic data set")
         dataset = load("synthetic", format="synthetic", seed=values["seed"])
     else:
-        dataset = load(values["data"], format=values["format"], on_error=values["on_error"], **options)
+        data_format = detect_format(values["data"]) if values["format"] == "auto" else values["format"]
+        if data_format != "prepared":  # a prepared directory holds no text lines to skip
+            options["on_error"] = values["on_error"]
+        dataset = load(values["data"], format=data_format, **options)
     if split and dataset.test is None:
         dataset = with_test_split(dataset, method=values["split"], ratio=values["test_ratio"], seed=values["seed"])
     ratio = validation_ratio(values, dataset.train.nnz)

@@ -80,7 +80,7 @@ SETTINGS = (
     # ------------------------------------------------------------------------------------ data
     Setting("data", "str", "synthetic", "a data folder or file, or 'synthetic' (the built-in synthetic set)", "data"),
     Setting("format", "str", "auto", "the data's format (auto: detected from the file names)", "data",
-            choices=("auto", "lightgcn", "ncf", "movielens", "csv", "synthetic")),
+            choices=("auto", "lightgcn", "ncf", "movielens", "csv", "synthetic", "prepared")),
     Setting("user_col", "str", None, "csv: the user column's name", "data"),
     Setting("item_col", "str", None, "csv: the item column's name", "data"),
     Setting("rating_col", "str", None, "csv: the rating column's name", "data"),
