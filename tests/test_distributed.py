@@ -114,10 +114,12 @@ def test_killed_worker_restarts_the_epoch_and_the_run_ends_as_an_uninterrupted_o
             killed.append(loop.actors[1])
             ray.kill(loop.actors[1])  # in the middle of epoch 2: its second sub-epoch has not run
 
-    cluster.loop.stop_workers()  # the 2 CPUs go to the next cluster's workers
-    with RayCluster(2, on_sub_epoch=kill_a_worker) as faulty:
-        recovered, result = fit(data, faulty, out_dir=tmp_path / "run")
-        assert killed and faulty.loop.restarts == 1
+    cluster.on_sub_epoch = kill_a_worker
+    try:
+        recovered, result = fit(data, cluster, out_dir=tmp_path / "run")
+    finally:
+        cluster.on_sub_epoch = None
+    assert killed and cluster.loop.restarts == 1
     for a, b in zip(tables(uninterrupted), tables(recovered)):
         assert np.array_equal(a, b)
     assert [r["recall@20"] for r in result["history"]] == [r["recall@20"] for r in expected["history"]]
@@ -129,13 +131,12 @@ def test_killed_worker_restarts_the_epoch_and_the_run_ends_as_an_uninterrupted_o
     metrics = ("recall", "ndcg", "precision", "hr", "mrr", "map")
     assert cluster.evaluate(recovered, data, "test", ks=(5, 20), metrics=metrics) == \
         evaluate_recommender(recovered, data, "test", ks=(5, 20), metrics=metrics)
-    cluster.loop.stop_workers()
 
 
 def test_a_run_resumes_with_another_number_of_workers(data, cluster, tmp_path):
     fit(data, cluster, epochs=2, out_dir=tmp_path / "two")
     fit(data, cluster, epochs=2, out_dir=tmp_path / "one")
-    cluster.loop.stop_workers()
+    cluster.stop_workers()  # their CPUs go to the one-worker cluster
     with RayCluster(1) as single:  # one worker computes the one-process loop: compare with that
         resumed, result = fit(data, single, epochs=3, out_dir=tmp_path / "two", resume=True)
     in_process, expected = fit(data, None, epochs=3, out_dir=tmp_path / "one", resume=True)

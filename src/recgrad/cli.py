@@ -226,12 +226,29 @@ def cmd_train(args):
             changed = run_settings.resume_conflicts(checkpoint["settings"], trainer.config())
             if changed:
                 raise UsageError("--resume: the checkpoint was written with different settings: " + ", ".join(changed))
-        return _train_locked(trainer, dataset, config, out, checkpoint)
+        status = _train_locked(trainer, dataset, config, out, checkpoint)
+        if cluster is not None and cluster.loop is not None and cluster.loop.history:
+            print(_distributed_summary(cluster.loop), file=sys.stderr)
+        return status
     finally:
         if cluster is not None:
             cluster.shutdown()
         if limits is not None:
             limits.restore_original_limits()
+
+
+def _distributed_summary(loop):
+    """One line on a distributed run's epochs: time, each worker's compute throughput, bytes moved."""
+    import numpy as np
+
+    history = loop.history
+    seconds = sum(epoch["seconds"] for epoch in history) / len(history)
+    trained = np.sum([epoch["worker_samples"] for epoch in history], axis=0)
+    busy = np.sum([epoch["worker_seconds"] for epoch in history], axis=0)
+    per_worker = " ".join(f"{rate:,.0f}" for rate in trained / np.maximum(busy, 1e-12))
+    return (f"recgrad: {loop.n} workers, {len(history)} epochs: {seconds:.2f} s per epoch, compute throughput per "
+            f"worker {per_worker} samples/s, {history[-1]['bytes_moved'] / 2**20:.1f} MiB moved per epoch, "
+            f"{loop.restarts} epoch(s) run again after a worker died")
 
 
 # What a training run writes into its directory (a new run removes an earlier run's copies first).

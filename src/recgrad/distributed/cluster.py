@@ -28,8 +28,9 @@ Trainer's, the key is `epoch_key(seed, epoch)`, and the block is the whole matri
 
 Faults: the driver holds the tables as of the start of the epoch (the state the Trainer's
 Checkpointing callback wrote atomically to checkpoint.npz at the end of the previous epoch). When
-a worker dies (any Ray actor error) during an epoch, the driver ends the other workers, starts N
-new ones from that state and runs the epoch again, up to `max_restarts` times per epoch. With one
+a worker dies (any Ray actor error) during an epoch, the driver starts a new worker in its place,
+gives every worker its user block again from that state and runs the epoch again, up to
+`max_restarts` times per epoch. With one
 thread per worker every block is deterministic, so the run ends exactly as an uninterrupted one.
 If the driver itself dies, `recgrad train --resume` continues from checkpoint.npz, with any
 number of workers: the blocks are cut anew from the tables.
@@ -80,7 +81,7 @@ class RayCluster:
                 raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
         self.workers, self.address, self.threads = int(workers), address, int(threads)
         self.max_restarts, self.on_sub_epoch = int(max_restarts), on_sub_epoch
-        self.loop = None
+        self.loop = self.actors = None
         self._owns_ray = False
 
     def start(self):
@@ -95,10 +96,35 @@ class RayCluster:
                 ray.init(address=self.address, logging_level="WARNING", log_to_driver=False)
         return self
 
+    def live_workers(self):
+        """The N worker actors, a new one in place of each that died (a worker process starts in seconds:
+        the live ones are kept, from one run to the next too)."""
+        ray = import_ray()
+        actors = self.actors or [None] * self.workers
+        for index, actor in enumerate(actors):
+            if actor is not None:
+                try:
+                    ray.get(actor.ready.remote())
+                    continue
+                except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
+                    pass
+            actors[index] = ray.remote(BlockWorker).options(num_cpus=self.threads, max_restarts=0).remote(self.threads)
+        self.actors = actors
+        return actors
+
+    def stop_workers(self):
+        """End the worker actors (their CPUs return to the cluster)."""
+        if self.actors is not None:
+            ray = import_ray()
+            for actor in self.actors:
+                ray.kill(actor)
+            self.actors = None
+        if self.loop is not None:
+            self.loop.ready = False
+
     def shutdown(self):
         """End the workers, and the Ray cluster when this object started it."""
-        if self.loop is not None:
-            self.loop.stop_workers()
+        self.stop_workers()
         if self._owns_ray:
             import_ray().shutdown()
             self._owns_ray = False
@@ -113,8 +139,6 @@ class RayCluster:
     def epoch_loop(self, model, train, optimizer, shuffle_rng, settings):
         """The `DSGDLoop` of a Trainer's run (the Trainer calls this in `prepare`)."""
         self.start()
-        if self.loop is not None:
-            self.loop.stop_workers()
         self.loop = DSGDLoop(self, model, train, optimizer, shuffle_rng, settings)
         return self.loop
 
@@ -132,7 +156,8 @@ class DSGDLoop:
     """Epochs of DSGD on the cluster's workers, on the model's tables (module doc).
 
     `train_epoch()` trains one epoch (the Trainer sets `epoch` first) and returns {"loss",
-    "samples", "seconds", "samples_per_second", "worker_seconds" (each worker's compute time),
+    "samples", "seconds", "samples_per_second", "worker_seconds" and "worker_samples" (each worker's
+    compute time and interactions trained),
     "bytes_moved" (item blocks handed between workers, then both tables gathered)}; the same
     dict is appended to `history`. `restarts` counts the epochs run again after a worker died.
     """
@@ -150,40 +175,34 @@ class DSGDLoop:
         self.n = cluster.workers
         self.partition = partition(train, self.n)
         self.epoch, self.restarts, self.history = 0, 0, []
-        self.actors = None
+        self.actors, self.ready = None, False
 
     # -------------------------------------------------------------------------------- workers
     def start_workers(self):
-        """Start N workers from the model's tables, and put the item blocks in the object store."""
+        """Give the N workers (new ones for the dead) their user blocks from the model's tables, and put
+        the item blocks in the object store."""
         ray = import_ray()
-        part, threads = self.partition, self.cluster.threads
+        part = self.partition
         P, Q = self.model.user_embedding.weight.data, self.model.item_embedding.weight.data
         item_block, local_items = ray.put(part.item_block), ray.put(part.local_items())
         sizes = [ids.size for ids in part.items]
-        actor = ray.remote(BlockWorker).options(num_cpus=threads, max_restarts=0)
-        self.actors = [actor.remote(b, self.train[part.users[b]], item_block, local_items, sizes, P[part.users[b]],
-                                    self.settings, self.model.normalize, threads) for b in range(self.n)]
-        ray.get([a.ready.remote() for a in self.actors])
+        self.actors = self.cluster.live_workers()
+        ray.get([actor.setup.remote(b, self.train[part.users[b]], item_block, local_items, sizes, P[part.users[b]],
+                                    self.settings, self.model.normalize) for b, actor in enumerate(self.actors)])
         self.item_refs = [ray.put(Q[ids]) for ids in part.items]
-
-    def stop_workers(self):
-        if self.actors is not None:
-            ray = import_ray()
-            for a in self.actors:
-                ray.kill(a)
-            self.actors = None
+        self.ready = True
 
     def run(self, step):
-        """step() with the workers up; after a worker died, start them again from the model's tables and
-        repeat step(), up to the cluster's max_restarts times."""
+        """step() with the workers set up; after a worker died, set them up again (a new worker for the
+        dead one) from the model's tables and repeat step(), up to the cluster's max_restarts times."""
         ray = import_ray()
         for attempt in range(self.cluster.max_restarts + 1):
-            if self.actors is None:
+            if not self.ready or self.cluster.actors is not self.actors:
                 self.start_workers()
             try:
                 return step()
             except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as error:
-                self.stop_workers()
+                self.ready = False
                 if attempt == self.cluster.max_restarts:
                     raise RuntimeError(f"a worker died {attempt + 1} times in epoch {self.epoch + 1}; last: "
                                        f"{str(error).splitlines()[0]}") from None
@@ -206,7 +225,7 @@ class DSGDLoop:
         # block (0, 0) continues the generator itself (jumped(0) would drop PCG64's buffered 32 bits)
         orders = [start_state] + [base.jumped(j).state for j in range(1, n * n)]
         lr = float(self.optimizer.param_groups[0]["lr"])
-        loss_sum, samples, worker_seconds, moved = 0.0, 0, np.zeros(n), 0
+        loss_sum, samples, worker_seconds, worker_samples, moved = 0.0, 0, np.zeros(n), np.zeros(n, np.int64), 0
         end_state = start_state
         for sub_epoch in range(n):
             infos, handed = [], list(self.item_refs)
@@ -219,6 +238,7 @@ class DSGDLoop:
                 loss_sum += info["loss"] * info["samples"]
                 samples += info["samples"]
                 worker_seconds[w] += info["seconds"]
+                worker_samples[w] += info["samples"]
                 if w == (w + sub_epoch) % n == 0:
                     end_state = info["shuffle_state"]
             self.item_refs = handed
@@ -237,7 +257,7 @@ class DSGDLoop:
         seconds = time.perf_counter() - start
         return {"loss": loss_sum / max(samples, 1), "samples": samples, "seconds": seconds,
                 "samples_per_second": samples / max(seconds, 1e-12), "worker_seconds": worker_seconds.tolist(),
-                "bytes_moved": int(moved)}
+                "worker_samples": worker_samples.tolist(), "bytes_moved": int(moved)}
 
     # ------------------------------------------------------------------------------ evaluation
     def evaluate(self, model, seen, relevant, ks, metrics):

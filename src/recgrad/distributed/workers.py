@@ -32,29 +32,31 @@ __all__ = ["BlockWorker"]
 
 
 class BlockWorker:
-    """The worker of user block `block` (module doc).
+    """A worker process (module doc); `setup` gives it user block b, and again after a restart.
 
-    Args:
-        block: this worker's user block b.
-        rows: CSR (users of b, n_items) of their training interactions (global item ids).
-        item_block, local_items: (n_items,) each item's block and local id.
-        items_per_block: (N,) the size of each item block.
-        user_table: (users of b, dim) their rows of the user table (copied).
-        settings: the run settings of the compiled loop (optimizer "hogwild").
-        normalize: the model scores by the cosine (`MF(normalize=True)`).
-        threads: the compiled kernels' and BLAS's threads in this worker (1: bit-reproducible).
+    threads: the compiled kernels' and BLAS's threads in this worker (1: bit-reproducible blocks).
     """
 
-    def __init__(self, block, rows, item_block, local_items, items_per_block, user_table, settings, normalize=False,
-                 threads=1):
+    def __init__(self, threads=1):
         kernels.set_num_threads(int(threads))
         self.threads = int(threads)
+        self.block = None
+
+    def setup(self, block, rows, item_block, local_items, items_per_block, user_table, settings, normalize=False):
+        """Take user block `block`.
+
+        rows: CSR (users of the block, n_items) of their training interactions (global item ids).
+        item_block, local_items: (n_items,) each item's block and local id. items_per_block: (N,) the
+        size of each item block. user_table: (users of the block, dim) their rows of the user table
+        (copied). settings: the run settings of the compiled loop (optimizer "hogwild"). normalize:
+        the model scores by the cosine (`MF(normalize=True)`).
+        """
         self.block = int(block)
         self.P = np.array(user_table)  # a writeable copy (an object-store array is read-only)
         self.n_blocks = len(items_per_block)
         self.matrices = block_matrices(rows, item_block, local_items, self.n_blocks, items_per_block)
         self.loops = []
-        for c, matrix in enumerate(self.matrices):
+        for matrix in self.matrices:
             if matrix.nnz == 0:  # nothing to train in this block
                 self.loops.append(None)
                 continue
@@ -63,9 +65,10 @@ class BlockWorker:
             model.user_embedding.weight.data = self.P
             self.loops.append(CompiledMFLoop(model, matrix, optimizer="hogwild", shuffle_rng=np.random.default_rng(0),
                                              **settings))
+        return self.block
 
     def ready(self):
-        """The worker's block once its set-up is done (the driver waits on it)."""
+        """The worker's user block (None before `setup`): answers once the process is up."""
         return self.block
 
     def train_block(self, item_block, item_table, lr, stream_index, shuffle_state):
