@@ -143,3 +143,18 @@ def test_a_run_resumes_with_another_number_of_workers(data, cluster, tmp_path):
     assert [r["epoch"] for r in result["history"]] == [1, 2, 3]
     for a, b in zip(tables(resumed), tables(in_process)):
         assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    (["--workers", "2", "--optimizer", "adam"], "--optimizer: distributed training (workers) runs 'hogwild'"),
+    (["--workers", "2", "--optimizer", "hogwild", "--sampler", "popularity"], "--sampler: distributed training"),
+    (["--workers", "0"], "--workers"),
+    (["--address", "auto"], "--address: applies only with workers"),
+])
+def test_train_refuses_what_distributed_training_does_not_run_in_one_line(flags, fragment, tmp_path, capsys):
+    from recgrad.cli import main
+
+    assert main(["train", "--out", str(tmp_path / "run"), *flags]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("recgrad: error: ") and fragment in lines[0], lines
+    assert not (tmp_path / "run").exists()
