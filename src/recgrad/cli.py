@@ -125,11 +125,33 @@ def load_dataset(config, split=True):
     return dataset
 
 
-def build_trainer(config, model, out_dir):
-    """The Trainer of a resolved config (its training and evaluation settings)."""
+def build_trainer(config, model, out_dir, cluster=None):
+    """The Trainer of a resolved config (its training and evaluation settings), on a
+    `recgrad.distributed.RayCluster` when one is given."""
     from recgrad.train import Trainer
 
-    return Trainer(model, out_dir=out_dir, **{name: config[name] for name in run_settings.trainer_settings()})
+    return Trainer(model, out_dir=out_dir, cluster=cluster,
+                   **{name: config[name] for name in run_settings.trainer_settings()})
+
+
+def start_cluster(config):
+    """The started `RayCluster` of --workers (None without it): one line and status 2 when Ray is
+    missing or the cluster at --address cannot be joined."""
+    if config["workers"] is None:
+        return None
+    try:
+        from recgrad.distributed import RayCluster
+        from recgrad.distributed.cluster import import_ray
+
+        import_ray()
+    except ImportError as error:
+        raise UsageError(f"--workers: {error}") from None
+    cluster = RayCluster(config["workers"], address=config["address"], threads=config["threads"] or 1)
+    try:
+        return cluster.start()
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        where = f"--address {config['address']}" if config["address"] else "--workers"
+        raise UsageError(f"{where}: cannot start or join the Ray cluster: {str(error).splitlines()[0]}") from None
 
 
 def _load_run(args):
@@ -190,11 +212,13 @@ def cmd_train(args):
     limits = set_threads(config["threads"])
     if config["engine"] is not None:
         set_default_engine(config["engine"])
+    cluster = None
     try:
         dataset = load_dataset(config)
+        cluster = start_cluster(config)
         try:
             model = build_model(config, dataset.n_users, dataset.n_items)
-            trainer = build_trainer(config, model, config["out"])
+            trainer = build_trainer(config, model, config["out"], cluster)
             trainer.evaluation.plan(dataset)
         except (TypeError, ValueError) as error:
             raise UsageError(_cli_words(str(error))) from None
@@ -202,10 +226,29 @@ def cmd_train(args):
             changed = run_settings.resume_conflicts(checkpoint["settings"], trainer.config())
             if changed:
                 raise UsageError("--resume: the checkpoint was written with different settings: " + ", ".join(changed))
-        return _train_locked(trainer, dataset, config, out, checkpoint)
+        status = _train_locked(trainer, dataset, config, out, checkpoint)
+        if cluster is not None and cluster.loop is not None and cluster.loop.history:
+            print(_distributed_summary(cluster.loop), file=sys.stderr)
+        return status
     finally:
+        if cluster is not None:
+            cluster.shutdown()
         if limits is not None:
             limits.restore_original_limits()
+
+
+def _distributed_summary(loop):
+    """One line on a distributed run's epochs: time, each worker's compute throughput, bytes moved."""
+    import numpy as np
+
+    history = loop.history
+    seconds = sum(epoch["seconds"] for epoch in history) / len(history)
+    trained = np.sum([epoch["worker_samples"] for epoch in history], axis=0)
+    busy = np.sum([epoch["worker_seconds"] for epoch in history], axis=0)
+    per_worker = " ".join(f"{rate:,.0f}" for rate in trained / np.maximum(busy, 1e-12))
+    return (f"recgrad: {loop.n} workers, {len(history)} epochs: {seconds:.2f} s per epoch, compute throughput per "
+            f"worker {per_worker} samples/s, {history[-1]['bytes_moved'] / 2**20:.1f} MiB moved per epoch, "
+            f"{loop.restarts} epoch(s) run again after a worker died")
 
 
 # What a training run writes into its directory (a new run removes an earlier run's copies first).

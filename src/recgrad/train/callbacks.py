@@ -70,11 +70,14 @@ class Evaluation(Callback):
     Args:
         every: evaluate every this many epochs. topk: cut-offs (default (20,), or (10,) for the
         sampled protocol). metric: "<name>@<K>" (default recall@20, or ndcg@10 sampled); its K is
-        added to topk. selection: "validation" or "test" (above).
+        added to topk. selection: "validation" or "test" (above). evaluate: the function
+        (model, dataset, split, ks, metrics) -> metrics that evaluates (default
+        `recgrad.evaluation.evaluate_recommender`; `RayCluster.evaluate` shards it).
     """
 
-    def __init__(self, every=1, topk=None, metric=None, selection="validation"):
+    def __init__(self, every=1, topk=None, metric=None, selection="validation", evaluate=evaluate_recommender):
         self.every, self.topk_arg, self.metric_arg, self.selection = every, topk, metric, selection
+        self.evaluate_fn = evaluate
 
     def plan(self, dataset):
         """(split, protocol, selection metric, cut-offs) for `dataset`; ValueError for a metric the
@@ -119,8 +122,8 @@ class Evaluation(Callback):
         """The current model's metrics on the evaluation set ({} when there is none)."""
         if trainer.eval_split is None:
             return {}
-        metrics = evaluate_recommender(trainer.model, trainer.dataset, trainer.eval_split, ks=trainer.topk,
-                                       metrics=self.metric_names)
+        metrics = self.evaluate_fn(trainer.model, trainer.dataset, trainer.eval_split, ks=trainer.topk,
+                                   metrics=self.metric_names)
         metrics.pop("users", None)
         return metrics
 
@@ -159,10 +162,12 @@ class ModelSelection(Callback):
 class TestReport(Callback):
     """When the model was selected on validation data: the selected model's metrics on the test set,
     evaluated once, at the end (trainer.test_metrics, trainer.test_protocol; RUN/test_metrics.json
-    with an out_dir). The model left in the trainer is the last epoch's, as before."""
+    with an out_dir). The model left in the trainer is the last epoch's, as before. evaluate: as
+    `Evaluation`'s."""
 
-    def __init__(self, out_dir=None):
+    def __init__(self, out_dir=None, evaluate=evaluate_recommender):
         self.out_dir = out_dir
+        self.evaluate_fn = evaluate
 
     def on_fit_end(self, trainer):
         dataset = trainer.dataset
@@ -178,7 +183,7 @@ class TestReport(Callback):
         last = trainer.model.state_dict()
         trainer.model.load_state_dict(best)
         try:
-            result = evaluate_recommender(trainer.model, dataset, "test", ks=topk, metrics=metrics)
+            result = self.evaluate_fn(trainer.model, dataset, "test", ks=topk, metrics=metrics)
         finally:
             trainer.model.load_state_dict(last)
         result.pop("users", None)

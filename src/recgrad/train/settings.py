@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["Setting", "SettingError", "SETTINGS", "BY_NAME", "GROUPS", "resolve", "check_value", "flag_name",
-           "trainer_settings", "resume_settings", "resume_conflicts", "defaults"]
+           "trainer_settings", "resume_settings", "resume_conflicts", "defaults", "DISTRIBUTED"]
 
 
 class SettingError(ValueError):
@@ -173,8 +173,14 @@ SETTINGS = (
             "auto unless RECGRAD_ENGINE says otherwise", "training", choices=("auto", "compiled", "numpy")),
     Setting("seed", "int", 0, "seed of the init, the split, the shuffle and the sampler", "training", minimum=0,
             resume=True),
-    Setting("threads", "int", None, "threads for the compiled kernels and BLAS (default: all cores)", "run",
-            minimum=1),
+    Setting("threads", "int", None, "threads for the compiled kernels and BLAS (default: all cores; with workers: "
+            "per worker, default 1)", "run", minimum=1),
+    Setting("workers", "int", None,
+            "train by distributed SGD over blocks (DSGD) on this many Ray workers, and evaluate with the items "
+            "sharded across them (MF, hogwild, uniform negatives from the worker's item block; the distributed "
+            "extra; default: one process)", "run", minimum=1),
+    Setting("address", "str", None, "workers: the Ray cluster to join, e.g. auto (default: start a local one)",
+            "run"),
     # ------------------------------------------------------------------------------ evaluation
     Setting("eval_every", "int", None, "evaluate every this many epochs (and after the last one; default: "
             "epochs / 10 rounded up, ten evaluations a run)", "evaluation",
@@ -373,8 +379,20 @@ def _fill_derived(resolved, unconditional):
             resolved[name] = rule(resolved)
 
 
+# What distributed training (the `workers` setting, recgrad.distributed) runs: {setting: allowed values}.
+DISTRIBUTED = {"model": ("mf",), "optimizer": ("hogwild",), "sampler": ("uniform",),
+               "epoch_sampling": ("interactions",), "engine": ("auto", "compiled")}
+
+
 def _check_combinations(values):
     """Rules across settings that no single declaration states."""
+    if values.get("workers") is not None:
+        for name, allowed in DISTRIBUTED.items():
+            if values.get(name) is not None and values[name] not in allowed:
+                raise SettingError(f"{name}: distributed training (workers) runs {' or '.join(map(repr, allowed))}, "
+                                   f"got {values[name]!r}")
+    elif values.get("address") is not None:
+        raise SettingError("address: applies only with workers (the number of Ray workers)")
     mode, loss = values.get("negatives_mode"), values.get("loss")
     if mode == "in_batch" and loss is not None and loss != "infonce":
         raise SettingError(f"negatives_mode: 'in_batch' needs loss 'infonce' (got loss={loss!r})")

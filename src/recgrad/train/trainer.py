@@ -34,6 +34,7 @@ import numpy as np
 
 from recgrad import engine as engines
 from recgrad.data import Dataset
+from recgrad.evaluation import evaluate_recommender
 from recgrad.models.base import FactorModel
 from recgrad.nn.module import Module, RowSparseGrad
 from recgrad.optim.optimizer import Optimizer
@@ -68,6 +69,9 @@ class Trainer:
             learning_curve.png, test_metrics.json. None writes nothing (the best model is kept in
             `best_state` either way).
         progress: a progress bar on a terminal and one line per epoch on stderr.
+        cluster: a started `recgrad.distributed.RayCluster`: the epochs run as distributed SGD over
+            blocks on its workers and the full-ranking evaluations are sharded across them (MF,
+            hogwild, uniform negatives: `settings.DISTRIBUTED`); None trains in this process.
         **settings: run settings, each declared with its default, allowed values and help in
             `recgrad.train.settings` (loss, optimizer, lr, lr_schedule, lr_min, batch_size, epochs,
             negatives, negatives_mode, dns_candidates, sampler, popularity_alpha, temperature,
@@ -81,7 +85,7 @@ class Trainer:
     """
 
     def __init__(self, model: Module, callbacks: Iterable = (), out_dir: str | os.PathLike | None = None,
-                 progress: bool = True, **settings: Any) -> None:
+                 progress: bool = True, cluster: Any = None, **settings: Any) -> None:
         if not isinstance(model, Module):
             raise TypeError(f"model: expected a recgrad Module (a recommender), got {type(model).__name__}")
         self.model = model
@@ -117,8 +121,12 @@ class Trainer:
             self.optimizers, self._densify = build.build_optimizers(values, model)
         self.schedulers = build.build_schedulers(values, self.optimizers)
         self.regularizer = build.build_regularizer(values)
-        self.evaluation = Evaluation(values["eval_every"], values["topk"], values["metric"], values["selection"])
-        self.callbacks = [self.evaluation, ModelSelection(values["patience"]), TestReport(self.out_dir), *callbacks]
+        self.cluster = cluster
+        evaluate = evaluate_recommender if cluster is None else cluster.evaluate
+        self.evaluation = Evaluation(values["eval_every"], values["topk"], values["metric"], values["selection"],
+                                     evaluate=evaluate)
+        self.callbacks = [self.evaluation, ModelSelection(values["patience"]), TestReport(self.out_dir, evaluate),
+                          *callbacks]
         if self.out_dir is not None:
             self.callbacks.append(ModelFiles(self.out_dir))
         if progress:
@@ -156,7 +164,10 @@ class Trainer:
         self.objective = build.build_objective(values, self.negatives)
         covered, why = covers(self.model, values, self._sampler_object is None, self._optimizer_object is None)
         self.compiled = None
-        if engines.use_compiled(values["engine"], covered, why):
+        if self.cluster is not None:
+            self.compiled = self.cluster.epoch_loop(self.model, self.train, self.optimizers[0], self._shuffle_rng,
+                                                    _loop_settings(values))
+        elif engines.use_compiled(values["engine"], covered, why):
             self.compiled = CompiledMFLoop(self.model, self.train, optimizer=self.optimizers[0],
                                            shuffle_rng=self._shuffle_rng, **_loop_settings(values))
         self.batch_size = 1 if values["optimizer"] == "hogwild" else values["batch_size"]
