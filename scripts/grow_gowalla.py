@@ -14,7 +14,7 @@ and the full run have trained the same number of epochs in total; the full run's
 all the data. The first part's numbers are on its own (smaller) test set.
 
     python scripts/grow_gowalla.py --work /tmp/grow-gowalla [--data ../shared/data/gowalla]
-        [--epochs 30 30] [--threads 2] [--skip-full]
+        [--epochs 30 30] [--threads 2] [--skip-full] [--report-only: the tables of runs already in WORK]
 """
 
 import argparse
@@ -90,15 +90,20 @@ def main():
     parser.add_argument("--epochs", type=int, nargs=2, default=(30, 30), help="epochs before and after growing")
     parser.add_argument("--threads", default="2")
     parser.add_argument("--skip-full", action="store_true", help="do not train the run on all data from the start")
+    parser.add_argument("--report-only", action="store_true", help="print the tables of the runs already in --work")
     args = parser.parse_args()
     work, data = os.path.abspath(args.work), os.path.abspath(args.data)
     part_data = os.path.join(work, "gowalla-part")
-    n_users, n_items = write_part(data, part_data, args.fraction)
-    print(f"first part: users 0..{n_users - 1}, items 0..{n_items - 1} -> {part_data}", flush=True)
     first, second = args.epochs
     common = ["--threads", args.threads]
     runs = {"part": os.path.join(work, "part"), "grown": os.path.join(work, "grown"),
             "full": os.path.join(work, "full")}
+    if args.report_only:
+        n_users = len(selected_ids(os.path.join(part_data, "user_list.txt")))
+        report(runs, n_users, first, second)
+        return
+    n_users, n_items = write_part(data, part_data, args.fraction)
+    print(f"first part: users 0..{n_users - 1}, items 0..{n_items - 1} -> {part_data}", flush=True)
     train(["--data", part_data, "--epochs", str(first), "--out", runs["part"], *common],
           os.path.join(work, "part.log"))
     train(["--resume-from", runs["part"], "--data", data, "--epochs", str(second), "--out", runs["grown"],
@@ -106,6 +111,17 @@ def main():
     if not args.skip_full:
         train(["--data", data, "--epochs", str(first + second), "--out", runs["full"], *common],
               os.path.join(work, "full.log"))
+    report(runs, n_users, first, second)
+
+
+def selected_ids(list_file):
+    """The id lines of a user_list.txt / item_list.txt (after its header)."""
+    with open(list_file) as handle:
+        return handle.read().splitlines()[1:]
+
+
+def report(runs, n_users, first, second):
+    """The two Markdown tables of docs/results.md from the runs' directories."""
     print("| run | data | epochs | test Recall@20 | test NDCG@20 |")
     print("|---|---|---:|---:|---:|")
     rows = [("part", "first part", first), ("grown", "all, grown from part", f"{first} + {second}"),
