@@ -271,3 +271,13 @@ def test_growing_a_run_whose_data_is_gone_or_whose_model_cannot_grow(grown_runs,
     assert _grow(grown_runs, "refused") == 2
     assert "a MF model cannot grow" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not (grown_runs / "refused").exists()
+
+
+def test_a_grown_run_grows_again_from_its_own_id_maps(grown_runs):
+    folder = grown_runs
+    assert _grow(folder, "once", "--epochs", "1") == 0
+    assert main(["train", "--resume-from", str(folder / "once"), "--data", str(folder / "new.csv"), "--out",
+                 str(folder / "twice"), "--epochs", "1"]) == 0
+    once, twice = read_id_maps(folder / "once"), read_id_maps(folder / "twice")
+    assert all(a.tolist() == b.tolist() for a, b in zip(once, twice))  # nothing new: the same maps
+    assert read_run(folder / "twice").model.n_users == len(once[0])
