@@ -244,13 +244,12 @@ def _grown_run_start(source, config):
     """(checkpoint, id maps) of the run a grown run starts from. The id maps are its ids.npz, else
     those of its data as its config.toml loads it; the model settings must be the run's."""
     from recgrad.rundir import read_id_maps
+    from recgrad.train.checkpoint import load_checkpoint
 
     checkpoint_file = source / "checkpoint.npz"
     if not checkpoint_file.is_file():
         raise UsageError(f"--resume-from: {source} holds no checkpoint.npz (a run writes it at the end of each "
                          "epoch); a run grows from its checkpoint")
-    from recgrad.train.checkpoint import load_checkpoint
-
     checkpoint = load_checkpoint(str(checkpoint_file))
     source_config = resolve_config(read_toml(source / "config.toml"), {}, file_name=str(source / "config.toml"))
     changed = [f"{name}={source_config[name]!r} (now {config[name]!r})" for name in run_settings.BY_NAME
