@@ -110,12 +110,13 @@ def set_threads(threads):
     return threadpool_limits(limits=threads)
 
 
-def load_dataset(config, split=True):
-    """The run's data (`recgrad.train.build.load_data`), its errors as one-line usage errors."""
+def load_dataset(config, split=True, id_maps=None):
+    """The run's data (`recgrad.train.build.load_data`, re-indexed to the run's id maps when given),
+    its errors as one-line usage errors."""
     from recgrad.train.build import load_data
 
     try:
-        dataset = load_data(config, split=split)
+        dataset = load_data(config, split=split, id_maps=id_maps)
     except (FileNotFoundError, ValueError, TypeError) as error:
         raise UsageError(_cli_words(str(error))) from None
     if split and getattr(dataset, "test_file", None) is not None \
@@ -159,7 +160,8 @@ def _load_run(args):
 
     config.toml and the model are read as one consistent pair (`recgrad.rundir.read_run`), even
     while the run is being written. The data is the run's own (its config.toml), or --data/--format
-    when given; it must have the model's numbers of users and items.
+    when given, re-indexed to the run's id maps when it has them (a grown run); it must have the
+    model's numbers of users and items.
     """
     from recgrad.rundir import read_run
 
@@ -174,7 +176,7 @@ def _load_run(args):
     config = resolve_config(file_values, {"data": args.data, "format": args.format},
                             file_name=str(run / "config.toml"))
     model, model_file = files.model, files.model_file
-    dataset = load_dataset(config)
+    dataset = load_dataset(config, id_maps=files.id_maps)
     if (model.n_users, model.n_items) != (dataset.n_users, dataset.n_items):
         raise UsageError(f"{model_file} has {model.n_users} users x {model.n_items} items but the data has "
                          f"{dataset.n_users} x {dataset.n_items}; pass the data it was trained on")
@@ -185,14 +187,21 @@ def _load_run(args):
 def cmd_train(args):
     """Everything that can be checked is checked before the run directory is created or written;
     then the directory is locked for this process (`recgrad.rundir.RunDirLock`) while it trains."""
+    from recgrad.rundir import RunDirError, read_id_maps
     from recgrad.train.checkpoint import CheckpointError, load_checkpoint
 
+    if args.resume and args.resume_from is not None:
+        raise UsageError("--resume-from: --resume continues --out itself, --resume-from starts --out from another "
+                         "run; give one of them")
     if args.resume and args.out is None:
         raise UsageError("--resume: needs --out DIR, the run directory to continue")
     if args.resume and not Path(args.out).is_dir():
         raise UsageError(f"--resume: {args.out} is not a run directory; train without --resume to start it")
+    grown_from = None if args.resume_from is None else _check_grow_arguments(args)
     if args.resume and args.config is None and (Path(args.out) / "config.toml").exists():
         file_name = str(Path(args.out) / "config.toml")
+    elif grown_from is not None and args.config is None:
+        file_name = str(grown_from / "config.toml")
     else:
         file_name = args.config
     file_values = read_toml(file_name) if file_name else {}
@@ -203,18 +212,21 @@ def cmd_train(args):
     if config["data"] != "synthetic":
         config["data"] = os.path.abspath(config["data"])  # so that the run evaluates from any directory
     out = Path(config["out"])
-    checkpoint = None
-    if args.resume:
-        try:
+    checkpoint = grow_checkpoint = id_maps = None
+    try:
+        if args.resume:
             checkpoint = load_checkpoint(str(out / "checkpoint.npz"))
-        except CheckpointError as error:
-            raise UsageError(str(error)) from None
+            id_maps = read_id_maps(out)
+        if grown_from is not None:
+            grow_checkpoint, id_maps = _grown_run_start(grown_from, config)
+    except (CheckpointError, RunDirError) as error:
+        raise UsageError(str(error)) from None
     limits = set_threads(config["threads"])
     if config["engine"] is not None:
         set_default_engine(config["engine"])
     cluster = None
     try:
-        dataset = load_dataset(config)
+        dataset = load_dataset(config, id_maps=id_maps)
         cluster = start_cluster(config)
         try:
             model = build_model(config, dataset.n_users, dataset.n_items)
@@ -226,7 +238,11 @@ def cmd_train(args):
             changed = run_settings.resume_conflicts(checkpoint["settings"], trainer.config())
             if changed:
                 raise UsageError("--resume: the checkpoint was written with different settings: " + ", ".join(changed))
-        status = _train_locked(trainer, dataset, config, out, checkpoint)
+        if grow_checkpoint is not None:
+            _check_growable(grown_from, grow_checkpoint, model, id_maps, trainer)
+            print(f"recgrad: growing {grown_from} ({len(id_maps[0])} users x {len(id_maps[1])} items) to "
+                  f"{dataset.n_users} x {dataset.n_items} in {out}", file=sys.stderr)
+        status = _train_locked(trainer, dataset, config, out, checkpoint, grow_checkpoint)
         if cluster is not None and cluster.loop is not None and cluster.loop.history:
             print(_distributed_summary(cluster.loop), file=sys.stderr)
         return status
@@ -251,14 +267,87 @@ def _distributed_summary(loop):
             f"{loop.restarts} epoch(s) run again after a worker died")
 
 
+def _check_grow_arguments(args):
+    """The directory --resume-from names, once the flags that go with it are checked."""
+    source = Path(args.resume_from)
+    if args.out is None:
+        raise UsageError("--resume-from: needs --out NEWDIR, the directory of the grown run")
+    if args.data is None:
+        raise UsageError("--resume-from: needs --data, the data with the new users and items")
+    if not (source / "config.toml").is_file():
+        raise UsageError(f"--resume-from: {source} is not a run directory (no config.toml); pass the --out of a "
+                         "recgrad train run")
+    if Path(args.out).resolve() == source.resolve():
+        raise UsageError(f"--resume-from: --out must be a new directory, not {source} itself (the run grown from "
+                         "stays as it is; to continue it on its own data use --resume)")
+    return source
+
+
+def _grown_run_start(source, config):
+    """(checkpoint, id maps) of the run a grown run starts from. The id maps are its ids.npz, else
+    those of its data as its config.toml loads it; the model settings must be the run's."""
+    from recgrad.rundir import read_id_maps
+    from recgrad.train.checkpoint import load_checkpoint
+
+    checkpoint_file = source / "checkpoint.npz"
+    if not checkpoint_file.is_file():
+        raise UsageError(f"--resume-from: {source} holds no checkpoint.npz (a run writes it at the end of each "
+                         "epoch); a run grows from its checkpoint")
+    checkpoint = load_checkpoint(str(checkpoint_file))
+    source_config = resolve_config(read_toml(source / "config.toml"), {}, file_name=str(source / "config.toml"))
+    changed = [f"{name}={source_config[name]!r} (now {config[name]!r})" for name in run_settings.BY_NAME
+               if run_settings.BY_NAME[name].group == "model" and source_config[name] != config[name]]
+    if changed:
+        raise UsageError(f"--resume-from: a grown run keeps the model of {source}; these model settings differ: "
+                         + ", ".join(changed))
+    id_maps = read_id_maps(source)
+    if id_maps is None:
+        try:
+            known = load_dataset(source_config, split=False)
+        except UsageError as error:
+            raise UsageError(f"--resume-from: the id maps of {source} come from its data, which cannot be read: "
+                             f"{error}") from None
+        id_maps = (known.user_ids, known.item_ids)
+    return checkpoint, id_maps
+
+
+def _check_growable(source, checkpoint, model, id_maps, trainer):
+    """The model can grow, and the checkpoint's tables have a row per id of the run's maps (growing
+    the parameters here, before anything is written, is what checks that they fit)."""
+    import numpy as np
+
+    from recgrad.train.grow import grow_parameters
+
+    tables = type(model).ID_TABLES
+    if not tables:
+        raise UsageError(f"--resume-from: a {type(model).__name__} model cannot grow: only models with user and "
+                         "item embedding tables can (mf, two-tower, gmf, neumf)")
+    changed = run_settings.resume_conflicts(checkpoint["settings"], trainer.config())
+    if changed:
+        raise UsageError(f"--resume-from: {source / 'checkpoint.npz'} was written with different settings: "
+                         + ", ".join(changed))
+    sizes = {"user": len(id_maps[0]), "item": len(id_maps[1])}
+    for name, side in tables.items():
+        rows = np.shape(checkpoint["model"].get(name))[:1]
+        if rows != (sizes[side],):
+            raise UsageError(f"--resume-from: {source / 'checkpoint.npz'} has {rows[0] if rows else 'no'} {side} rows "
+                             f"in {name} but the run's data has {sizes[side]} {side}s; its data changed since it was "
+                             "trained")
+    try:
+        grow_parameters(model, checkpoint["model"])
+    except ValueError as error:
+        raise UsageError(f"--resume-from: {source / 'checkpoint.npz'}: {error}") from None
+
+
 # What a training run writes into its directory (a new run removes an earlier run's copies first).
 RUN_FILES = ("best.npz", "last.npz", "checkpoint.npz", "metrics.jsonl", "test_metrics.json", "learning_curve.png",
-             "evaluation.json")
+             "evaluation.json", "ids.npz")
 
 
-def _train_locked(trainer, dataset, config, out, checkpoint):
-    """Lock the run directory, write config.toml and train; the lock is released however it ends."""
-    from recgrad.rundir import RunDirError, RunDirLock
+def _train_locked(trainer, dataset, config, out, checkpoint, grow_checkpoint=None):
+    """Lock the run directory, write config.toml (and a grown run's id maps) and train; the lock is
+    released however it ends."""
+    from recgrad.rundir import RunDirError, RunDirLock, write_id_maps
 
     try:
         lock = RunDirLock(out).acquire()
@@ -279,10 +368,12 @@ def _train_locked(trainer, dataset, config, out, checkpoint):
             for name in RUN_FILES:
                 (out / name).unlink(missing_ok=True)
         write_toml(out / "config.toml", config)
+        if grow_checkpoint is not None:
+            write_id_maps(out, dataset.user_ids, dataset.item_ids)
         if checkpoint is not None:
             print(f"recgrad: resuming {out} at epoch {checkpoint['epoch'] + 1} (batch {checkpoint['batch']})",
                   file=sys.stderr)
-        result = trainer.fit(dataset, resume=checkpoint is not None)
+        result = trainer.fit(dataset, resume=checkpoint is not None, grow_from=grow_checkpoint)
     except KeyboardInterrupt:
         print(f"\nrecgrad: interrupted; checkpoint saved. Continue with: recgrad train --out {out} --resume",
               file=sys.stderr)
@@ -480,6 +571,10 @@ def _train_flags(parser):
         _flag(groups[setting.group], setting.name)
     parser.add_argument("--config", help="a recipe TOML file (keys: the settings above); flags override its keys")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    parser.add_argument("--resume-from", metavar="DIR",
+                        help="start the run in --out from the checkpoint of the run in DIR, on --data that may add "
+                             "users and items: known ids keep their rows and optimizer state, new ones start as in "
+                             "a fresh run (the settings are DIR's unless given)")
 
 
 def _delegate(commands, name, help_text, module_name):

@@ -35,7 +35,14 @@ _REGISTRY = {}
 
 
 class Recommender(Module):
-    """Base class of the recommenders; subclasses set up their parameters and define `config()`."""
+    """Base class of the recommenders; subclasses set up their parameters and define `config()`.
+
+    ID_TABLES names the parameters with one row per user or per item id, {name: "user" | "item"}:
+    a run that grows to new users and items (`recgrad.train.grow`) appends rows to these and
+    keeps every other parameter as it is. A model that leaves it empty cannot grow.
+    """
+
+    ID_TABLES: dict = {}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -44,6 +44,8 @@ class MF(FactorModel):
         (2,)
     """
 
+    ID_TABLES = {"user_embedding.weight": "user", "item_embedding.weight": "item"}
+
     def __init__(self, n_users, n_items, dim=64, sparse=True, init_std=0.1, normalize=False, rng=None,
                  dtype=np.float32):
         super().__init__(n_users, n_items, dtype)

@@ -63,6 +63,8 @@ class GMF(Recommender):
         dtype: np.float32 (default) or np.float64.
     """
 
+    ID_TABLES = {"user_embedding.weight": "user", "item_embedding.weight": "item"}
+
     def __init__(self, n_users, n_items, dim=32, init_std=0.01, sparse=True, rng=None, dtype=np.float32):
         super().__init__(n_users, n_items, dtype)
         self.dim = positive_int(dim, "dim")
@@ -124,6 +126,9 @@ class NeuMF(Recommender):
             items, MLP layers, output layer.
         dtype: np.float32 (default) or np.float64.
     """
+
+    ID_TABLES = {"gmf_user_embedding.weight": "user", "gmf_item_embedding.weight": "item",
+                 "mlp_user_embedding.weight": "user", "mlp_item_embedding.weight": "item"}
 
     def __init__(
         self,

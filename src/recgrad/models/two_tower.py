@@ -65,6 +65,8 @@ class TwoTower(FactorModel):
         dtype: np.float32 (default) or np.float64.
     """
 
+    ID_TABLES = {"user_embedding.weight": "user", "item_embedding.weight": "item"}
+
     def __init__(
         self,
         n_users,

@@ -28,9 +28,11 @@ def measure_ann(args):
     if args.run:
         from recgrad.cli import load_dataset, read_toml, resolve_config
         from recgrad.models import load_model
+        from recgrad.rundir import read_id_maps
 
         model = load_model(os.path.join(args.run, "best.npz"))
-        data = load_dataset(resolve_config(read_toml(os.path.join(args.run, "config.toml")), {}))
+        data = load_dataset(resolve_config(read_toml(os.path.join(args.run, "config.toml")), {}),
+                            id_maps=read_id_maps(args.run))
         vectors = model.item_factors()
         users = rng.choice(data.n_users, size=min(args.queries, data.n_users), replace=False)
         queries = model.user_factors(users)

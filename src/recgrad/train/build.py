@@ -30,11 +30,12 @@ __all__ = ["DATA_OPTIONS", "load_data", "validation_ratio", "build_model", "mode
 DATA_OPTIONS = ("user_col", "item_col", "rating_col", "timestamp_col", "sep", "min_rating")
 
 
-def load_data(values, split=True):
-    """The run's data set: loaded, split into train/test when the files hold no test set (unless
-    split=False), and with a validation slice carved from train when values["validation"] > 0 and the
-    data has no validation set of its own (selection "validation")."""
-    from recgrad.data import load, with_test_split, with_validation
+def load_data(values, split=True, id_maps=None):
+    """The run's data set: loaded, re-indexed to the run's id maps when given ((user_ids, item_ids),
+    grown by the ids the data adds: `recgrad.data.align_ids`), split into train/test when the files
+    hold no test set (unless split=False), and with a validation slice carved from train when
+    values["validation"] > 0 and the data has no validation set of its own (selection "validation")."""
+    from recgrad.data import align_ids, load, with_test_split, with_validation
     from recgrad.data.loaders import detect_format
 
     options = {key: values[key] for key in DATA_OPTIONS if values.get(key) is not None}
@@ -47,6 +48,8 @@ def load_data(values, split=True):
         if data_format != "prepared":  # a prepared directory holds no text lines to skip
             options["on_error"] = values["on_error"]
         dataset = load(values["data"], format=data_format, **options)
+    if id_maps is not None:
+        dataset = align_ids(dataset, *id_maps)
     if split and dataset.test is None:
         dataset = with_test_split(dataset, method=values["split"], ratio=values["test_ratio"], seed=values["seed"])
     ratio = validation_ratio(values, dataset.train.nnz)

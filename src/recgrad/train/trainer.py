@@ -39,7 +39,7 @@ from recgrad.models.base import FactorModel
 from recgrad.nn.module import Module, RowSparseGrad
 from recgrad.optim.optimizer import Optimizer
 from recgrad.samplers import NegativeSampler, as_canonical_csr, epoch_batches
-from recgrad.train import build
+from recgrad.train import build, grow
 from recgrad.train import settings as run_settings
 from recgrad.train.callbacks import (
     Checkpointing,
@@ -193,11 +193,15 @@ class Trainer:
         return loss
 
     # ------------------------------------------------------------------------------------ fit
-    def fit(self, dataset: Dataset, resume: bool = False) -> dict:
+    def fit(self, dataset: Dataset, resume: bool = False, grow_from: dict | None = None) -> dict:
         """Train for `epochs` epochs (or until early stopping); returns the result dict.
 
         resume=True continues from out_dir/checkpoint.npz exactly: same parameters, optimizer
         moments, sampler and shuffle RNG states, position inside the epoch, best metric, history.
+        grow_from= another run's checkpoint (`load_checkpoint`) over fewer users and items: this
+        run starts from its parameters and optimizer state, grown to the dataset's users and items,
+        and from its random streams, at epoch 0 (`recgrad.train.grow`); the dataset must be
+        re-indexed to that run's id maps (`recgrad.data.align_ids`).
         On Ctrl-C (SIGINT) the current batch finishes (the compiled loop: the current epoch), a
         checkpoint is written and KeyboardInterrupt is raised.
 
@@ -205,11 +209,16 @@ class Trainer:
         evaluation at the best epoch), "popularity", "history", "epochs_run", "stopped_early",
         "eval_protocol", "eval_split"}.
         """
+        if resume and grow_from is not None:
+            raise ValueError("resume, grow_from: a run either resumes its own checkpoint or grows from another's")
         self.prepare(dataset)
         if resume:
             if self.out_dir is None:
                 raise ValueError("resume: needs out_dir (the run directory holding checkpoint.npz)")
             self.load_state_dict(load_checkpoint(os.path.join(self.out_dir, "checkpoint.npz")))
+        elif grow_from is not None:
+            grow.start_grown(self, grow_from)
+            self._load_streams(grow_from)
         if self.out_dir is not None:
             os.makedirs(self.out_dir, exist_ok=True)
         self._fire("on_fit_start")
@@ -338,15 +347,11 @@ class Trainer:
                 optimizer.load_state_dict(saved_state)
             for scheduler, saved_state in zip(self.schedulers, state["schedulers"]):
                 scheduler.load_state_dict(saved_state)
-            rngs = dict(_generators(self.model))
-            for key, saved_state in state["model_rngs"].items():
-                rngs[key].bit_generator.state = saved_state
-            self.negatives.load_state_dict(state["negatives"])
+            self._load_streams(state)
             saved_callbacks = dict((name, s) for name, s in state["callbacks"])
             for callback in self.callbacks:
                 if hasattr(callback, "load_state_dict") and type(callback).__name__ in saved_callbacks:
                     callback.load_state_dict(saved_callbacks[type(callback).__name__])
-            self._epoch_shuffle_state = state["shuffle_rng"]
             self.epoch, self.batch = state["epoch"], state["batch"]
             self.loss_sum, self.samples, self.seconds = state["loss_sum"], state["samples"], state["seconds"]
             self.best_epoch, self.stopped_early = state["best_epoch"], state["stopped_early"]
@@ -355,6 +360,14 @@ class Trainer:
             self.history = state["history"]
         except (KeyError, TypeError, IndexError) as error:
             raise CheckpointError(f"resume: the checkpoint is missing or has a malformed entry ({error})") from None
+
+    def _load_streams(self, state: dict) -> None:
+        """The random streams of a state dict: the model's generators, the negatives', the shuffle's."""
+        rngs = dict(_generators(self.model))
+        for key, saved_state in state["model_rngs"].items():
+            rngs[key].bit_generator.state = saved_state
+        self.negatives.load_state_dict(state["negatives"])
+        self._epoch_shuffle_state = state["shuffle_rng"]
 
     # ------------------------------------------------------------------------------ interrupts
     def _install_interrupt_handler(self):
