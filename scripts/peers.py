@@ -297,6 +297,8 @@ def recommended_ranking(run, dataset, n=K):
 
 def cmd_score(args):
     config = tomllib.loads((Path(args.run) / "config.toml").read_text())
+    if Path(config.get("data", "")).resolve() != Path(args.data).resolve():
+        raise SystemExit(f"{args.run}: was trained on {config.get('data')!r}, not on {args.data}")
     for key, default in (("split", "random"), ("test_ratio", 0.2), ("seed", 0), ("min_rating", None)):
         if config.get(key, default) != default:
             raise SystemExit(f"{args.run}: {key} = {config[key]!r}; this script scores the default split only")
