@@ -193,7 +193,7 @@ def cmd_train(args):
     try:
         dataset = load_dataset(config)
         try:
-            model = build_model(config, dataset.n_users, dataset.n_items)
+            model = build_model(config, dataset.n_users, dataset.n_items, dataset.train)
             trainer = build_trainer(config, model, config["out"])
             trainer.evaluation.plan(dataset)
         except (TypeError, ValueError) as error:
