@@ -456,7 +456,7 @@ def make_parser():
     recommend.add_argument("--format", help="format of --data (default auto)")
     recommend.add_argument("--output", help="output file (default: standard output)")
     recommend.add_argument("--history", help="new users (fold-in): a file of lines key<TAB>item item ... of raw "
-                           "item ids; one output line per key (mf, two-tower)")
+                           "item ids; one output line per key (mf, two-tower, lightgcn)")
     recommend.add_argument("--index", default="exact", help="exact (default) or faiss (HNSW; the ann extra)")
     recommend.set_defaults(run_command=cmd_recommend)
 
