@@ -189,9 +189,8 @@ class Recommender(Module):
 
         Stored: `__model__` (the class name), `__config__` (the constructor arguments as a JSON
         string), `__format__`, each parameter as `param.<dotted name>` and each of `buffers()` as
-        `buffer.<name>`. A path without the
-        .npz suffix gets it appended, as np.savez does; the path written is returned (None for a
-        file object).
+        `buffer.<name>`. A path without the .npz suffix gets it appended, as np.savez does; the
+        path written is returned (None for a file object).
         """
         arrays = {
             "__model__": np.array(type(self).__name__),
@@ -384,9 +383,9 @@ def load_model(file):
     allow_pickle=False) whose declared array sizes fit in the entry; it must name a known class
     whose constructor takes exactly the stored config's keywords; the parameters must be finite
     floats (buffers, `buffer.<name>`, integers that the model's `load_buffers` checks); and the
-    config must describe exactly as many parameter values as the file stores
-    (counted on three tiny trial models with 1 or 2 users and items, so a config claiming 1e12
-    users is refused without allocating anything of that size). Any failure raises
+    config must describe exactly as many parameter values as the file stores (counted on three tiny
+    trial models with 1 or 2 users and items, so a config claiming 1e12 users is refused without
+    allocating anything of that size). Any failure raises
     `ModelFileError` (a ValueError) with one line naming the file; a missing file raises
     FileNotFoundError.
     """
