@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse
 
 from recgrad.cli import UsageError, build_model, build_trainer, main, read_toml, resolve_config
 
@@ -151,7 +152,8 @@ RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.toml"
 def test_every_shipped_recipe_resolves_and_builds_its_model_and_trainer(recipe):
     # The reproductions need ../shared/data; this checks everything else a recipe says, without it.
     config = resolve_config(read_toml(recipe), {})
-    model = build_model(config, n_users=50, n_items=40)
+    train = scipy.sparse.random(50, 40, density=0.1, format="csr", random_state=0)  # LightGCN's graph
+    model = build_model(config, n_users=50, n_items=40, train=train)
     trainer = build_trainer(config, model, out_dir=None)
     assert trainer.epochs == config["epochs"] and trainer.settings["engine"] == config["engine"]
 

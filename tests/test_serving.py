@@ -232,7 +232,7 @@ def test_models_without_a_user_table_say_what_is_supported(gmf_run, tmp_path):
     history.write_text("a\t1 2\n")
     result = recgrad("recommend", "--run", gmf_run, "--history", history, check=False)
     assert result.returncode == 2 and result.stderr.count("\n") == 1
-    assert "--history (fold-in of new users) needs a dot-product model (mf, two-tower)" in result.stderr
+    assert "--history (fold-in of new users) needs a dot-product model (mf, two-tower, lightgcn)" in result.stderr
     assert "GMF" in result.stderr
     assert recgrad("recommend", "--run", gmf_run, "--users", "3", "-n", 5).stdout.startswith("3\t")
     process, base = start_server(gmf_run)

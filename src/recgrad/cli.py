@@ -229,7 +229,7 @@ def cmd_train(args):
         dataset = load_dataset(config, id_maps=id_maps)
         cluster = start_cluster(config)
         try:
-            model = build_model(config, dataset.n_users, dataset.n_items)
+            model = build_model(config, dataset.n_users, dataset.n_items, dataset.train)
             trainer = build_trainer(config, model, config["out"], cluster)
             trainer.evaluation.plan(dataset)
         except (TypeError, ValueError) as error:
@@ -621,7 +621,7 @@ def make_parser():
     recommend.add_argument("--format", help="format of --data (default auto)")
     recommend.add_argument("--output", help="output file (default: standard output)")
     recommend.add_argument("--history", help="new users (fold-in): a file of lines key<TAB>item item ... of raw "
-                           "item ids; one output line per key (mf, two-tower)")
+                           "item ids; one output line per key (mf, two-tower, lightgcn)")
     recommend.add_argument("--index", default="exact", help="exact (default) or faiss (HNSW; the ann extra)")
     recommend.set_defaults(run_command=cmd_recommend)
 

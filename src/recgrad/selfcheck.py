@@ -8,6 +8,7 @@ the CLI prints the rows as a table and exits non-zero when any case fails.
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse
 
 from recgrad import activations as act
 from recgrad import losses, models, nn
@@ -185,12 +186,15 @@ def _cases(rng):
     users = rng.integers(0, n_users, size=4)
     items = rng.integers(0, n_items, size=(4, 3))
     dense64 = {"sparse": False, "dtype": np.float64, "rng": 0}
+    graph = rng.random((n_users, n_items)) < 0.4  # LightGCN's training interactions
     recommenders = [
         ("models.MF", models.MF(n_users, n_items, dim=3, **dense64)),
         ("models.TwoTower(gelu, normalize)",
          models.TwoTower(n_users, n_items, dim=3, hidden=(4,), activation="gelu", normalize=True, **dense64)),
         ("models.GMF", models.GMF(n_users, n_items, dim=3, **dense64)),
         ("models.NeuMF", models.NeuMF(n_users, n_items, mf_dim=2, mlp_layers=(4, 3), **dense64)),
+        ("models.LightGCN(2 layers)", models.LightGCN(n_users, n_items, dim=3, layers=2, dtype=np.float64, rng=0,
+                                                      interactions=scipy.sparse.csr_matrix(graph))),
     ]
     for name, model in recommenders:
         cases.append((name, *model_case(model, users, items)))

@@ -197,7 +197,7 @@ class _Objective:
         run_dir = self.out / "trials" / str(trial.number)
         values["out"] = str(run_dir)
         config = cli.resolve_config({}, {k: v for k, v in values.items() if v is not None})
-        model = cli.build_model(config, self.dataset.n_users, self.dataset.n_items)
+        model = cli.build_model(config, self.dataset.n_users, self.dataset.n_items, self.dataset.train)
         report = _Report(trial, self.deadline)
         trainer = Trainer(model, out_dir=str(run_dir), progress=False, callbacks=[report],
                           **{name: config[name] for name in run_settings.trainer_settings()})

@@ -61,6 +61,15 @@ class Recommender(Module):
         """Scores of every item (or of `items`) for each user: shape (len(users), n_items or len(items))."""
         raise NotImplementedError(f"{type(self).__name__} must define score_all")
 
+    def buffers(self):
+        """Integer arrays the model needs besides its parameters (LightGCN's graph), saved with it: {name: array}."""
+        return {}
+
+    def load_buffers(self, buffers):
+        """Take back what `buffers()` returned (`load_model` calls it); a model without buffers accepts none."""
+        if buffers:
+            raise ValueError(f"{type(self).__name__} has no buffers, got {sorted(buffers)}")
+
     # ----------------------------------------------------------------------------------------- pairs
     def check_pairs(self, users, items):
         """Validate a training/scoring batch: users (B,) and items (B,) or (B, K), all ids in range."""
@@ -186,9 +195,9 @@ class Recommender(Module):
         """Write the model to an .npz archive (np.savez; plain arrays and strings, no pickle).
 
         Stored: `__model__` (the class name), `__config__` (the constructor arguments as a JSON
-        string), `__format__`, and each parameter as `param.<dotted name>`. A path without the
-        .npz suffix gets it appended, as np.savez does; the path written is returned (None for a
-        file object).
+        string), `__format__`, each parameter as `param.<dotted name>` and each of `buffers()` as
+        `buffer.<name>`. A path without the .npz suffix gets it appended, as np.savez does; the
+        path written is returned (None for a file object).
         """
         arrays = {
             "__model__": np.array(type(self).__name__),
@@ -196,6 +205,7 @@ class Recommender(Module):
             "__format__": np.array(FORMAT_VERSION),
         }
         arrays.update({"param." + name: value for name, value in self.state_dict().items()})
+        arrays.update({"buffer." + name: value for name, value in self.buffers().items()})
         np.savez(file, **arrays)
         if isinstance(file, (str, os.PathLike)):
             path = os.fspath(file)
@@ -379,9 +389,10 @@ def load_model(file):
     memory than its own size: the archive must be a zip of .npy entries (read with
     allow_pickle=False) whose declared array sizes fit in the entry; it must name a known class
     whose constructor takes exactly the stored config's keywords; the parameters must be finite
-    floats; and the config must describe exactly as many parameter values as the file stores
-    (counted on three tiny trial models with 1 or 2 users and items, so a config claiming 1e12
-    users is refused without allocating anything of that size). Any failure raises
+    floats (buffers, `buffer.<name>`, integers that the model's `load_buffers` checks); and the
+    config must describe exactly as many parameter values as the file stores (counted on three tiny
+    trial models with 1 or 2 users and items, so a config claiming 1e12 users is refused without
+    allocating anything of that size). Any failure raises
     `ModelFileError` (a ValueError) with one line naming the file; a missing file raises
     FileNotFoundError.
     """
@@ -404,7 +415,8 @@ def load_model(file):
         raise ModelFileError(f"{label}: model file format {_short(version, 40)}, this recgrad reads {FORMAT_VERSION}")
     config = _config_entry(entries, cls, label)
     state = {key[len("param."):]: value for key, value in entries.items() if key.startswith("param.")}
-    extra = sorted(key for key in entries if key not in _HEADER_ENTRIES and not key.startswith("param."))
+    buffers = {key[len("buffer."):]: value for key, value in entries.items() if key.startswith("buffer.")}
+    extra = sorted(key for key in entries if key not in _HEADER_ENTRIES and not key.startswith(("param.", "buffer.")))
     if extra:
         raise ModelFileError(f"{label}: unexpected entries {[_short(key) for key in extra[:5]]}")
     for key, value in state.items():
@@ -417,6 +429,10 @@ def load_model(file):
     try:
         model = cls(**config, rng=0)  # the seeded initial draw is overwritten just below
         model.load_state_dict(state)
+        for key, value in buffers.items():
+            if value.dtype.kind not in "iu":
+                raise ValueError(f"buffer {_short(key)} has dtype {value.dtype}, expected integers")
+        model.load_buffers(buffers)
     except (KeyError, TypeError, ValueError) as error:
         raise ModelFileError(f"{label}: {name} config and parameters do not fit: {_short(error)}") from None
     return model

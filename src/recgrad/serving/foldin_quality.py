@@ -43,7 +43,7 @@ def main(argv=None):
     keep = np.ones(data.n_users, dtype=bool)
     keep[held] = False
     reduced = dataclasses.replace(data, train=sp.csr_matrix(sp.diags(keep.astype(np.float32)) @ data.train))
-    model = build_model(config, data.n_users, data.n_items)
+    model = build_model(config, data.n_users, data.n_items, reduced.train)
     started = time.perf_counter()
     build_trainer(config, model, args.out).fit(reduced)
     train_seconds = time.perf_counter() - started

@@ -92,7 +92,7 @@ class ServedRun:
 
     def _require_factors(self, what):
         if not self.factor_model:
-            raise ServingError(f"{what} needs a dot-product model (mf, two-tower); this run's model is "
+            raise ServingError(f"{what} needs a dot-product model (mf, two-tower, lightgcn); this run's model is "
                                f"{self.model_name}, which scores pairs with a neural layer and has no user table "
                                f"to fold into or vector space to compare in")
 

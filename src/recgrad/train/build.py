@@ -83,9 +83,16 @@ def sparse_tables(optimizer):
     return optimizer in ("sparse_adam", "sgd", "hogwild")
 
 
-def build_model(values, n_users, n_items):
+def build_model(values, n_users, n_items, train=None):
+    """The model named by values["model"]; `train` (the training matrix) is LightGCN's graph."""
     from recgrad import models
 
+    if values["model"] == "lightgcn":
+        if train is None:
+            raise ValueError("model: 'lightgcn' is built on the training interactions; pass train=")
+        init = {} if values["init_std"] is None else {"init_std": values["init_std"]}
+        return models.LightGCN(n_users, n_items, dim=values["dim"], layers=values["layers"], interactions=train,
+                               rng=values["seed"], engine=values["engine"], **init)
     common = {"sparse": sparse_tables(values["optimizer"]), "rng": values["seed"]}
     if values["init_std"] is not None:
         common["init_std"] = values["init_std"]
@@ -104,7 +111,8 @@ def model_setting(model):
     """The `model` setting that builds a model of this class ("mf", ...), or None for other classes."""
     from recgrad import models
 
-    classes = {models.MF: "mf", models.TwoTower: "two-tower", models.GMF: "gmf", models.NeuMF: "neumf"}
+    classes = {models.MF: "mf", models.TwoTower: "two-tower", models.GMF: "gmf", models.NeuMF: "neumf",
+               models.LightGCN: "lightgcn"}
     return classes.get(type(model))
 
 

@@ -73,7 +73,7 @@ class Setting:
 GROUPS = ("data", "model", "training", "evaluation", "run")
 LOSSES = ("bpr", "bce", "infonce")
 OPTIMIZERS = ("adam", "adamw", "sgd", "sparse_adam", "hogwild")
-MODELS = ("mf", "two-tower", "gmf", "neumf")
+MODELS = ("mf", "two-tower", "gmf", "neumf", "lightgcn")
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "gelu", "gelu_tanh", "swish", "silu")
 
 SETTINGS = (
@@ -114,6 +114,8 @@ SETTINGS = (
             "model", applies={"model": ("mf", "two-tower")}),
     Setting("mlp_layers", "int_list", [64, 32, 16, 8], "neumf: the MLP's widths", "model", minimum=1,
             applies={"model": ("neumf",)}),
+    Setting("layers", "int", 3, "lightgcn: propagation layers K (the score uses the mean of layers 0..K)", "model",
+            minimum=0, applies={"model": ("lightgcn",)}),
     Setting("init_std", "float", None, "std of the N(0, std) embedding init (default: the model's)", "model",
             minimum=0.0, minimum_open=True),
     # -------------------------------------------------------------------------------- training
@@ -409,6 +411,9 @@ def _check_combinations(values):
             raise SettingError("weight_decay: hogwild SGD has none; use l2 (implicit's regularization)")
         if mode is not None and mode != "per_user":
             raise SettingError(f"negatives_mode: hogwild draws negatives per user, got {mode!r}")
+    if values.get("model") == "lightgcn" and values.get("optimizer") in ("sparse_adam", "hogwild"):
+        raise SettingError(f"optimizer: {values['optimizer']!r} updates looked-up rows only, but lightgcn's "
+                           "propagation gives every row a gradient; use adam, adamw or sgd")
     metric = values.get("metric")
     if metric is not None:
         name, _, k = metric.partition("@")

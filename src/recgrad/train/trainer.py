@@ -61,8 +61,8 @@ class Trainer:
     """Train a recgrad recommender on a `recgrad.data.Dataset`.
 
     Args:
-        model: a recommender (MF, TwoTower, GMF, NeuMF): forward(users, items (B, 1+K)) -> scores,
-            backward(grad_scores). InfoNCE needs a dot-product model (MF, TwoTower).
+        model: a recommender (MF, TwoTower, GMF, NeuMF, LightGCN): forward(users, items (B, 1+K)) -> scores,
+            backward(grad_scores). InfoNCE needs a dot-product model (MF, TwoTower, LightGCN).
         callbacks: extra callbacks (`recgrad.train.callbacks`), run after the Trainer's own
             evaluation and model selection and before its files are written.
         out_dir: run directory (created): metrics.jsonl, best.npz and last.npz, checkpoint.npz,
@@ -110,7 +110,8 @@ class Trainer:
             self.settings["sampler"] = type(self._sampler_object).__name__
         values = self.settings
         if values["loss"] == "infonce" and not isinstance(model, FactorModel):
-            raise ValueError(f"loss: 'infonce' needs a dot-product model (MF, TwoTower), got {type(model).__name__}")
+            raise ValueError(f"loss: 'infonce' needs a dot-product model (MF, TwoTower, LightGCN), "
+                             f"got {type(model).__name__}")
         if values["optimizer"] == "hogwild" and type(model).__name__ != "MF":
             raise ValueError(f"optimizer: 'hogwild' trains MF models only, got {type(model).__name__}")
         self.loss, self.epochs, self.patience = values["loss"], values["epochs"], values["patience"]
