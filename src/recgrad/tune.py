@@ -5,9 +5,9 @@ from the search space declared in `recgrad.train.settings` (`Setting.search`: lr
 scales, the number of negatives and dynamic-negative candidates, dim, the loss, the optimizer, the
 lr schedule; an InfoNCE temperature only when the loss is InfoNCE). Every trial selects its best
 epoch on the validation split (`selection = "validation"`, 10% of each user's training
-interactions by default, fewer on large data), reports the validation metric after every epoch, and
-is pruned when it falls below the median of earlier trials at the same epoch (Optuna's
-MedianPruner). The first trial runs the defaults of `recgrad train` (enqueued), so the search starts
+interactions by default, fewer on large data), reports the validation metric after each
+evaluation, and is pruned when it falls below the median of earlier trials at the same epoch
+(Optuna's MedianPruner). The first trial runs the defaults of `recgrad train` (enqueued), so the search starts
 from them. The test set is evaluated once per trial on the selected model (TestReport) and is never
 an objective.
 
@@ -38,7 +38,6 @@ from pathlib import Path
 from recgrad.train import settings as run_settings
 
 DEFAULT_BUDGET = "300"
-DEFAULT_EPOCHS = 30
 STUDY_NAME = "recgrad-tune"
 
 
@@ -55,8 +54,8 @@ def add_arguments(parser):
     parser.add_argument("--seed", default="0", help="seed of the sampler and of every trial (default 0)")
     parser.add_argument("--metric", help="the validation metric to maximise (default recall@20)")
     parser.add_argument("--model", default="mf", help="the model (default mf; mf and two-tower are searched)")
-    parser.add_argument("--epochs", default=str(DEFAULT_EPOCHS),
-                        help=f"most epochs of a trial (early stopping ends most sooner; default {DEFAULT_EPOCHS})")
+    parser.add_argument("--epochs", help="epochs of a trial (default: recgrad train's, which follow the drawn "
+                                         "optimizer)")
     parser.add_argument("--threads", help="threads of each trial (default: all cores)")
     parser.add_argument("--out", help="the study's folder (default runs/tune-<date-time>)")
     parser.add_argument("--resume", action="store_true", help="continue the study in --out")
@@ -146,7 +145,7 @@ def run(args):
     flags = {"data": args.data, "format": args.format, "seed": args.seed, "metric": args.metric,
              "model": args.model, "epochs": args.epochs, "threads": args.threads}
     given = {key: value for key, value in flags.items() if value is not None}
-    given.update(selection="validation", eval_every=1, patience=3)
+    given["selection"] = "validation"  # no early stopping: a cosine schedule's best epoch is late; the pruner cuts
     if given.get("data", "synthetic") != "synthetic":
         given["data"] = os.path.abspath(given["data"])
     base = cli.resolve_config({}, given)
