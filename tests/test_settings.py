@@ -66,11 +66,19 @@ def test_derived_defaults_follow_the_other_settings():
     assert resolve({"loss": "infonce"})["temperature"] == 0.1
     assert resolve({"optimizer": "hogwild"})["batch_size"] is None
     assert resolve({"lr_schedule": "cosine"})["lr_min"] == 0.0
+    ccl = resolve({"loss": "ccl"})
+    assert (ccl["negatives"], ccl["margin"], ccl["negative_weight"], ccl["normalize"]) == (256, 0.9, 150.0, True)
+    assert resolve({"loss": "ccl", "negatives_mode": "shared"})["negatives"] == 1024
+    assert resolve({"loss": "infonce"})["margin"] is None
 
 
 @pytest.mark.parametrize("values, message", [
     ({"temperature": 0.2}, "temperature: applies only with loss 'infonce'"),
     ({"lr_min": 1e-4}, "lr_min: applies only with lr_schedule 'cosine'"),
+    ({"margin": 0.5}, "margin: applies only with loss 'ccl'"),
+    ({"loss": "ccl", "margin": 1.0}, "margin: expected a number >= -1 and < 1, got 1.0"),
+    ({"loss": "ccl", "negative_weight": -2}, "negative_weight: expected a number >= 0"),
+    ({"loss": "ccl", "negatives_mode": "in_batch"}, "in_batch"),
     ({"popularity_alpha": 0.5}, "popularity_alpha: applies only with sampler 'popularity'"),
     ({"negatives_mode": "in_batch"}, "in_batch"),
     ({"lr_schedule": "cosine", "lr": 1e-3, "lr_min": 1e-3}, "lr_min: expected a value below lr"),

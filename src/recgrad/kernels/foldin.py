@@ -64,7 +64,7 @@ def fold_in_steps(user, items, order, positives, negatives, k, per, loss, w, cos
             cand[1:] = raw
         else:
             _hardest(user, items, 0, raw, per, cosine, cand[1:])
-        _, beta, _ = _coefficients(user, items, 0, cand, k1, loss, cosine, inv_tau, no_log_q, w, alpha, gamma)
+        _, beta, _ = _coefficients(user, items, 0, cand, k1, loss, cosine, inv_tau, 0.0, 0.0, no_log_q, w, alpha, gamma)
         own = user.dtype.type(beta + l2)
         for d in range(dim):
             grad[d] = own * pu[d]
