@@ -14,8 +14,9 @@ declare -A COMMANDS=(
     [gowalla-mf-bpr-dns]="recgrad train --config recipes/gowalla-mf-bpr-dns.toml"
     [gowalla-mf-infonce]="recgrad train --config recipes/gowalla-mf-infonce.toml"
     [ml1m-neumf]="recgrad train --config recipes/ml1m-neumf.toml --threads 1"
+    [gowalla-mf-best]="recgrad train --config recipes/gowalla-mf-best.toml"
 )
-ORDER=(gowalla-mf-bpr ml1m-gmf gowalla-mf-bpr-tuned gowalla-mf-bpr-dns gowalla-mf-infonce ml1m-neumf)
+ORDER=(gowalla-mf-bpr ml1m-gmf gowalla-mf-bpr-tuned gowalla-mf-bpr-dns gowalla-mf-infonce ml1m-neumf gowalla-mf-best)
 
 for name in "${@:-${ORDER[@]}}"; do
     if [[ -z "${COMMANDS[$name]:-}" ]]; then
