@@ -355,8 +355,10 @@ def test_hogwild_bpr_learns_well_above_popularity(data):
     ("hogwild", {"loss": "bce", "negatives": 4, "lr": 0.5}),
     ("hogwild", {"loss": "infonce", "negatives": 16, "lr": 0.005}),
     ("hogwild", {"loss": "infonce", "negatives": 16, "similarity": "cosine", "temperature": 0.2, "lr": 0.05}),
+    ("hogwild", {"loss": "ccl", "negatives": 32, "margin": 0.5, "negative_weight": 10.0, "lr": 0.5}),
+    ("sparse_adam", {"loss": "ccl", "negatives": 32, "margin": 0.5, "negative_weight": 10.0}),
 ])
-def test_bce_and_infonce_paths_learn(data, optimizer, settings, one_thread):
+def test_bce_infonce_and_ccl_paths_learn(data, optimizer, settings, one_thread):
     settings = {"lr": 0.02, "l2": 1e-4, "seed": 0, **settings}
     if optimizer != "hogwild":
         settings["batch_size"] = 256
