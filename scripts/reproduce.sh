@@ -15,8 +15,10 @@ declare -A COMMANDS=(
     [gowalla-mf-infonce]="recgrad train --config recipes/gowalla-mf-infonce.toml"
     [ml1m-neumf]="recgrad train --config recipes/ml1m-neumf.toml --threads 1"
     [gowalla-lightgcn]="recgrad train --config recipes/gowalla-lightgcn.toml --epochs 4 --eval-every 1"
+    [gowalla-mf-best]="recgrad train --config recipes/gowalla-mf-best.toml"
 )
-ORDER=(gowalla-mf-bpr ml1m-gmf gowalla-mf-bpr-tuned gowalla-mf-bpr-dns gowalla-mf-infonce ml1m-neumf gowalla-lightgcn)
+ORDER=(gowalla-mf-bpr ml1m-gmf gowalla-mf-bpr-tuned gowalla-mf-bpr-dns gowalla-mf-infonce ml1m-neumf gowalla-lightgcn
+       gowalla-mf-best)
 
 for name in "${@:-${ORDER[@]}}"; do
     if [[ -z "${COMMANDS[$name]:-}" ]]; then

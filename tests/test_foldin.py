@@ -22,6 +22,7 @@ def _table(n_items=120, dim=6, seed=0):
     {"loss": "bce", "negatives": 3, "l2": 1e-2},
     {"loss": "infonce", "negatives": 5, "temperature": 0.2},
     {"loss": "infonce", "negatives": 5, "cosine": True},
+    {"loss": "ccl", "negatives": 6, "margin": 0.0, "negative_weight": 3.0, "dns_candidates": 2},
 ])
 def test_compiled_steps_equal_the_reference(settings):
     table = _table()

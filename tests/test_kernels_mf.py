@@ -95,6 +95,9 @@ def assert_close(actual, expected, rtol=1e-5):
     {"loss": "bce", "negatives": 4, "normalize": True},
     {"loss": "infonce", "negatives": 4, "temperature": 0.5, "normalize": True},
     {"loss": "infonce", "negatives": 4, "similarity": "cosine", "temperature": 0.5, "normalize": True},
+    # CCL: margin 0.2 leaves some of the random negatives' cosines above it, some below
+    {"loss": "ccl", "negatives": 6, "margin": 0.2, "negative_weight": 10.0, "l2": 1e-3},
+    {"loss": "ccl", "negatives": 6, "margin": 0.2, "negative_weight": 10.0, "normalize": True},
 ])
 def test_lazy_adam_matches_the_reference_trainer(small, settings, one_thread):
     settings = {"optimizer": "sparse_adam", "lr": 0.05, **settings}
@@ -124,6 +127,20 @@ def test_hogwild_sgd_is_the_batch_size_one_reference_step(small, one_thread):
     np.testing.assert_allclose(result["loss"], ref_losses.mean(), rtol=1e-5)
     assert_close(model.user_embedding.weight.data, reference.user_embedding.weight.data)
     assert_close(model.item_embedding.weight.data, reference.item_embedding.weight.data)
+
+
+def test_hogwild_ccl_is_the_batch_size_one_reference_step(small, one_thread):
+    """One negative per sample (hogwild updates an item that occurs twice in a sample twice in sequence,
+    the reference once with the summed gradient: with one negative no item can), float64: equal to rounding."""
+    settings = {"loss": "ccl", "optimizer": "hogwild", "lr": 0.05, "l2": 1e-3, "weight_decay": 0.0, "negatives": 1,
+                "margin": 0.0, "negative_weight": 2.0}
+    reference, ref_losses, negatives = reference_epoch(small, settings, batch_size=1, normalize=True,
+                                                       dtype=np.float64)
+    model = MF(small.n_users, small.n_items, dim=16, normalize=True, rng=7, dtype=np.float64)
+    result = CompiledMFLoop(model, small.train, seed=3, **settings).train_epoch(negatives=negatives)
+    np.testing.assert_allclose(result["loss"], ref_losses.mean(), rtol=1e-12)
+    assert_close(model.user_embedding.weight.data, reference.user_embedding.weight.data, 1e-12)
+    assert_close(model.item_embedding.weight.data, reference.item_embedding.weight.data, 1e-12)
 
 
 @pytest.mark.parametrize("settings", [
@@ -187,6 +204,8 @@ FLOAT_TOLERANCES = [(np.float32, 3e-5), (np.float64, 1e-12)]
     {"optimizer": "adamw", "loss": "bpr", "negatives": 2, "l2": 1e-3},  # AdamW's default decay, 1e-2
     {"optimizer": "sgd", "loss": "bpr", "lr": 0.5, "l2": 1e-2},  # no decay: only the batch's rows move
     {"optimizer": "sgd", "loss": "infonce", "negatives": 4, "lr": 0.5, "weight_decay": 1e-2},  # every row decays
+    {"optimizer": "adam", "loss": "ccl", "negatives": 5, "margin": 0.0, "negative_weight": 4.0, "normalize": True,
+     "l2": 1e-3},
 ])
 @pytest.mark.parametrize("dtype, rtol", FLOAT_TOLERANCES)
 def test_dense_optimizers_match_the_reference_trainer(small, settings, dtype, rtol, one_thread):
@@ -202,6 +221,7 @@ def test_dense_optimizers_match_the_reference_trainer(small, settings, dtype, rt
     {"loss": "infonce", "negatives": 8, "temperature": 0.5, "l2": 1e-2},  # a shared row's L2 counts once
     {"loss": "infonce", "negatives": 8, "similarity": "cosine", "temperature": 0.5, "normalize": True,
      "sampler": "popularity", "logq_correction": True, "l2": 1e-3},
+    {"loss": "ccl", "negatives": 8, "margin": 0.1, "negative_weight": 20.0, "normalize": True, "l2": 1e-2},
 ])
 @pytest.mark.parametrize("optimizer", ["sparse_adam", "adam"])
 @pytest.mark.parametrize("dtype, rtol", FLOAT_TOLERANCES)
@@ -337,8 +357,10 @@ def test_hogwild_bpr_learns_well_above_popularity(data):
     ("hogwild", {"loss": "bce", "negatives": 4, "lr": 0.5}),
     ("hogwild", {"loss": "infonce", "negatives": 16, "lr": 0.005}),
     ("hogwild", {"loss": "infonce", "negatives": 16, "similarity": "cosine", "temperature": 0.2, "lr": 0.05}),
+    ("hogwild", {"loss": "ccl", "negatives": 32, "margin": 0.5, "negative_weight": 10.0, "lr": 0.5}),
+    ("sparse_adam", {"loss": "ccl", "negatives": 32, "margin": 0.5, "negative_weight": 10.0}),
 ])
-def test_bce_and_infonce_paths_learn(data, optimizer, settings, one_thread):
+def test_bce_infonce_and_ccl_paths_learn(data, optimizer, settings, one_thread):
     settings = {"lr": 0.02, "l2": 1e-4, "seed": 0, **settings}
     if optimizer != "hogwild":
         settings["batch_size"] = 256

@@ -8,7 +8,7 @@ from recgrad import gradcheck
 from recgrad.activations import logsumexp, softplus
 from recgrad.data import Dataset, synthetic
 from recgrad.models import MF
-from recgrad.objectives import BatchL2, BCEObjective, BPRObjective, InfoNCEObjective
+from recgrad.objectives import BatchL2, BCEObjective, BPRObjective, CCLObjective, InfoNCEObjective
 from recgrad.samplers import (
     DynamicNegatives,
     InBatchNegatives,
@@ -147,3 +147,49 @@ def test_infonce_gradients_match_finite_differences(mode, similarity, logq):
         lambda inputs, g: tuple(g * grad for grad in loss_and_grads(*inputs)[1]),
     )
     assert ok, max_abs
+
+
+@pytest.mark.parametrize("mode, normalize", [("shared", True), ("per_user", False)])
+def test_ccl_objective_gradients_match_finite_differences(mode, normalize):
+    """CCL through MF's encode (plain or normalised rows) and LightGCN's L2, against central differences."""
+    rng = np.random.default_rng(0)
+    dense = (rng.random((6, 9)) < 0.4).astype(np.float32)
+    dense[np.arange(6), np.arange(6)] = 1.0
+    train = sp.csr_matrix(dense)
+    model = MF(6, 9, dim=3, rng=1, normalize=normalize, dtype=np.float64)
+    sampler = UniformSampler(train, seed=np.random.default_rng(2))
+    negatives = {"shared": SharedNegatives(sampler, 5), "per_user": PerUserNegatives(sampler, 4)}[mode]
+    users = positives = np.array([0, 1, 2, 4])
+    drawn = negatives.draw(users, positives)
+    objective = CCLObjective(margin=0.0, negative_weight=3.0)
+    regularizer = BatchL2(0.3)
+
+    def loss_and_grads(P, Q):
+        model.load_state_dict({"user_embedding.weight": P, "item_embedding.weight": Q})
+        model.zero_grad()
+        loss = objective(model, users, positives, drawn) + regularizer(model, users.size)
+        return loss, [p.grad.to_dense(p.data.shape) for p in model.parameters()]
+
+    loss_and_grads(model.user_embedding.weight.data.copy(), model.item_embedding.weight.data.copy())
+    active = objective.loss.cache["active"]
+    assert active.any() and not active.all()
+    ok, max_abs, _ = gradcheck(
+        lambda P, Q: np.array(loss_and_grads(P, Q)[0]),
+        (model.user_embedding.weight.data.copy(), model.item_embedding.weight.data.copy()),
+        lambda inputs, g: tuple(g * grad for grad in loss_and_grads(*inputs)[1]),
+    )
+    assert ok, max_abs
+
+
+def test_ccl_objective_is_the_formula_on_the_model_rows(data):
+    model, users, positives = model_and_batch(data)
+    negatives = np.arange(48).reshape(12, 4) % data.n_items
+    loss = CCLObjective(margin=0.1, negative_weight=5.0)(model, users, positives, negatives)
+    P, Q = model.user_factors(), model.item_factors()
+    unit_u = P[users] / np.linalg.norm(P[users], axis=1, keepdims=True)
+    unit_q = Q / np.linalg.norm(Q, axis=1, keepdims=True)
+    pos = np.sum(unit_u * unit_q[positives], axis=1)
+    neg = np.einsum("bd,bkd->bk", unit_u, unit_q[negatives])
+    np.testing.assert_allclose(loss, np.mean(1 - pos + 5.0 / 4 * np.maximum(neg - 0.1, 0).sum(1)), rtol=1e-12)
+    with pytest.raises(ValueError, match="in-batch"):
+        CCLObjective()(model, users, positives, None)

@@ -67,6 +67,10 @@ def test_derived_defaults_follow_the_other_settings():
     assert resolve({"loss": "infonce"})["temperature"] == 0.1
     assert resolve({"optimizer": "hogwild"})["batch_size"] is None
     assert resolve({"lr_schedule": "cosine"})["lr_min"] == 0.0
+    ccl = resolve({"loss": "ccl"})
+    assert (ccl["negatives"], ccl["margin"], ccl["negative_weight"], ccl["normalize"]) == (256, 0.9, 150.0, True)
+    assert resolve({"loss": "ccl", "negatives_mode": "shared"})["negatives"] == 1024
+    assert resolve({"loss": "infonce"})["margin"] is None
 
 
 def test_mf_with_bpr_defaults_to_the_measured_hogwild_recipe_and_other_models_to_adam():
@@ -110,6 +114,10 @@ def test_validation_is_ten_percent_lowered_on_large_data_and_none_when_the_test_
 @pytest.mark.parametrize("values, message", [
     ({"temperature": 0.2}, "temperature: applies only with loss 'infonce'"),
     ({"lr_schedule": "constant", "lr_min": 1e-4}, "lr_min: applies only with lr_schedule 'cosine'"),
+    ({"margin": 0.5}, "margin: applies only with loss 'ccl'"),
+    ({"loss": "ccl", "margin": 1.0}, "margin: expected a number >= -1 and < 1, got 1.0"),
+    ({"loss": "ccl", "negative_weight": -2}, "negative_weight: expected a number >= 0"),
+    ({"loss": "ccl", "negatives_mode": "in_batch"}, "in_batch"),
     ({"popularity_alpha": 0.5}, "popularity_alpha: applies only with sampler 'popularity'"),
     ({"negatives_mode": "in_batch"}, "in_batch"),
     ({"lr_schedule": "cosine", "lr": 1e-3, "lr_min": 1e-3}, "lr_min: expected a value below lr"),

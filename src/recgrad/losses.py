@@ -1,4 +1,5 @@
-"""Losses as Modules: the recommender losses (BPR, binary cross-entropy on logits, InfoNCE) and
+"""Losses as Modules: the recommender losses (BPR, binary cross-entropy on logits, InfoNCE, the
+cosine contrastive loss) and
 the classification losses a PyTorch user expects (CrossEntropyLoss, NLLLoss, MSELoss).
 
 Each loss is a `recgrad.nn.Module`. `forward(...)` returns the reduced loss (a 0-d NumPy scalar of
@@ -312,6 +313,97 @@ class InfoNCELoss(_Loss):
                 l2_normalize_backward(grad, unit, denominator)
                 for grad, unit, denominator in zip(grads, vectors, c["denominators"])
             ]
+        return tuple(grad.astype(dtype, copy=False) for grad, dtype in zip(grads, c["input_dtypes"]))
+
+
+class CosineContrastiveLoss(_Loss):
+    """The cosine contrastive loss (CCL) of SimpleX: pull the positive's cosine to 1, push every
+    negative's cosine below a margin.
+
+    For anchor a_b, positive p_b and K negatives n_bk, with cosines c_b0 = cos(a_b, p_b) and
+    c_bk = cos(a_b, n_bk) (cos(u, v) = <u_hat, v_hat>, u_hat = u / max(|u|, 1e-12)),
+
+        l_b = (1 - c_b0) + w / K * sum_k max(0, c_bk - m)
+
+    margin m, negative weight w (SimpleX writes w * mean_k; w = K is its plain sum over negatives).
+
+    Gradient w.r.t. the cosines: dl_b/dc_b0 = -1, dl_b/dc_bk = w / K * [c_bk > m] (0 at c_bk = m,
+    torch's relu'(0) = 0). Then, as in InfoNCELoss, the cosines are bilinear in the unit vectors
+    (dc/du_hat = v_hat) and d(u_hat)/du = (I - u_hat u_hat^T) / |u| (`l2_normalize_backward`).
+    A zero vector (|u| <= 1e-12) has cosine 0 with everything and gets the gradient g / 1e-12,
+    finite and huge, as torch.nn.functional.normalize's clamp gives: do not feed zero rows.
+
+    Shapes: anchor (B, D), positive (B, D), negatives (B, K, D) per anchor or (K, D) shared by the
+    batch. "none" returns the (B,) per-anchor loss. backward returns (d_anchor, d_positive,
+    d_negatives).
+
+    Reference: Mao et al., "SimpleX: A Simple and Strong Baseline for Collaborative Filtering",
+    CIKM 2021, eq. 1; in torch: (1 - cos_pos) + w * relu(cos_neg - m).mean(-1) on
+    F.normalize'd vectors.
+    """
+
+    def __init__(self, margin=0.9, negative_weight=1.0, reduction="mean"):
+        super().__init__(reduction)
+        for name, value in (("margin", margin), ("negative_weight", negative_weight)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise TypeError(f"{name}: expected a real number, got {type(value).__name__}")
+        if not -1.0 <= float(margin) < 1.0:
+            raise ValueError(f"margin: must lie in [-1, 1) (a cosine bound), got {margin}")
+        if not 0.0 <= float(negative_weight) < float("inf"):
+            raise ValueError(f"negative_weight: must be finite and >= 0, got {negative_weight}")
+        self.margin, self.negative_weight = float(margin), float(negative_weight)
+
+    def forward(self, anchor, positive, negatives):
+        a = as_float_array(anchor, "anchor")
+        p = as_float_array(positive, "positive")
+        n = as_float_array(negatives, "negatives")
+        if a.ndim != 2:
+            raise ValueError(f"anchor: expected shape (B, D), got {a.shape}")
+        check_same_shape(a, p, "anchor", "positive")
+        batch, dim = a.shape
+        if n.ndim == 3 and n.shape[0] == batch and n.shape[2] == dim and n.shape[1] > 0:
+            shared = False
+        elif n.ndim == 2 and n.shape[1] == dim and n.shape[0] > 0:
+            shared = True
+        else:
+            raise ValueError(f"negatives: expected shape ({batch}, K, {dim}) or (K, {dim}) with K >= 1 to match "
+                             f"anchor {a.shape}, got {n.shape}")
+        inputs = (a, p, n)
+        dtype = np.result_type(*inputs)
+        normalized = [l2_normalize(x.astype(dtype, copy=False)) for x in inputs]
+        units = [unit for unit, _ in normalized]
+        pos_cos = np.einsum("bd,bd->b", units[0], units[1])
+        neg_cos = units[0] @ units[2].T if shared else np.einsum("bd,bkd->bk", units[0], units[2])
+        k = neg_cos.shape[1]
+        scale = self.negative_weight / k
+        elementwise = (1.0 - pos_cos) + scale * np.sum(np.maximum(neg_cos - self.margin, 0.0), axis=1)
+        self.cache = {
+            "shared": shared,
+            "normalized": normalized,
+            "active": neg_cos > self.margin,
+            "scale": scale,
+            "loss_shape": (batch,),
+            "dtype": dtype,
+            "input_dtypes": [x.dtype for x in inputs],
+        }
+        return self._reduce(elementwise.astype(dtype, copy=False))
+
+    def backward(self, grad_output=None):
+        """Returns (d_anchor (B, D), d_positive (B, D), d_negatives of the negatives' shape)."""
+        weight = self._element_weight(grad_output)
+        c = self.cache
+        row_weight = weight[:, None] if weight.ndim else weight
+        (a, a_norm), (p, p_norm), (n, n_norm) = c["normalized"]
+        dtype = c["dtype"]
+        # dL/dc: -1 for the positive, w / K where a negative's cosine exceeds the margin; times the reduction's weight
+        d_pos = -(np.ones((a.shape[0], 1), dtype) * row_weight)
+        d_neg = (c["active"] * (c["scale"] * row_weight)).astype(dtype, copy=False)
+        if c["shared"]:
+            d_a, d_n = d_pos * p + d_neg @ n, d_neg.T @ a
+        else:
+            d_a, d_n = d_pos * p + np.einsum("bk,bkd->bd", d_neg, n), d_neg[:, :, None] * a[:, None, :]
+        grads = (l2_normalize_backward(d_a, a, a_norm), l2_normalize_backward(d_pos * a, p, p_norm),
+                 l2_normalize_backward(d_n, n, n_norm))
         return tuple(grad.astype(dtype, copy=False) for grad, dtype in zip(grads, c["input_dtypes"]))
 
 

@@ -169,6 +169,10 @@ def _cases(rng):
         cases.append((f"InfoNCELoss({similarity}, per-anchor)", *_loss_case(loss, 3), (anchor, positive, per_anchor)))
         cases.append((f"InfoNCELoss({similarity}, shared)", *_loss_case(loss, 3), (anchor, positive, shared)))
         cases.append((f"InfoNCELoss({similarity}, in-batch)", *_loss_case(loss, 2), (anchor, positive)))
+    # margin 0 with random vectors: some negative cosines above it, some below (both branches checked)
+    ccl = losses.CosineContrastiveLoss(margin=0.0, negative_weight=3.0)
+    cases.append(("CosineContrastiveLoss(per-anchor)", *_loss_case(ccl, 3), (anchor, positive, per_anchor)))
+    cases.append(("CosineContrastiveLoss(shared)", *_loss_case(ccl, 3), (anchor, positive, shared)))
     classes = rng.integers(0, k, size=batch)
     classes[0] = -100
     class_weight = np.array([0.5, 1.0, 2.0])

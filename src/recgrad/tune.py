@@ -3,7 +3,8 @@
 Each trial is a `recgrad train` run (into DIR/trials/N) whose settings Optuna's TPE sampler draws
 from the search space declared in `recgrad.train.settings` (`Setting.search`: lr and l2 on log
 scales, the number of negatives and dynamic-negative candidates, dim, the loss, the optimizer, the
-lr schedule; an InfoNCE temperature only when the loss is InfoNCE). Every trial selects its best
+lr schedule; an InfoNCE temperature only when the loss is InfoNCE, a CCL margin and negative weight
+only when it is CCL). Every trial selects its best
 epoch on the validation split (`selection = "validation"`, 10% of each user's training
 interactions by default, fewer on large data), reports the validation metric after each
 evaluation, and is pruned when it falls below the median of earlier trials at the same epoch
@@ -74,14 +75,16 @@ def suggest(trial, given):
     searched setting drawn by `trial`; the rest is left to the defaults (resolved per trial, so a
     derived default follows the drawn settings)."""
     values = dict(given)
-    for setting in run_settings.SETTINGS:
-        if setting.search is None or setting.name == "temperature":
-            continue
-        values[setting.name] = _draw(trial, setting)
+    searched = [setting for setting in run_settings.SETTINGS if setting.search is not None]
+    for setting in searched:
+        if not setting.applies:
+            values[setting.name] = _draw(trial, setting)
     if values.get("model", run_settings.BY_NAME["model"].default) != "mf" and values["optimizer"] == "hogwild":
         values["optimizer"] = "sparse_adam"  # hogwild trains MF only
-    if values["loss"] == "infonce":
-        values["temperature"] = _draw(trial, run_settings.BY_NAME["temperature"])
+    for setting in searched:  # those that apply only with some values of the others: e.g. the temperature
+        if setting.applies and all(values.get(other, run_settings.BY_NAME[other].default) in allowed
+                                   for other, allowed in setting.applies.items()):
+            values[setting.name] = _draw(trial, setting)
     if values["optimizer"] == "hogwild":
         values.pop("batch_size", None)
     return values
@@ -108,6 +111,8 @@ def _draw(trial, setting):
         return trial.suggest_float(setting.name, bounds[0], bounds[1], log=True)
     if kind == "int_log":
         return trial.suggest_int(setting.name, bounds[0], bounds[1], log=True)
+    if kind == "linear":
+        return trial.suggest_float(setting.name, bounds[0], bounds[1])
     return trial.suggest_categorical(setting.name, list(bounds[0]))
 
 

@@ -8,7 +8,7 @@ i = order[t] and candidates c = [i, j_1, ..., j_K],
     p <- p - lr_t (beta p + sum_k alpha_k Q[c_k] + l2 p)
 
 where alpha, beta are the sample's loss-gradient coefficients (`kernels.mf._coefficients`: BPR,
-BCE or InfoNCE; dot or cosine) and l2 p is LightGCN's batch L2 at B = 1. The item rows get no
+BCE, InfoNCE or CCL; dot or cosine) and l2 p is LightGCN's batch L2 at B = 1. The item rows get no
 update. lr_t = lr (1 + cos(pi t / steps)) / 2 anneals the rate to 0 over the steps (an SGD whose
 rate goes to 0 converges on the strongly convex objective that the frozen table leaves).
 
@@ -25,18 +25,20 @@ import numpy as np
 
 from recgrad.kernels.mf import _coefficients, _draw_negatives, _hardest, _stream
 
-LOSSES = {"bpr": 0, "bce": 1, "infonce": 2}
+LOSSES = {"bpr": 0, "bce": 1, "infonce": 2, "ccl": 3}
 
 
 @numba.njit(cache=True, error_model="numpy", fastmath={"reassoc", "nsz", "contract"})
-def fold_in_steps(user, items, order, positives, negatives, k, per, loss, w, cosine, inv_tau, lr, l2, key):
+def fold_in_steps(user, items, order, positives, negatives, k, per, loss, w, cosine, inv_tau, margin, negative_weight,
+                  lr, l2, key):
     """Run len(order) SGD steps on user[0] in place.
 
     user (1, dim): the start vector, overwritten. items (n_items, dim), same dtype: frozen.
     order (steps,) int64: the positive of each step. positives: the user's items, sorted int32
     (the collision rule). negatives (steps, k * per) int64, or shape (0, k * per) to draw them
     from the stream `key` (uint64). loss: LOSSES code; w: one sample's weight in the loss's mean
-    (BPR 1/K, BCE 1/(K+1), InfoNCE 1). cosine: score by the cosine.
+    (BPR 1/K, BCE 1/(K+1), InfoNCE and CCL 1). cosine: score by the cosine (True for CCL).
+    inv_tau: InfoNCE's 1 / tau; margin, negative_weight: CCL's.
     """
     steps = order.size
     k1 = k + 1
@@ -64,7 +66,8 @@ def fold_in_steps(user, items, order, positives, negatives, k, per, loss, w, cos
             cand[1:] = raw
         else:
             _hardest(user, items, 0, raw, per, cosine, cand[1:])
-        _, beta, _ = _coefficients(user, items, 0, cand, k1, loss, cosine, inv_tau, no_log_q, w, alpha, gamma)
+        _, beta, _ = _coefficients(user, items, 0, cand, k1, loss, cosine, inv_tau, margin, negative_weight, no_log_q,
+                                   w, alpha, gamma)
         own = user.dtype.type(beta + l2)
         for d in range(dim):
             grad[d] = own * pu[d]

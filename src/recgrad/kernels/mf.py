@@ -2,12 +2,12 @@
 
 Reference and test oracle: `recgrad.train.Trainer` with an `MF` model (the NumPy minibatch
 path: `UniformSampler`/`PopularitySampler` with per-user or shared negatives, `BPRLoss`/
-`BCEWithLogitsLoss`/`InfoNCELoss`, LightGCN's batch L2, `SparseAdam`, `Adam`, `AdamW`, `SGD`).
+`BCEWithLogitsLoss`/`InfoNCELoss`/`CosineContrastiveLoss`, LightGCN's batch L2, `SparseAdam`, `Adam`, `AdamW`, `SGD`).
 This module computes the same quantities without building (B, 1+K, D) blocks, without Python
 between the steps of an epoch, and in parallel.
 
 Per training interaction (u, i) with candidates c = [i, j_1, ..., j_K] (the positive, then K
-negatives), scores s_k = <P[u], Q[c_k]> (cosine, for an MF(normalize=True) or a cosine InfoNCE:
+negatives), scores s_k = <P[u], Q[c_k]> (cosine, for an MF(normalize=True), a cosine InfoNCE or CCL:
 <P[u]/|P[u]|, Q[c_k]/|Q[c_k]|>, norms clamped at 1e-12 as torch.nn.functional.normalize), and the
 weight w of one sample in the batch mean:
 
@@ -17,6 +17,8 @@ weight w of one sample in the batch mean:
                                                                           dl/ds_k = w sigmoid(s_k)
     infonce  z_k = s_k / tau (- log q(c_k) with log-Q),      w = 1/B;     l = w (logsumexp(z) - z_0),
                                                                           dl/ds_k = w (softmax(z)_k - [k=0]) / tau
+    ccl      l = w [(1 - s_0) + nw/K sum_k max(0, s_k - m)], w = 1/B;     dl/ds_0 = -w,
+             (s the cosines; margin m, negative weight nw)                dl/ds_k = w nw/K [s_k > m]
 
 Chain rule to the rows (g_k = dl/ds_k): dot similarity gives dP[u] = sum_k g_k Q[c_k] and
 dQ[c_k] = g_k P[u]. Cosine, with a = P[u], v_k = Q[c_k], clamped norms n_a, n_k, cos_k = s_k:
@@ -25,7 +27,8 @@ dQ[c_k] = g_k P[u]. Cosine, with a = P[u], v_k = Q[c_k], clamped norms n_a, n_k,
     dQ[c_k] = g_k / (n_a n_k) P[u] - g_k cos_k / n_k^2 Q[c_k]
 
 (the normalisation's vector-Jacobian product (g - x_hat <x_hat, g>) / |x| written out; the radial
-term is dropped where the norm is clamped, as in `recgrad.losses.l2_normalize_backward`). So every
+term is dropped where the norm is clamped, as in `recgrad.losses.l2_normalize_backward`; a candidate
+with g_k = 0, e.g. a CCL negative below the margin, contributes nothing). So every
 row gradient is a combination of P[u] and the Q[c_k] with per-sample scalar coefficients: a
 sample's coefficients are computed once and the D-length work is a few multiply-adds per row.
 
@@ -118,7 +121,7 @@ from recgrad.kernels.optim import _adam_element, _sgd_element, adam_row_step
 __all__ = ["LOSS_CODES", "SAMPLERS", "epoch_key", "sampling_tables", "sample_into", "hogwild_epoch", "RULES",
            "minibatch_epoch"]
 
-LOSS_CODES = {"bpr": 0, "bce": 1, "infonce": 2}
+LOSS_CODES = {"bpr": 0, "bce": 1, "infonce": 2, "ccl": 3}
 SAMPLERS = ("uniform", "popularity")
 
 _NORM_EPS = 1e-12  # torch.nn.functional.normalize's clamp, as recgrad.losses
@@ -333,8 +336,11 @@ def _softplus_sigmoid(x):
 
 
 @numba.njit(cache=True, error_model="numpy", fastmath={"reassoc", "nsz", "contract"})
-def _coefficients(P, Q, user, cand, k1, loss, cosine, inv_tau, log_q, w, alpha, gamma):
+def _coefficients(P, Q, user, cand, k1, loss, cosine, inv_tau, margin, negative_weight, log_q, w, alpha, gamma):
     """Score one sample and write its gradient coefficients; returns (loss, beta, sum of |e|^2).
+
+    loss: LOSS_CODES (CCL is defined on cosines: call it with cosine=True). inv_tau: InfoNCE's 1 / tau;
+    margin, negative_weight: CCL's m and nw (each read only by its loss).
 
     On return alpha[k] and gamma[k] (k < k1) and beta are such that (module doc)
         dP[u] = beta P[u] + sum_k alpha[k] Q[c_k],   dQ[c_k] = alpha[k] P[u] + gamma[k] Q[c_k].
@@ -384,6 +390,17 @@ def _coefficients(P, Q, user, cand, k1, loss, cosine, inv_tau, log_q, w, alpha, 
             term, g = _softplus_sigmoid(alpha[k])
             value += term
             alpha[k] = g * w
+    elif loss == 3:  # CCL on the cosines
+        value = 1.0 - alpha[0]
+        alpha[0] = -w
+        scale = negative_weight / (k1 - 1)
+        for k in range(1, k1):
+            excess = alpha[k] - margin
+            if excess > 0.0:
+                value += scale * excess
+                alpha[k] = scale * w
+            else:
+                alpha[k] = 0.0
     else:  # InfoNCE
         peak = -np.inf
         for k in range(k1):
@@ -402,13 +419,16 @@ def _coefficients(P, Q, user, cand, k1, loss, cosine, inv_tau, log_q, w, alpha, 
     if cosine:
         radial = 0.0
         for k in range(k1):
+            g = alpha[k]
+            if g == 0.0:  # no gradient through this candidate (a CCL negative below the margin)
+                gamma[k] = 0.0
+                continue
             n_k = gamma[k]
             q = Q[cand[k]]  # the cosine is recomputed: alpha now holds dl/ds
             s = zero
             for d in range(dim):
                 s += pu[d] * q[d]
             cos_k = np.float64(s) / (n_a * n_k)
-            g = alpha[k]
             radial += g * cos_k
             alpha[k] = g / (n_a * n_k)
             gamma[k] = -g * cos_k / (n_k * n_k) if n_k > _NORM_EPS else 0.0
@@ -465,7 +485,8 @@ def _prefetch_sample(P, Q, user, items, indptr, indices, exclude):
 
 @numba.njit(cache=True, error_model="numpy", parallel=True, fastmath={"reassoc", "nsz", "contract"})
 def hogwild_epoch(P, Q, users, items, negatives, k, per, select_cosine, n_items, indptr, indices, alias_prob,
-                   alias_item, exclude, loss, cosine, inv_tau, log_q, lr, l2, key, n_chunks, chunk_loss):
+                   alias_item, exclude, loss, cosine, inv_tau, margin, negative_weight, log_q, lr, l2, key, n_chunks,
+                   chunk_loss):
     n = users.size
     k1 = k + 1
     dim = P.shape[1]
@@ -517,7 +538,8 @@ def hogwild_epoch(P, Q, users, items, negatives, k, per, select_cosine, n_items,
                 else:
                     slot[1:] = negatives[ahead]
                 _prefetch_sample(P, Q, users[ahead], slot, indptr, indices, exclude)
-            value, beta, sumsq = _coefficients(P, Q, user, cand, k1, loss, cosine, inv_tau, log_q, w, alpha, gamma)
+            value, beta, sumsq = _coefficients(P, Q, user, cand, k1, loss, cosine, inv_tau, margin, negative_weight,
+                                               log_q, w, alpha, gamma)
             total += value + 0.5 * l2 * sumsq
             pu = P[user]
             for j in range(k1):
@@ -638,7 +660,7 @@ def minibatch_epoch(P, Q, state, users, items, negatives, sampling, objective, r
         buffers as mP, mQ, or the tables themselves without momentum: then never read or written).
     negatives: (nnz, K C) given per sample, (n_batches, K) given shared, or (0, *) to draw them.
     sampling: (K, C, shared, n_items, indptr, indices, alias_prob, alias_item, exclude).
-    objective: (loss code, cosine, DNS by cosine, 1 / tau, log q or empty, l2).
+    objective: (loss code, cosine, DNS by cosine, 1 / tau, log q or empty, l2, CCL margin, CCL negative weight).
     rule: RULES[optimizer]; hyper: its constants (float64): lazy and dense Adam [1 - beta1, 1 - beta2,
         eps, decay, beta2, l2 in the gradient], SGD [lr, momentum, 1 - dampening, weight decay,
         nesterov]. schedule (n_batches, 2 tables, 2): the scalars of each batch's step, as the
@@ -648,16 +670,16 @@ def minibatch_epoch(P, Q, state, users, items, negatives, sampling, objective, r
     """
     mP, vP, mQ, vQ = state
     k, per, shared, n_items, indptr, indices, alias_prob, alias_item, exclude = sampling
-    loss, cosine, select_cosine, inv_tau, log_q, l2 = objective
+    loss, cosine, select_cosine, inv_tau, log_q, l2, margin, negative_weight = objective
     n = users.size
     k1 = k + 1
     width = 1 + k * per
     dim = P.shape[1]
     dtype = P.dtype.type
     cap = min(batch_size, n)
-    # InfoNCE encodes a shared negative once per batch, so LightGCN's L2 counts it once (the pairwise
-    # losses score, and look up, it once per sample): only sample 0's copy of it is counted.
-    l2_once = shared and loss == 2
+    # InfoNCE and CCL encode a shared negative once per batch, so LightGCN's L2 counts it once (the
+    # pairwise losses score, and look up, it once per sample): only sample 0's copy of it is counted.
+    l2_once = shared and loss >= 2
     sampled = negatives.shape[0] == 0
     dense = rule == _DENSE_ADAM or (rule == _SGD and (hyper[1] != 0.0 or hyper[3] != 0.0))
     cand = np.empty(cap * k1, np.int64)
@@ -721,7 +743,8 @@ def minibatch_epoch(P, Q, state, users, items, negatives, sampling, objective, r
                                 n_items, alias_prob, alias_item, P, Q, indptr, indices, exclude)
                 a_row = alpha[b * k1:(b + 1) * k1]
                 sample_loss[b], beta[b], sample_sumsq[b] = _coefficients(
-                    P, Q, users[p], row, k1, loss, cosine, inv_tau, log_q, w, a_row, gamma[b * k1:(b + 1) * k1])
+                    P, Q, users[p], row, k1, loss, cosine, inv_tau, margin, negative_weight, log_q, w, a_row,
+                    gamma[b * k1:(b + 1) * k1])
                 pu = P[users[p]]
                 part = user_part[b]
                 old = user_old[b]
@@ -731,6 +754,8 @@ def minibatch_epoch(P, Q, state, users, items, negatives, sampling, objective, r
                     old[d] = pu[d]
                     part[d] = a * q[d]
                 for j in range(1, k1):
+                    if a_row[j] == 0.0:  # no gradient through this negative (CCL below the margin)
+                        continue
                     a = dtype(a_row[j])
                     q = Q[row[j]]
                     for d in range(dim):
@@ -789,19 +814,19 @@ def minibatch_epoch(P, Q, state, users, items, negatives, sampling, objective, r
             else:
                 i = s - n_u
                 counted = 0
+                for d in range(dim):
+                    g[d] = 0.0
                 for o in range(item_starts[i], item_starts[i + 1]):
                     flat = item_occ[o]
                     own += gamma[flat]
                     if not l2_once or flat < k1 or flat % k1 == 0:
                         counted += 1
+                    if alpha[flat] == 0.0:  # no gradient through this occurrence (CCL below the margin)
+                        continue
                     a = dtype(alpha[flat])
                     old = user_old[flat // k1]
-                    if o == item_starts[i]:
-                        for d in range(dim):
-                            g[d] = a * old[d]
-                    else:
-                        for d in range(dim):
-                            g[d] += a * old[d]
+                    for d in range(dim):
+                        g[d] += a * old[d]
                 r = item_rows[i]
                 theta, m, v, table = Q[r], mQ[r], vQ[r], 1
                 c = dtype(own) + dtype(l2_scale * counted)

@@ -7,6 +7,8 @@ objective returns the batch's loss and leaves the gradients in the model's param
 - `contrastive`: InfoNCE over the model's user and item representations (dot-product models),
   with per-user, shared or in-batch negatives, a temperature, dot or cosine similarity and the
   log-Q correction.
+- `cosine_contrastive`: SimpleX's cosine contrastive loss (CCL) over the same representations,
+  with per-user or shared negatives, a margin and a negative weight.
 - `regularizers`: LightGCN's L2 on the embedding rows a batch looked up.
 
 The negatives come from `recgrad.samplers` (`PerUserNegatives`, `SharedNegatives`,
@@ -14,7 +16,8 @@ The negatives come from `recgrad.samplers` (`PerUserNegatives`, `SharedNegatives
 """
 
 from recgrad.objectives.contrastive import InfoNCEObjective
+from recgrad.objectives.cosine_contrastive import CCLObjective
 from recgrad.objectives.pairwise import BCEObjective, BPRObjective
 from recgrad.objectives.regularizers import BatchL2
 
-__all__ = ["BPRObjective", "BCEObjective", "InfoNCEObjective", "BatchL2"]
+__all__ = ["BPRObjective", "BCEObjective", "InfoNCEObjective", "CCLObjective", "BatchL2"]

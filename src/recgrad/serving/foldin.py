@@ -3,7 +3,7 @@
 With the item vectors Q fixed, the part of the training objective that involves one user's row p
 is, per training interaction (p, i) with sampled negatives j_1..j_K (the Trainer's module doc),
 
-    l(p; i, j) + l2/2 |p|^2        l = BPR, BCE or InfoNCE of the scores <p, Q[c]> (or cosines)
+    l(p; i, j) + l2/2 |p|^2        l = BPR, BCE, InfoNCE or CCL of the scores <p, Q[c]> (or cosines)
 
 and training visits it once per epoch per interaction. `FoldIn` minimises its average over the
 user's items by the same SGD step the compiled training loop takes (`recgrad.kernels.foldin`),
@@ -29,12 +29,19 @@ import numpy as np
 
 from recgrad._checks import non_negative_float, positive_float, positive_int
 from recgrad.engine import use_compiled
-from recgrad.losses import BCEWithLogitsLoss, BPRLoss, InfoNCELoss, l2_normalize, l2_normalize_backward
+from recgrad.losses import (
+    BCEWithLogitsLoss,
+    BPRLoss,
+    CosineContrastiveLoss,
+    InfoNCELoss,
+    l2_normalize,
+    l2_normalize_backward,
+)
 
-LOSSES = ("bpr", "bce", "infonce")
+LOSSES = ("bpr", "bce", "infonce", "ccl")
 # Negatives per step when the run did not set them: the Trainer's defaults; in-batch InfoNCE
 # (the batch's other positives) is approximated by this many uniform draws.
-DEFAULT_NEGATIVES = {"bpr": 1, "bce": 4, "infonce": 64}
+DEFAULT_NEGATIVES = {"bpr": 1, "bce": 4, "infonce": 64, "ccl": 256}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,12 +49,13 @@ class FoldIn:
     """The fold-in objective (the training run's loss and regulariser) and its optimiser.
 
     Args:
-        loss: "bpr", "bce" or "infonce" (the run's `loss`).
+        loss: "bpr", "bce", "infonce" or "ccl" (the run's `loss`).
         negatives: negatives per step (the run's; None: DEFAULT_NEGATIVES[loss]).
         dns_candidates: dynamic negative sampling, each negative the best of this many draws.
         l2: the run's `l2` (LightGCN's batch L2 at one sample per step).
-        temperature: InfoNCE's.
-        cosine: score by the cosine (a normalised model, or a cosine InfoNCE).
+        temperature: InfoNCE's. margin, negative_weight: CCL's.
+        cosine: score by the cosine (a normalised model, or a cosine InfoNCE); always with CCL, a
+            loss on cosines.
         steps: SGD steps (the cost: steps * (K C + K + 1) dot products of length dim).
         lr: the first step's rate, annealed to 0 by a cosine over the steps.
         seed: the negatives' stream; the same seed and history give the same vector.
@@ -58,6 +66,8 @@ class FoldIn:
     dns_candidates: int = 1
     l2: float = 0.0
     temperature: float = 0.1
+    margin: float = 0.9
+    negative_weight: float = 150.0
     cosine: bool = False
     steps: int = 3000
     lr: float = 0.05
@@ -71,6 +81,9 @@ class FoldIn:
         positive_int(self.dns_candidates, "dns_candidates")
         non_negative_float(self.l2, "l2")
         positive_float(self.temperature, "temperature")
+        CosineContrastiveLoss(self.margin, self.negative_weight)  # checks both
+        if self.loss == "ccl":
+            object.__setattr__(self, "cosine", True)
         positive_int(self.steps, "steps")
         positive_float(self.lr, "lr")
 
@@ -83,6 +96,8 @@ class FoldIn:
         return cls(
             loss=config["loss"], negatives=negatives, dns_candidates=config.get("dns_candidates") or 1,
             l2=config.get("l2") or 0.0, temperature=config.get("temperature") or 0.1,
+            margin=0.9 if config.get("margin") is None else config["margin"],
+            negative_weight=150.0 if config.get("negative_weight") is None else config["negative_weight"],
             cosine=bool(getattr(model, "normalize", False)) or config.get("similarity") == "cosine",
             seed=config.get("seed") or 0,
         )
@@ -126,14 +141,15 @@ class FoldIn:
         user = start[None, :].copy()
         fold_in_steps(user, np.ascontiguousarray(item_vectors), order, history.astype(np.int32),
                       np.ascontiguousarray(negatives, dtype=np.int64), self.negatives, self.dns_candidates,
-                      CODES[self.loss], self.sample_weight(), self.cosine, 1.0 / self.temperature, float(self.lr),
+                      CODES[self.loss], self.sample_weight(), self.cosine, 1.0 / self.temperature,
+                      float(self.margin), float(self.negative_weight), float(self.lr),
                       float(self.l2), key)
         return user[0]
 
     def sample_weight(self):
         """One step's weight in the loss's mean over its scores: BPR averages K pairs, BCE K + 1
-        logits, InfoNCE is one cross-entropy (`recgrad.losses`' "mean" reductions)."""
-        return {"bpr": 1.0 / self.negatives, "bce": 1.0 / (self.negatives + 1), "infonce": 1.0}[self.loss]
+        logits, InfoNCE and CCL are one term per positive (`recgrad.losses`' "mean" reductions)."""
+        return {"bpr": 1.0 / self.negatives, "bce": 1.0 / (self.negatives + 1), "infonce": 1.0, "ccl": 1.0}[self.loss]
 
     def draw_negatives(self, history, n_items, order):
         """(steps, K C) uniform item ids that are not in `history` (NumPy's generator, seeded)."""
@@ -168,6 +184,10 @@ def fold_in_reference(fold, start, item_vectors, order, negatives):
         q_unit = l2_normalize(q)[0] if fold.cosine else q
         if fold.loss == "infonce":
             loss = InfoNCELoss(temperature=fold.temperature, similarity="cosine" if fold.cosine else "dot")
+            loss(p[None, :], q[None, 0], q[None, 1:])
+            grad = loss.backward()[0][0]
+        elif fold.loss == "ccl":
+            loss = CosineContrastiveLoss(fold.margin, fold.negative_weight)
             loss(p[None, :], q[None, 0], q[None, 1:])
             grad = loss.backward()[0][0]
         else:

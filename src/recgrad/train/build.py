@@ -7,7 +7,7 @@ and its regulariser, the optimizers and the learning-rate schedulers.
 
 import numpy as np
 
-from recgrad.objectives import BatchL2, BCEObjective, BPRObjective, InfoNCEObjective
+from recgrad.objectives import BatchL2, BCEObjective, BPRObjective, CCLObjective, InfoNCEObjective
 from recgrad.objectives.regularizers import embeddings_of
 from recgrad.optim.adam import Adam
 from recgrad.optim.adamw import AdamW
@@ -140,6 +140,8 @@ def build_objective(values, negatives):
         return BPRObjective()
     if values["loss"] == "bce":
         return BCEObjective()
+    if values["loss"] == "ccl":
+        return CCLObjective(margin=values["margin"], negative_weight=values["negative_weight"])
     log_q = negatives.log_q if values["logq_correction"] else None
     return InfoNCEObjective(temperature=values["temperature"], similarity=values["similarity"], log_q=log_q)
 

@@ -4,7 +4,7 @@ This is the Python side of the kernels: it turns a model, its training matrix an
 the arrays the kernels take, and keeps what a resume needs. It computes the same algorithm as the
 Trainer's NumPy batch loop (`computes`) for an MF model (float32 or float64), the uniform or
 popularity sampler by name, any loss (BPR, BCE, InfoNCE with dot or cosine similarity and the
-log-Q correction), negatives per user (with dynamic negative sampling) or shared by the batch, and
+log-Q correction, CCL), negatives per user (with dynamic negative sampling) or shared by the batch, and
 every optimizer the settings name; the Trainer runs it there (`covers`) except with more than
 `SHARED_NEGATIVES_MAX` shared negatives, which the NumPy loop's matrix products run faster:
 
@@ -154,8 +154,8 @@ class CompiledMFLoop:
                 ** float(values["popularity_alpha"])
             with np.errstate(divide="ignore"):
                 self._log_q = np.log(weights / weights.sum())
-        # An MF(normalize=True) scores by the cosine for every loss; a cosine InfoNCE takes it either way.
-        self.cosine = values["similarity"] == "cosine" or model.normalize
+        # An MF(normalize=True) scores by the cosine for every loss; a cosine InfoNCE and CCL take it either way.
+        self.cosine = values["similarity"] == "cosine" or values["loss"] == "ccl" or model.normalize
         if shuffle_rng is None:
             shuffle_rng = np.random.default_rng(np.random.SeedSequence(values["seed"]).spawn(2)[0])
         elif not isinstance(shuffle_rng, np.random.Generator):
@@ -252,6 +252,7 @@ class CompiledMFLoop:
         Q = self.model.item_embedding.weight.data
         key = epoch_key(values["seed"], self.epoch)
         inv_tau = 1.0 / (values["temperature"] or 0.1)
+        margin, negative_weight = float(values["margin"] or 0.0), float(values["negative_weight"] or 0.0)
         loss = LOSS_CODES[values["loss"]]
         sampling = (self.train.shape[1], self._indptr, self._indices, self._alias_prob, self._alias_item,
                     self.exclude_positives)
@@ -261,14 +262,15 @@ class CompiledMFLoop:
             chunks = numba.get_num_threads()
             chunk_loss = np.zeros(chunks)
             hogwild_epoch(P, Q, users, items, negatives, k, per, self.model.normalize, *sampling, loss, self.cosine,
-                          inv_tau, self._log_q, float(self.optimizer.param_groups[0]["lr"]), values["l2"], key,
-                          chunks, chunk_loss)
+                          inv_tau, margin, negative_weight, self._log_q, float(self.optimizer.param_groups[0]["lr"]),
+                          values["l2"], key, chunks, chunk_loss)
             result["loss"] = float(chunk_loss.sum() / users.size)
         else:
             arrays, hyper, schedule, count_steps = self._minibatch_step(n_batches)
             batch_losses = np.zeros(n_batches)
             minibatch_epoch(P, Q, arrays, users, items, negatives, (k, per, self.shared, *sampling),
-                            (loss, self.cosine, self.model.normalize, inv_tau, self._log_q, values["l2"]),
+                            (loss, self.cosine, self.model.normalize, inv_tau, self._log_q, values["l2"], margin,
+                             negative_weight),
                             RULES[values["optimizer"]], hyper, schedule, batch_size, key, numba.get_num_threads(),
                             batch_losses)
             count_steps()

@@ -39,7 +39,9 @@ class Setting:
     resume: a resumed run must have the checkpoint's value (it changes what an epoch computes).
     group: where the CLI lists it: "data", "model", "training", "evaluation" or "run".
     search: how `recgrad tune` searches it, or None (not searched): ("log", low, high) for a number
-        on a log scale, ("int_log", low, high) for an int on a log scale, ("choice", values).
+        on a log scale, ("int_log", low, high) for an int on a log scale, ("linear", low, high) for a
+        number on a linear scale, ("choice", values). A setting with `applies` is searched only in
+        the trials where it applies.
     """
 
     name: str
@@ -71,7 +73,7 @@ class Setting:
 
 
 GROUPS = ("data", "model", "training", "evaluation", "run")
-LOSSES = ("bpr", "bce", "infonce")
+LOSSES = ("bpr", "bce", "infonce", "ccl")
 OPTIMIZERS = ("adam", "adamw", "sgd", "sparse_adam", "hogwild")
 MODELS = ("mf", "two-tower", "gmf", "neumf", "lightgcn")
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "gelu", "gelu_tanh", "swish", "silu")
@@ -110,7 +112,8 @@ SETTINGS = (
             applies={"model": ("two-tower",)}),
     Setting("activation", "str", "relu", "two-tower: the towers' activation", "model", choices=ACTIVATIONS,
             applies={"model": ("two-tower",)}),
-    Setting("normalize", "bool", None, "mf, two-tower: score by the cosine (default: true for a cosine InfoNCE)",
+    Setting("normalize", "bool", None,
+            "mf, two-tower: score by the cosine (default: true for ccl and for a cosine InfoNCE)",
             "model", applies={"model": ("mf", "two-tower")}),
     Setting("mlp_layers", "int_list", [64, 32, 16, 8], "neumf: the MLP's widths", "model", minimum=1,
             applies={"model": ("neumf",)}),
@@ -119,8 +122,9 @@ SETTINGS = (
     Setting("init_std", "float", None, "std of the N(0, std) embedding init (default: the model's)", "model",
             minimum=0.0, minimum_open=True),
     # -------------------------------------------------------------------------------- training
-    Setting("loss", "str", "bpr", "bpr, bce (NCF's log loss) or infonce (sampled softmax)", "training",
-            choices=LOSSES, resume=True, search=("choice", ("bpr", "infonce"))),
+    Setting("loss", "str", "bpr",
+            "bpr, bce (NCF's log loss), infonce (sampled softmax) or ccl (SimpleX's cosine contrastive loss)",
+            "training", choices=LOSSES, resume=True, search=("choice", ("bpr", "infonce", "ccl"))),
     Setting("optimizer", "str", None,
             "adam, adamw, sgd (dense, as torch.optim), sparse_adam (lazy rows), hogwild (compiled per-interaction "
             "SGD on MF, implicit's algorithm); default: hogwild for MF with BPR, adam otherwise", "training",
@@ -141,7 +145,8 @@ SETTINGS = (
             minimum=0),
     Setting("negatives", "int", None,
             "negatives per positive (per_user) or per batch (shared); default bpr 1, bce 4, infonce 64 per user "
-            "or 1024 shared", "training", minimum=1, resume=True, search=("int_log", 1, 64)),
+            "or 1024 shared, ccl 256 per user or 1024 shared", "training", minimum=1, resume=True,
+            search=("int_log", 1, 64)),
     Setting("negatives_mode", "str", "per_user",
             "per_user, shared (one set per batch) or in_batch (infonce: the batch's other positives)", "training",
             choices=("per_user", "shared", "in_batch"), resume=True),
@@ -159,6 +164,12 @@ SETTINGS = (
             applies={"loss": ("infonce",)}, resume=True),
     Setting("logq_correction", "bool", None, "infonce: subtract log q(item) from every logit (default false)",
             "training", applies={"loss": ("infonce",)}, resume=True),
+    Setting("margin", "float", None, "ccl: a negative's cosine costs nothing below this margin (default 0.9)",
+            "training", minimum=-1.0, maximum=1.0, maximum_open=True, applies={"loss": ("ccl",)}, resume=True,
+            search=("linear", 0.0, 0.95)),
+    Setting("negative_weight", "float", None,
+            "ccl: the weight w of the negatives' term, w times the mean over the K negatives (default 150)",
+            "training", minimum=0.0, applies={"loss": ("ccl",)}, resume=True, search=("log", 1.0, 1000.0)),
     Setting("l2", "float", None, "L2 on the batch's embedding rows (0: none; default 0.03 for hogwild, implicit's "
             "per-sample regularization, 1e-4 otherwise, LightGCN's batch L2)", "training", minimum=0.0,
             resume=True, search=("log", 1e-6, 0.1)),
@@ -289,7 +300,8 @@ def check_value(name: str, value: Any) -> Any:
 
 
 # --------------------------------------------------------------------------------- derived
-DEFAULT_NEGATIVES = {"bpr": 1, "bce": 4, ("infonce", "per_user"): 64, ("infonce", "shared"): 1024}
+DEFAULT_NEGATIVES = {"bpr": 1, "bce": 4, ("infonce", "per_user"): 64, ("infonce", "shared"): 1024,
+                     ("ccl", "per_user"): 256, ("ccl", "shared"): 1024}
 
 
 def _default_negatives(values):
@@ -318,17 +330,21 @@ DERIVED_DEFAULTS: dict[str, tuple[str, Callable[[dict], Any]]] = {
     "l2": ("0.03 for hogwild, 1e-4 otherwise", lambda values: 0.03 if _hogwild(values) else 1e-4),
     "dns_candidates": ("32 for hogwild with BPR, 1 otherwise",
                        lambda values: 32 if _hogwild(values) and values.get("loss") == "bpr" else 1),
-    "negatives": ("bpr 1, bce 4, infonce 64 per user or 1024 shared; none in_batch", _default_negatives),
+    "negatives": ("bpr 1, bce 4, infonce 64 per user or 1024 shared, ccl 256 per user or 1024 shared; none in_batch",
+                  _default_negatives),
     "batch_size": ("2048", lambda values: 2048),
     "lr_min": ("0", lambda values: 0.0),
     "popularity_alpha": ("0.75", lambda values: 0.75),
     "temperature": ("0.1", lambda values: 0.1),
+    "margin": ("0.9", lambda values: 0.9),
+    "negative_weight": ("150", lambda values: 150.0),
     "similarity": ("dot", lambda values: "dot"),
     "logq_correction": ("false", lambda values: False),
     "weight_decay": ("1e-2 for adamw, 0 otherwise",
                      lambda values: 1e-2 if values["optimizer"] == "adamw" else 0.0),
-    "normalize": ("true for infonce with cosine similarity",
-                  lambda values: values["loss"] == "infonce" and values.get("similarity") == "cosine"),
+    "normalize": ("true for ccl and for infonce with cosine similarity",
+                  lambda values: values["loss"] == "ccl"
+                  or (values["loss"] == "infonce" and values.get("similarity") == "cosine")),
 }
 
 

@@ -109,8 +109,8 @@ class Trainer:
         if self._sampler_object is not None:
             self.settings["sampler"] = type(self._sampler_object).__name__
         values = self.settings
-        if values["loss"] == "infonce" and not isinstance(model, FactorModel):
-            raise ValueError(f"loss: 'infonce' needs a dot-product model (MF, TwoTower, LightGCN), "
+        if values["loss"] in ("infonce", "ccl") and not isinstance(model, FactorModel):
+            raise ValueError(f"loss: {values['loss']!r} needs a dot-product model (MF, TwoTower, LightGCN), "
                              f"got {type(model).__name__}")
         if values["optimizer"] == "hogwild" and type(model).__name__ != "MF":
             raise ValueError(f"optimizer: 'hogwild' trains MF models only, got {type(model).__name__}")
