@@ -47,7 +47,7 @@ def test_dynamic_negative_sampling_on_the_compiled_hogwild_loop(tmp_path):
 
 
 def test_evaluate_and_recommend_use_the_run(tmp_path, capsys):
-    status, out = run_train(tmp_path, "--epochs", "6")
+    status, out = run_train(tmp_path, "--epochs", "6", "--lr", "0.2")  # lr for 6 epochs (the default suits 60)
     assert status == 0
     assert main(["evaluate", "--run", str(out), "--topk", "5,20"]) == 0
     results = json.loads((out / "evaluation.json").read_text())
@@ -202,7 +202,7 @@ def test_resume_with_other_settings_leaves_the_config_as_it_was(tmp_path, capsys
     status, out = run_train(tmp_path, "--epochs", "1")
     config = (out / "config.toml").read_text()
     assert main(["train", "--out", str(out), "--resume", "--epochs", "2", "--lr", "0.5"]) == 2
-    assert "different settings: lr=0.01 (now 0.5)" in capsys.readouterr().err
+    assert "different settings: lr=0.05 (now 0.5)" in capsys.readouterr().err
     assert (out / "config.toml").read_text() == config
 
 

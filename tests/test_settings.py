@@ -17,7 +17,7 @@ def test_every_setting_has_a_flag_with_its_help_and_nothing_else_does():
         action = flags.pop(setting.name)
         assert action.option_strings == [run_settings.flag_name(setting.name)]
         assert setting.help in action.help
-    assert set(flags) == {"help", "config", "resume"}
+    assert set(flags) == {"help", "config", "resume", "resume_from"}
 
 
 def test_the_trainer_takes_exactly_the_training_and_evaluation_settings():

@@ -167,6 +167,20 @@ def _finish(report, skipped, train, test):
     return report
 
 
+def lightgcn_id_maps(folder, id_lists, n_users, n_items):
+    """(user_ids, item_ids) of a LightGCN folder: its user_list.txt / item_list.txt where read (each
+    must list every id the data uses), else 0..n-1; DataFormatError names a list that is short."""
+    maps = []
+    for what, listed, needed, list_name in (("user", id_lists[0], n_users, "user_list.txt"),
+                                             ("item", id_lists[1], n_items, "item_list.txt")):
+        listed = np.arange(needed) if listed is None else listed
+        if len(listed) < needed:
+            raise DataFormatError(f"{folder / list_name}: lists {len(listed)} {what}s but the data uses id "
+                                  f"{needed - 1}")
+        maps.append(listed)
+    return tuple(maps)
+
+
 def _read_id_list(path, on_error, skipped):
     """`org_id remap_id` list (header line first) -> original ids indexed by remapped id."""
     original, remapped = _parse.read_table(
@@ -216,15 +230,7 @@ def load_lightgcn(path, dedupe=True, on_error="raise", name=None):
     data_files = [train_path, test_path] if has_test else [train_path]
     n_users = check_id_space("user", [train_line_users, test_line_users], data_files, "lightgcn")
     n_items = check_id_space("item", [train_items, test_items], data_files, "lightgcn")
-    user_ids, item_ids = id_lists
-    user_ids = np.arange(n_users) if user_ids is None else user_ids
-    item_ids = np.arange(n_items) if item_ids is None else item_ids
-    for what, listed, needed, list_name in (("user", user_ids, n_users, "user_list.txt"),
-                                             ("item", item_ids, n_items, "item_list.txt")):
-        if len(listed) < needed:
-            raise DataFormatError(
-                f"{folder / list_name}: lists {len(listed)} {what}s but the data uses id {needed - 1}"
-            )
+    user_ids, item_ids = lightgcn_id_maps(folder, id_lists, n_users, n_items)
     shape = (len(user_ids), len(item_ids))
     report = _new_report(files)
     parts = [(train_users, train_items, None, None)]

@@ -332,15 +332,7 @@ def _lightgcn_source(work, chunk_bytes, path, dedupe=True, on_error="raise", nam
             files.append(list_path)
     n_users = loaders.check_id_space("user", [line_users.values], data_files, "lightgcn")
     n_items = loaders.check_id_space("item", [items.values], data_files, "lightgcn")
-    user_ids, item_ids = id_lists
-    user_ids = np.arange(n_users) if user_ids is None else user_ids
-    item_ids = np.arange(n_items) if item_ids is None else item_ids
-    for what, listed, needed, list_name in (("user", user_ids, n_users, "user_list.txt"),
-                                             ("item", item_ids, n_items, "item_list.txt")):
-        if len(listed) < needed:
-            raise DataFormatError(
-                f"{folder / list_name}: lists {len(listed)} {what}s but the data uses id {needed - 1}")
-    source.user_ids, source.item_ids = user_ids, item_ids
+    source.user_ids, source.item_ids = loaders.lightgcn_id_maps(folder, id_lists, n_users, n_items)
     source.files, source.name = files, name or folder.resolve().name
     source.test_file = str(test_path) if has_test else None
     return source
