@@ -127,3 +127,22 @@ def test_statistics_and_format():
     assert lines["train interactions"] == "6" and lines["density"] == "0.66667"
     assert lines["test interactions"] == "2 (2 users)"
     assert "WARNING: 1 test item(s) never occur in training" in text
+
+
+def test_validation_size_holds_out_ten_percent_of_a_random_subset_of_users():
+    rng = np.random.default_rng(0)
+    n_users, n_items = 3000, 400
+    users = np.repeat(np.arange(n_users), 30)
+    items = np.concatenate([rng.choice(n_items, 30, replace=False) for _ in range(n_users)])
+    matrix, _, _ = interactions_to_csr(users, items, (n_users, n_items))
+    data = Dataset(train=matrix, user_ids=np.arange(n_users), item_ids=np.arange(n_items))
+    whole = with_validation(data, ratio=0.1, seed=3)
+    assert whole.validation.nnz == 3 * n_users  # round(0.1 * 30) each
+    capped = with_validation(data, ratio=0.1, seed=3, size=900)
+    per_user = np.diff(capped.validation.indptr)
+    assert set(per_user.tolist()) == {0, 3}  # a user holds out its 10% or nothing
+    assert 700 < capped.validation.nnz < 1100 and capped.train.nnz + capped.validation.nnz == matrix.nnz
+    assert capped.train.multiply(capped.validation).nnz == 0
+    again = with_validation(data, ratio=0.1, seed=3, size=900)
+    assert (again.validation != capped.validation).nnz == 0  # seeded
+    assert (with_validation(data, ratio=0.1, seed=3, size=10 ** 6).validation != whole.validation).nnz == 0

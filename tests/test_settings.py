@@ -101,14 +101,13 @@ def test_the_trainer_takes_its_model_defaults_from_the_model_it_trains():
     assert "model" not in Trainer(MF(3, 4, dim=2), progress=False).config()
 
 
-def test_validation_is_ten_percent_lowered_on_large_data_and_none_when_the_test_set_selects():
-    from recgrad.train.build import validation_ratio
+def test_validation_is_ten_percent_of_a_user_subset_on_large_data_and_none_when_the_test_set_selects():
+    from recgrad.train.build import validation_plan
 
     chosen = {"selection": "validation", "validation": None}
-    assert validation_ratio(chosen, 100_000) == 0.1
-    assert validation_ratio(chosen, 1_000_000) == pytest.approx(0.025)
-    assert validation_ratio({**chosen, "validation": 0.2}, 1_000_000) == 0.2
-    assert validation_ratio({"selection": "test", "validation": None}, 1_000) == 0.0
+    assert validation_plan(chosen) == (0.1, 25_000)
+    assert validation_plan({**chosen, "validation": 0.2}) == (0.2, None)
+    assert validation_plan({"selection": "test", "validation": None}) == (0.0, None)
 
 
 @pytest.mark.parametrize("values, message", [

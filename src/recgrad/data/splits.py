@@ -35,14 +35,17 @@ def _canonical(matrix, name):
     return matrix
 
 
-def holdout_mask(matrix, ratio, seed):
+def holdout_mask(matrix, ratio, seed, users=None):
     """Boolean mask over `matrix.data`: for each user, round(ratio * n_u) random entries
-    (half rounds up), at most n_u - 1, drawn without replacement."""
+    (half rounds up), at most n_u - 1, drawn without replacement; only for the users where the
+    boolean array `users` is True when it is given."""
     if not 0.0 < ratio < 1.0:
         raise ValueError(f"ratio must be in (0, 1), got {ratio!r}")
     rng = np.random.default_rng(seed)
     counts = np.diff(matrix.indptr)
     n_held = np.minimum(np.floor(ratio * counts + 0.5).astype(np.int64), np.maximum(counts - 1, 0))
+    if users is not None:
+        n_held[~np.asarray(users, dtype=bool)] = 0
     rows = _rows(matrix)
     order = np.lexsort((rng.random(matrix.nnz), rows))
     position_in_row = np.arange(matrix.nnz) - matrix.indptr[rows]
@@ -130,11 +133,22 @@ def with_test_split(dataset, method="random", ratio=0.2, seed=0):
     return dataclasses.replace(dataset, train=new_train, test=test, train_timestamps=stamps, report=report)
 
 
-def with_validation(dataset, ratio=0.1, seed=0):
-    """Return a copy of `dataset` with a validation slice carved from its train (`split_validation`)."""
-    held = holdout_mask(dataset.train, ratio, seed)
+def with_validation(dataset, ratio=0.1, seed=0, size=None):
+    """Return a copy of `dataset` with a validation slice carved from its train (`split_validation`).
+
+    size: when the slice would hold more than about this many interactions, only a random subset of
+    the users (each with probability size / (ratio * train interactions), seeded) holds out its
+    `ratio`, so large data keeps its training interactions and still gets a validation set of
+    every kind of user (a smaller ratio for everyone would round to nothing for the light users).
+    """
+    users = None
+    expected = ratio * dataset.train.nnz
+    if size is not None and expected > size:
+        draw = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
+        users = draw.random(dataset.train.shape[0]) < size / expected
+    held = holdout_mask(dataset.train, ratio, seed, users)
     train, validation = _select(dataset.train, ~held), _select(dataset.train, held)
     stamps = None if dataset.train_timestamps is None else dataset.train_timestamps[~held]
-    report = {**dataset.report, "validation": {"ratio": ratio, "seed": seed}}
+    report = {**dataset.report, "validation": {"ratio": ratio, "seed": seed, "size": size}}
     report.update(diagnose(train, dataset.test))
     return dataclasses.replace(dataset, train=train, validation=validation, train_timestamps=stamps, report=report)

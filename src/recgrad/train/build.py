@@ -23,7 +23,7 @@ from recgrad.samplers import (
     UniformSampler,
 )
 
-__all__ = ["DATA_OPTIONS", "load_data", "validation_ratio", "build_model", "model_setting", "build_sampler",
+__all__ = ["DATA_OPTIONS", "load_data", "validation_plan", "build_model", "model_setting", "build_sampler",
            "build_negatives", "build_objective", "build_regularizer", "build_optimizers", "build_schedulers",
            "sparse_tables", "seeded_generators"]
 
@@ -52,9 +52,9 @@ def load_data(values, split=True, id_maps=None):
         dataset = align_ids(dataset, *id_maps)
     if split and dataset.test is None:
         dataset = with_test_split(dataset, method=values["split"], ratio=values["test_ratio"], seed=values["seed"])
-    ratio = validation_ratio(values, dataset.train.nnz)
+    ratio, size = validation_plan(values)
     if split and ratio and dataset.validation is None:
-        carved = with_validation(dataset, ratio=ratio, seed=values["seed"])
+        carved = with_validation(dataset, ratio=ratio, seed=values["seed"], size=size)
         if carved.validation.nnz:  # users with too few interactions have none to spare
             dataset = carved
     return dataset
@@ -64,17 +64,18 @@ VALIDATION_RATIO = 0.1
 VALIDATION_SIZE = 25_000
 
 
-def validation_ratio(values, n_train):
-    """The fraction of each user's training interactions held out for validation: the `validation`
-    setting, or by default 10%, lowered on large data so that about VALIDATION_SIZE interactions are
-    held out: enough to rank epochs and trials (the recall of 25,000 held-out interactions varies by
-    well under 0.005 between draws), while the training keeps the rest. Measured on Gowalla
-    (810k interactions): 10% costs the default run 0.004 of test Recall@20 against 3% (docs/results.md)."""
+def validation_plan(values):
+    """(ratio, size) of the validation split (`recgrad.data.with_validation`): the `validation`
+    setting for everyone, or by default 10% of each user's training interactions, held out by a
+    random subset of the users on large data so that about VALIDATION_SIZE interactions are held out:
+    enough to rank epochs and trials, while the training keeps the rest. Measured on Gowalla (810k
+    interactions): holding out 10% costs the default run 0.004 of test Recall@20 against 3%
+    (docs/results.md). (0, None): no split (selection on the test set)."""
     if values["selection"] != "validation":
-        return 0.0
+        return 0.0, None
     if values["validation"] is not None:
-        return values["validation"]
-    return min(VALIDATION_RATIO, VALIDATION_SIZE / max(n_train, 1))
+        return values["validation"], None
+    return VALIDATION_RATIO, VALIDATION_SIZE
 
 
 def sparse_tables(optimizer):

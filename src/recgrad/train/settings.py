@@ -98,7 +98,8 @@ SETTINGS = (
     Setting("validation", "float", None,
             "data without a validation file: hold out this fraction of each user's training interactions (seeded; "
             "round(fraction * n) per user, at least one left in train) as the validation set that selects the model "
-            "(0: none; default 0.1, lowered on large data to 25,000 / the training interactions)", "data",
+            "(0: none; default 0.1, held out by a random subset of the users on large data: about 25,000 interactions)",
+            "data",
             minimum=0.0, maximum=1.0, maximum_open=True, applies={"selection": ("validation",)}),
     Setting("selection", "str", "validation",
             "what chooses the best epoch and early stopping: validation (the test set is evaluated once, at the "
