@@ -42,7 +42,8 @@ from recgrad.cli import main
 sys.exit(main(sys.argv[3:]))
 """
 
-FLAGS = ["--epochs", "3", "--threads", "1", "--optimizer", "adam", "--batch-size", "512", "--engine", "numpy", "--eval-every", "1"]
+FLAGS = ["--epochs", "3", "--threads", "1", "--refit", "false", "--optimizer", "adam", "--batch-size", "512",
+         "--engine", "numpy", "--eval-every", "1"]
 
 
 def train(out, *extra, kill=None):

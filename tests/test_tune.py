@@ -1,6 +1,7 @@
 """recgrad tune on the synthetic set with a tiny budget: its outputs work, a study resumes, bad input is one line."""
 
 import csv
+import json
 
 import pytest
 
@@ -23,6 +24,7 @@ def test_a_small_search_writes_a_runnable_recipe_and_a_usable_run(tmp_path, caps
     printed = capsys.readouterr()
     assert printed.err.count("recgrad tune: trial ") == 3
     assert "test, trial" in printed.out and "never used by the search" in printed.out
+    assert "refit" in printed.out and json.loads((out / "best" / "test_metrics.json").read_text())["refit"]
     assert len(rows(out)) == 3 and (out / "search.png").read_bytes()[:4] == b"\x89PNG"
     first = rows(out)[0]  # the defaults of recgrad train, enqueued as trial 0
     assert (first["optimizer"], float(first["lr"]), first["lr_schedule"], int(first["dns_candidates"])) == \

@@ -242,7 +242,7 @@ def cmd_train(args):
             _check_growable(grown_from, grow_checkpoint, model, id_maps, trainer)
             print(f"recgrad: growing {grown_from} ({len(id_maps[0])} users x {len(id_maps[1])} items) to "
                   f"{dataset.n_users} x {dataset.n_items} in {out}", file=sys.stderr)
-        status = _train_locked(trainer, dataset, config, out, checkpoint, grow_checkpoint)
+        status = _train_locked(trainer, dataset, config, out, checkpoint, grow_checkpoint, cluster)
         if cluster is not None and cluster.loop is not None and cluster.loop.history:
             print(_distributed_summary(cluster.loop), file=sys.stderr)
         return status
@@ -344,10 +344,12 @@ RUN_FILES = ("best.npz", "last.npz", "checkpoint.npz", "metrics.jsonl", "test_me
              "evaluation.json", "ids.npz")
 
 
-def _train_locked(trainer, dataset, config, out, checkpoint, grow_checkpoint=None):
-    """Lock the run directory, write config.toml (and a grown run's id maps) and train; the lock is
-    released however it ends."""
+def _train_locked(trainer, dataset, config, out, checkpoint, grow_checkpoint=None, cluster=None):
+    """Lock the run directory, write config.toml (and a grown run's id maps), train and refit
+    (`recgrad.train.refit`, when the refit setting or its default says so); the lock is released
+    however it ends."""
     from recgrad.rundir import RunDirError, RunDirLock, write_id_maps
+    from recgrad.train.refit import refit_by_default, refit_run
 
     try:
         lock = RunDirLock(out).acquire()
@@ -374,6 +376,11 @@ def _train_locked(trainer, dataset, config, out, checkpoint, grow_checkpoint=Non
             print(f"recgrad: resuming {out} at epoch {checkpoint['epoch'] + 1} (batch {checkpoint['batch']})",
                   file=sys.stderr)
         result = trainer.fit(dataset, resume=checkpoint is not None, grow_from=grow_checkpoint)
+        refit = config["refit"] if config["refit"] is not None else refit_by_default(config, dataset)
+        if refit and result["eval_split"] == "validation" and result["best_epoch"] is not None:
+            print(f"recgrad: refitting on train + validation for {result['best_epoch']} epochs (the selected epoch; "
+                  "--refit false keeps the selected model)", file=sys.stderr)
+            result = refit_run(config, dataset, result, str(out), cluster=cluster, progress=True)
     except KeyboardInterrupt:
         print(f"\nrecgrad: interrupted; checkpoint saved. Continue with: recgrad train --out {out} --resume",
               file=sys.stderr)
@@ -401,7 +408,13 @@ def _result_summary(result, out):
     if result["eval_split"] == "test":
         lines.append("the test set chose the epoch (selection = test: the papers' protocol), so these test "
                      "numbers are optimistic")
-    if result["test_metrics"]:
+    if result.get("refit_epochs") is not None and result["test_metrics"]:
+        lines += ["", format_metrics_table({f"test, epoch {result['best_epoch']} (selected)":
+                                            result["selected_test_metrics"] or {},
+                                            f"test, refit ({result['refit_epochs']} epochs)": result["test_metrics"]}),
+                  "the selected model and the refit one (train + validation, the run's model) on the test split, "
+                  f"evaluated once each ({result['test_protocol']} protocol)"]
+    elif result["test_metrics"]:
         lines += ["", format_metrics_table({f"test, epoch {result['best_epoch']}": result["test_metrics"]}),
                   f"the selected model on the test split, evaluated once ({result['test_protocol']} protocol)"]
     lines.append(f"run directory: {out}")

@@ -24,7 +24,12 @@ trials.csv and counts for nothing). The search stops at the time budget, which i
     DIR/search.png    the metric of each trial over time with the best so far, and the settings'
                       importances (Optuna's fANOVA) once enough trials finished
 
-The best trial's model is used as it is (no refit on the validation interactions).
+Where `recgrad train` refits (`recgrad.train.refit`: by default on data of at most 250,000 training
+interactions; `--refit true|false` decides), DIR/best holds the best trial refit on train +
+validation for its selected number of epochs, and the test metrics of both models. The refit is
+part of the budget: once a trial has finished, the search stops early enough to leave the best
+trial's time for it (`_refit_seconds`); if even that is not left, DIR/best
+keeps the selected model and says so.
 """
 
 import csv
@@ -37,9 +42,11 @@ import time
 from pathlib import Path
 
 from recgrad.train import settings as run_settings
+from recgrad.train.refit import refit_by_default, refit_run
 
 DEFAULT_BUDGET = "300"
 STUDY_NAME = "recgrad-tune"
+FINISH_SECONDS = 5.0  # what the end takes besides a refit: trials.csv, the figure, copying the best run
 
 
 class TuneError(ValueError):
@@ -58,6 +65,8 @@ def add_arguments(parser):
     parser.add_argument("--epochs", help="epochs of a trial (default: recgrad train's, which follow the drawn "
                                          "optimizer)")
     parser.add_argument("--threads", help="threads of each trial (default: all cores)")
+    parser.add_argument("--refit", help="refit the best trial on train + validation (true or false; default: "
+                                        "recgrad train's, true on data of at most 250,000 training interactions)")
     parser.add_argument("--out", help="the study's folder (default runs/tune-<date-time>)")
     parser.add_argument("--resume", action="store_true", help="continue the study in --out")
 
@@ -118,18 +127,22 @@ def _draw(trial, setting):
 
 class _Report:
     """A Trainer callback: the validation metric after each evaluation goes to Optuna; a trial
-    that Optuna prunes, or that reaches the deadline, stops after the current epoch."""
+    that Optuna prunes, or whose next epoch would end past the search's deadline (`clock.deadline`,
+    read live: a refit's reserve may move it), stops after the current epoch."""
 
-    def __init__(self, trial, deadline):
-        self.trial, self.deadline, self.pruned = trial, deadline, False
+    def __init__(self, trial, clock):
+        self.trial, self.clock, self.pruned = trial, clock, False
+        self.epoch_started = time.monotonic()
 
     def on_epoch_end(self, trainer, record):
         if trainer.metric in record:
             self.trial.report(record[trainer.metric], record["epoch"])
             if self.trial.should_prune():
                 self.pruned = trainer.stop_training = True
-        if time.monotonic() >= self.deadline:
+        now = time.monotonic()
+        if now + (now - self.epoch_started) >= self.clock.deadline:
             trainer.stop_training = True
+        self.epoch_started = now
 
 
 def run(args):
@@ -144,6 +157,7 @@ def run(args):
         trials = None if args.trials is None else run_settings.check_value("epochs", args.trials)
         if trials == 0:
             raise TuneError("--trials: expected an int >= 1, got 0")
+        refit = None if args.refit is None else run_settings.check_value("refit", args.refit)
     except (TuneError, run_settings.SettingError) as error:
         raise cli.UsageError(cli._cli_words(str(error)).replace("--epochs", "--trials")) from None
     deadline = time.monotonic() + budget
@@ -179,14 +193,17 @@ def run(args):
             study.enqueue_trial(default_trial(base))  # the first trial is the defaults: tuning starts from them
         done = sum(t.state.is_finished() for t in study.trials)
         remaining = None if trials is None else max(trials - done, 0)
+        if refit is None:
+            refit = refit_by_default({**base, "selection": given["selection"]}, dataset)
         objective = _Objective(given, dataset, out, deadline, optuna)
+        reserve = _RefitReserve(objective, deadline, optuna) if refit else None
         if remaining != 0:
             study.optimize(objective, n_trials=remaining, timeout=max(deadline - time.monotonic(), 0.0),
-                           catch=(ValueError,), callbacks=[_progress])
+                           catch=(ValueError,), callbacks=[_progress] + ([reserve] if reserve else []))
+        return _finish(study, out, base, optuna, dataset if refit else None, deadline)
     finally:
         if limits is not None:
             limits.restore_original_limits()
-    return _finish(study, out, base, optuna)
 
 
 class _Objective:
@@ -202,7 +219,7 @@ class _Objective:
         values["out"] = str(run_dir)
         config = cli.resolve_config({}, {k: v for k, v in values.items() if v is not None})
         model = cli.build_model(config, self.dataset.n_users, self.dataset.n_items, self.dataset.train)
-        report = _Report(trial, self.deadline)
+        report = _Report(trial, self)
         trainer = Trainer(model, out_dir=str(run_dir), progress=False, callbacks=[report],
                           **{name: config[name] for name in run_settings.trainer_settings()})
         if run_dir.exists():
@@ -218,9 +235,35 @@ class _Objective:
         trial.set_user_attr("best_epoch", result["best_epoch"])
         trial.set_user_attr("value", value)
         trial.set_user_attr("test", result["test_metrics"] or {})
+        trial.set_user_attr("topk", result["topk"])
+        trial.set_user_attr("epochs_run", result["epochs_run"])
         if report.pruned:
             raise self.optuna.TrialPruned()
         return value
+
+
+class _RefitReserve:
+    """An Optuna callback: after each trial, move the search's deadline (the objective's) to leave the
+    best finished trial's time for its refit, and stop the study once that deadline has passed."""
+
+    def __init__(self, objective, deadline, optuna):
+        self.objective, self.deadline, self.optuna = objective, deadline, optuna
+
+    def __call__(self, study, trial):
+        complete = [t for t in study.trials if t.state == self.optuna.trial.TrialState.COMPLETE]
+        if complete:
+            best = max(complete, key=lambda t: t.value)
+            self.objective.deadline = self.deadline - _refit_seconds(best) - FINISH_SECONDS
+        if time.monotonic() >= self.objective.deadline:
+            study.stop()
+
+
+def _refit_seconds(trial):
+    """What refitting a finished trial should take: its time, scaled to its selected epoch (a refit
+    stops there and evaluates nothing; it trains on about a tenth more interactions)."""
+    epochs = max(trial.user_attrs.get("epochs_run") or 1, 1)
+    chosen = min(trial.user_attrs.get("best_epoch") or epochs, epochs)
+    return trial.user_attrs.get("seconds", 0.0) * 1.1 * chosen / epochs
 
 
 def _progress(study, trial):
@@ -237,7 +280,9 @@ def _settings_text(params):
                     for key, value in params.items())
 
 
-def _finish(study, out, base, optuna):
+def _finish(study, out, base, optuna, refit_dataset, deadline):
+    """trials.csv, search.png, DIR/best (refit on `refit_dataset` when given and the budget has room
+    for it), DIR/best.toml and the final table."""
     from recgrad import cli
     from recgrad.evaluation import format_metrics_table
 
@@ -254,6 +299,9 @@ def _finish(study, out, base, optuna):
     shutil.copytree(out / "trials" / str(best.number), best_dir, ignore=shutil.ignore_patterns(".lock"))
     config = cli.read_toml(best_dir / "config.toml")
     config["out"] = str(best_dir)
+    refit = refit_dataset is not None and deadline - time.monotonic() >= _refit_seconds(best)
+    if refit_dataset is not None:
+        config["refit"] = refit
     cli.write_toml(best_dir / "config.toml", config)
     recipe = {key: value for key, value in config.items() if key not in ("out", "threads")}
     cli.write_toml(out / "best.toml", recipe)
@@ -261,9 +309,22 @@ def _finish(study, out, base, optuna):
     print(f"best of {len(complete)} finished trials ({len(study.trials)} in all): trial {best.number}, validation "
           f"{metric} {best.value:.4f} at epoch {best.user_attrs.get('best_epoch')}")
     print("settings: " + _settings_text(best.params))
-    if best.user_attrs.get("test"):
-        print(format_metrics_table({f"test, trial {best.number}": best.user_attrs["test"]}))
-        print("the selected model on the test split, evaluated once (never used by the search)")
+    tests = {f"test, trial {best.number}": best.user_attrs["test"]} if best.user_attrs.get("test") else {}
+    if refit:
+        print(f"recgrad tune: refitting trial {best.number} on train + validation for "
+              f"{best.user_attrs['best_epoch']} epochs into {best_dir}", file=sys.stderr)
+        values = cli.resolve_config({key: value for key, value in config.items() if key != "refit"}, {})
+        result = refit_run(values, refit_dataset, {"best_epoch": best.user_attrs["best_epoch"], "topk":
+                           best.user_attrs.get("topk") or [20], "test_metrics": best.user_attrs.get("test")},
+                           str(best_dir))
+        if result["test_metrics"]:
+            tests[f"test, trial {best.number} refit"] = result["test_metrics"]
+    elif refit_dataset is not None:
+        print("recgrad tune: no time left in the budget to refit the best trial; its selected model is the one in "
+              f"{best_dir}", file=sys.stderr)
+    if tests:
+        print(format_metrics_table(tests))
+        print("on the test split, evaluated once (never used by the search)")
     print(f"recipe: {out / 'best.toml'}; run directory: {best_dir}")
     return 0
 

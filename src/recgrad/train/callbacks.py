@@ -30,7 +30,7 @@ from recgrad.metrics import METRIC_NAMES
 from recgrad.train.checkpoint import atomic_write, save_checkpoint
 
 __all__ = ["Callback", "Evaluation", "ModelSelection", "TestReport", "ModelFiles", "ProgressPrinter",
-           "Checkpointing", "MetricsLog", "LearningCurve"]
+           "Checkpointing", "MetricsLog", "LearningCurve", "evaluate_test", "write_test_metrics"]
 
 
 class Callback:
@@ -177,20 +177,32 @@ class TestReport(Callback):
         best = trainer.best_parameters()
         if best is None:
             return
-        protocol = protocol_for(dataset, "test")
-        topk = (10,) if protocol == "sampled" else trainer.topk
-        metrics = ("hr", "ndcg") if protocol == "sampled" else ("recall", "ndcg")
         last = trainer.model.state_dict()
         trainer.model.load_state_dict(best)
         try:
-            result = self.evaluate_fn(trainer.model, dataset, "test", ks=topk, metrics=metrics)
+            trainer.test_metrics, trainer.test_protocol = evaluate_test(trainer.model, dataset, trainer.topk,
+                                                                        self.evaluate_fn)
         finally:
             trainer.model.load_state_dict(last)
-        result.pop("users", None)
-        trainer.test_metrics, trainer.test_protocol = result, protocol
         if self.out_dir is not None:
-            text = json.dumps({"epoch": trainer.best_epoch, "protocol": protocol, **result}, indent=2) + "\n"
-            atomic_write(os.path.join(self.out_dir, "test_metrics.json"), lambda handle: handle.write(text.encode()))
+            write_test_metrics(self.out_dir, {"epoch": trainer.best_epoch}, trainer.test_metrics, trainer.test_protocol)
+
+
+def evaluate_test(model, dataset, topk, evaluate=evaluate_recommender):
+    """(metrics, protocol) of `model` on the test split: HR@10 and NDCG@10 under the sampled NCF
+    protocol, else Recall and NDCG at `topk` by full ranking (training and validation items masked)."""
+    protocol = protocol_for(dataset, "test")
+    sampled = protocol == "sampled"
+    result = evaluate(model, dataset, "test", ks=(10,) if sampled else topk,
+                      metrics=("hr", "ndcg") if sampled else ("recall", "ndcg"))
+    result.pop("users", None)
+    return result, protocol
+
+
+def write_test_metrics(out_dir, about, metrics, protocol):
+    """RUN/test_metrics.json (atomic): `about` (the epoch, ...), the protocol and the metrics."""
+    text = json.dumps({**about, "protocol": protocol, **metrics}, indent=2) + "\n"
+    atomic_write(os.path.join(out_dir, "test_metrics.json"), lambda handle: handle.write(text.encode()))
 
 
 class ModelFiles(Callback):

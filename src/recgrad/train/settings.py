@@ -205,6 +205,12 @@ SETTINGS = (
             "evaluation", minimum=1),
     Setting("metric", "str", None, "the model-selection metric, e.g. recall@20 or ndcg@10 (default: recall@20; "
             "ndcg@10 for the sampled protocol)", "evaluation"),
+    Setting("refit", "bool", None,
+            "after the validation set chose the epoch, train a fresh model on train + validation for that many "
+            "epochs and keep it (recgrad.train.refit; default: true on data of at most 250,000 training "
+            "interactions, where the validation set holds a tenth of them, false on larger data, where it holds "
+            "about 25,000 and a second run costs more than they bring)", "run",
+            applies={"selection": ("validation",)}),
     Setting("out", "str", None, "run directory (default runs/<date-time>)", "run"),
 )
 

@@ -208,7 +208,8 @@ class Trainer:
 
         Returns {"best_epoch", "best_metric" (the name), "best_value", "best_metrics" (the
         evaluation at the best epoch), "popularity", "history", "epochs_run", "stopped_early",
-        "eval_protocol", "eval_split"}.
+        "eval_protocol", "eval_split", "test_metrics" and "test_protocol" (the selected model on the
+        test set, when validation selected it), "topk" (the evaluated cut-offs)}.
         """
         if resume and grow_from is not None:
             raise ValueError("resume, grow_from: a run either resumes its own checkpoint or grows from another's")
@@ -313,6 +314,7 @@ class Trainer:
             "eval_split": self.eval_split,
             "test_metrics": self.test_metrics,
             "test_protocol": self.test_protocol,
+            "topk": None if self.topk is None else list(self.topk),
         }
 
     # ------------------------------------------------------------------------------ the state
