@@ -42,7 +42,7 @@ from recgrad.cli import main
 sys.exit(main(sys.argv[3:]))
 """
 
-FLAGS = ["--epochs", "3", "--threads", "1", "--refit", "false", "--optimizer", "adam", "--batch-size", "512",
+FLAGS = ["--epochs", "2", "--threads", "1", "--refit", "false", "--optimizer", "adam", "--batch-size", "512",
          "--engine", "numpy", "--eval-every", "1"]
 
 
@@ -67,8 +67,9 @@ def uninterrupted(tmp_path_factory):
     return outcome(out)
 
 
-@pytest.mark.parametrize("kill", [("batch", "3"), ("batch", "9"), ("checkpoint", "1"), ("checkpoint", "2")],
-                         ids=["mid-epoch-1", "mid-epoch-2", "writing-checkpoint-1", "writing-checkpoint-2"])
+# 84 batches an epoch: batch 120 is in the middle of the last epoch, after the first checkpoint
+@pytest.mark.parametrize("kill", [("batch", "120"), ("checkpoint", "1"), ("checkpoint", "2")],
+                         ids=["mid-epoch-2", "writing-checkpoint-1", "writing-checkpoint-2"])
 def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path, uninterrupted, kill):
     out = tmp_path / "run"
     killed = train(out, kill=kill)

@@ -24,7 +24,6 @@ Precision by K, IDCG over min(K, R)). See docs/evaluation.md for the formulas an
 
 import numpy as np
 import scipy.sparse
-from scipy.stats import rankdata
 
 from recgrad._arrays import as_float_array
 
@@ -314,6 +313,8 @@ def auc(scores_pos, scores_neg):
         raise ValueError("auc needs at least one positive and one negative score")
     if np.isnan(pos).any() or np.isnan(neg).any():
         raise ValueError("auc: scores contain NaN")
+    from scipy.stats import rankdata  # here, not at the top: scipy.stats takes over a second to import
+
     ranks = rankdata(np.concatenate([pos, neg], axis=-1), method="average", axis=-1)
     u = ranks[..., :n_pos].sum(axis=-1) - n_pos * (n_pos + 1) / 2.0
     result = u / (n_pos * n_neg)

@@ -300,13 +300,15 @@ class LearningCurve(Callback):
 
     def __init__(self, out_dir):
         self.path = os.path.join(out_dir, "learning_curve.png")
+        self.drawn = None  # (epochs, best epoch) of the figure on disk
 
     def on_epoch_end(self, trainer, record):
         if trainer.metric in record:
             self.draw(trainer)
 
     def on_fit_end(self, trainer):
-        self.draw(trainer)
+        if self.drawn != (len(trainer.history), trainer.best_epoch):  # the last epoch is usually drawn already
+            self.draw(trainer)
 
     def draw(self, trainer):
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -332,3 +334,4 @@ class LearningCurve(Callback):
             axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         figure.legend(*metric_axis.get_legend_handles_labels(), loc="outside lower center", ncols=3)
         atomic_write(self.path, lambda handle: figure.savefig(handle, format="png"))
+        self.drawn = (len(history), trainer.best_epoch)
