@@ -15,13 +15,16 @@ The run is loaded once, as `recgrad recommend --run DIR` loads it, and every ans
 Every bad input answers 4xx with {"error": "<one sentence>"}: 404 for an unknown user or item id
 or path, 400 for everything else (n outside [1, the catalogue], malformed JSON, wrong types,
 a request the model cannot answer), 405 for a wrong method. The model is called under one lock:
-the towers of a TwoTower keep layer caches that concurrent calls would share.
+the towers of a TwoTower keep layer caches that concurrent calls would share. GET /recommend runs
+on the event loop and concurrent ones are scored together, one matrix product for the batch
+(`recgrad.serving.batching`).
 """
 
 import socket
 import sys
 import threading
 
+from recgrad.serving.batching import RecommendBatcher
 from recgrad.serving.run import INDEXES, ServedRun, ServingError, UnknownId
 
 
@@ -72,6 +75,7 @@ def create_app(served):
 
     RawId = StrictInt | StrictStr
     lock = threading.Lock()
+    batcher = RecommendBatcher(served, lock)
 
     class NewUser(BaseModel):
         """A user who was not in the training data, by the items they interacted with."""
@@ -101,14 +105,14 @@ def create_app(served):
                 "items": served.dataset.n_items}
 
     @app.get("/recommend", summary="Top-n items for a known user")
-    def recommend(user: str = Query(description="raw user id"), n: int = Query(20, description="1 .. the catalogue"),
-                  exclude_seen: bool = Query(True, description="drop the user's training items")):
+    async def recommend(user: str = Query(description="raw user id"),
+                        n: int = Query(20, description="1 .. the catalogue"),
+                        exclude_seen: bool = Query(True, description="drop the user's training items")):
         n = served.check_n(n)
         index = served.user(user)
-        with lock:
-            ids, scores = served.recommend([index], n, exclude_seen=exclude_seen)
-        return {"user": served.raw_users([index])[0], "items": served.raw_items(ids[0]),
-                "scores": scores[0][ids[0] >= 0].tolist()}
+        ids, scores = await batcher.recommend(index, n, exclude_seen)
+        return {"user": served.raw_users([index])[0], "items": served.raw_items(ids),
+                "scores": scores[ids >= 0].tolist()}
 
     @app.post("/recommend", summary="Top-n items for a new user (fold-in), their items excluded")
     def recommend_new(request: NewUser):

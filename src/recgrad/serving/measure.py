@@ -5,7 +5,8 @@
         queries are the run's users (their training items excluded) or Gaussian vectors.
     python -m recgrad.serving.measure http --url http://127.0.0.1:8000 --users 1,2,3 [--clients 16]
         requests/s and p50/p99 latency of GET /recommend?n=20 and POST /recommend (fold-in of a
-        user's 20 first items) from `clients` concurrent keep-alive connections.
+        user's 20 first items; --post-items) or GET /health (--health) from `clients` concurrent
+        keep-alive connections.
 """
 
 import argparse
@@ -67,6 +68,8 @@ def measure_http(args):
     url = urllib.parse.urlparse(args.url)
     users = args.users.split(",")
     requests = [("GET", f"/recommend?user={user}&n=20", None) for user in users]
+    if args.health:  # the service's own floor: the same client and framework, no model work
+        requests = [("GET", "/health", None)]
     if args.post_items:
         bodies = [json.dumps({"items": items.split(), "n": 20}) for items in args.post_items.split(";")]
         requests = [("POST", "/recommend", body) for body in bodies]
@@ -120,6 +123,7 @@ def main(argv=None):
     web.add_argument("--url", default="http://127.0.0.1:8000")
     web.add_argument("--users", required=True, help="comma-separated raw user ids to cycle through")
     web.add_argument("--post-items", help="';'-separated item lists: POST fold-ins instead of GETs")
+    web.add_argument("--health", action="store_true", help="GET /health instead: the cost of HTTP alone")
     web.add_argument("--clients", type=int, default=16)
     web.add_argument("--seconds", type=float, default=10.0)
     web.set_defaults(handler=measure_http)
