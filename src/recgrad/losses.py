@@ -230,11 +230,7 @@ class InfoNCELoss(_Loss):
         self.similarity = similarity
 
     def forward(self, anchor, positive, negatives=None):
-        a = as_float_array(anchor, "anchor")
-        p = as_float_array(positive, "positive")
-        if a.ndim != 2:
-            raise ValueError(f"anchor: expected shape (B, D), got {a.shape}")
-        check_same_shape(a, p, "anchor", "positive")
+        a, p = _anchor_and_positive(anchor, positive)
         batch, dim = a.shape
         inputs = [a, p]
         if negatives is None:
@@ -354,12 +350,8 @@ class CosineContrastiveLoss(_Loss):
         self.margin, self.negative_weight = float(margin), float(negative_weight)
 
     def forward(self, anchor, positive, negatives):
-        a = as_float_array(anchor, "anchor")
-        p = as_float_array(positive, "positive")
+        a, p = _anchor_and_positive(anchor, positive)
         n = as_float_array(negatives, "negatives")
-        if a.ndim != 2:
-            raise ValueError(f"anchor: expected shape (B, D), got {a.shape}")
-        check_same_shape(a, p, "anchor", "positive")
         batch, dim = a.shape
         if n.ndim == 3 and n.shape[0] == batch and n.shape[2] == dim and n.shape[1] > 0:
             shared = False
@@ -405,6 +397,16 @@ class CosineContrastiveLoss(_Loss):
         grads = (l2_normalize_backward(d_a, a, a_norm), l2_normalize_backward(d_pos * a, p, p_norm),
                  l2_normalize_backward(d_n, n, n_norm))
         return tuple(grad.astype(dtype, copy=False) for grad, dtype in zip(grads, c["input_dtypes"]))
+
+
+def _anchor_and_positive(anchor, positive):
+    """The contrastive losses' (B, D) anchor and positive rows as float arrays, shapes checked."""
+    a = as_float_array(anchor, "anchor")
+    p = as_float_array(positive, "positive")
+    if a.ndim != 2:
+        raise ValueError(f"anchor: expected shape (B, D), got {a.shape}")
+    check_same_shape(a, p, "anchor", "positive")
+    return a, p
 
 
 def l2_normalize(x):
