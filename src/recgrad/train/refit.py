@@ -28,6 +28,8 @@ from recgrad.train.checkpoint import atomic_write
 
 __all__ = ["StopAfter", "merged_training", "refit", "refit_by_default", "refit_run"]
 
+TEST_FIELDS = ("test", "test_users", "test_items", "test_negatives")  # what the refit must not see
+
 
 class StopAfter(Callback):
     """End the run after `epochs` epochs, whatever the schedule's length (the refit's chosen epoch)."""
@@ -70,7 +72,7 @@ def refit(values: dict, dataset: Dataset, epochs: int, cluster=None, progress=Fa
     model = build.build_model(values, merged.n_users, merged.n_items, merged.train)
     trainer = Trainer(model, callbacks=[StopAfter(epochs)], progress=progress, cluster=cluster,
                       **{name: values[name] for name in run_settings.trainer_settings()})
-    trainer.fit(dataclasses.replace(merged, test=None, test_users=None, test_items=None, test_negatives=None))
+    trainer.fit(dataclasses.replace(merged, **dict.fromkeys(TEST_FIELDS)))
     return trainer
 
 
@@ -83,7 +85,7 @@ def refit_run(values: dict, dataset: Dataset, result: dict, out_dir, cluster=Non
     "refit_epochs", "selected_test_metrics" and "test_metrics" (the refit model's).
     """
     trainer = refit(values, dataset, result["best_epoch"], cluster=cluster, progress=progress)
-    merged = merged_training(dataset)
+    merged = dataclasses.replace(trainer.dataset, **{name: getattr(dataset, name) for name in TEST_FIELDS})
     metrics = protocol = None
     if merged.test is not None or merged.test_negatives is not None:
         evaluate = evaluate_recommender if cluster is None else cluster.evaluate
