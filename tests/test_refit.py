@@ -10,7 +10,7 @@ import scipy.sparse as sp
 
 from recgrad.cli import main, resolve_config
 from recgrad.data import synthetic, with_validation
-from recgrad.train.refit import merged_training, refit, refit_by_default
+from recgrad.train.refit import merged_training, refit, wants_refit
 
 
 @pytest.fixture(scope="module")
@@ -55,13 +55,13 @@ def test_the_refit_model_does_not_depend_on_the_test_set(data, one_thread):
 
 
 def test_the_default_refits_where_validation_holds_a_tenth_of_the_data(data):
-    assert refit_by_default({"selection": "validation"}, data)
-    assert not refit_by_default({"selection": "test"}, data)
-    assert not refit_by_default({"selection": "validation"}, dataclasses.replace(data, validation=None))
+    assert wants_refit({"selection": "validation"}, data)
+    assert not wants_refit({"selection": "test"}, data)
+    assert not wants_refit({"selection": "validation"}, dataclasses.replace(data, validation=None))
     rows = np.repeat(np.arange(2_600), 100)  # 260,000 interactions: above the rule's 250,000
     large = sp.csr_matrix((np.ones(rows.size, np.float32), (rows, np.tile(np.arange(100), 2_600))))
     held = sp.csr_matrix(large.shape, dtype=np.float32)
-    assert not refit_by_default({"selection": "validation"}, dataclasses.replace(
+    assert not wants_refit({"selection": "validation"}, dataclasses.replace(
         data, train=large, validation=held, test=None, user_ids=np.arange(2_600), item_ids=np.arange(100),
         train_timestamps=None))
 

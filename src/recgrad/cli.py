@@ -349,7 +349,7 @@ def _train_locked(trainer, dataset, config, out, checkpoint, grow_checkpoint=Non
     (`recgrad.train.refit`, when the refit setting or its default says so); the lock is released
     however it ends."""
     from recgrad.rundir import RunDirError, RunDirLock, write_id_maps
-    from recgrad.train.refit import refit_by_default, refit_run
+    from recgrad.train.refit import refit_run, wants_refit
 
     try:
         lock = RunDirLock(out).acquire()
@@ -376,8 +376,7 @@ def _train_locked(trainer, dataset, config, out, checkpoint, grow_checkpoint=Non
             print(f"recgrad: resuming {out} at epoch {checkpoint['epoch'] + 1} (batch {checkpoint['batch']})",
                   file=sys.stderr)
         result = trainer.fit(dataset, resume=checkpoint is not None, grow_from=grow_checkpoint)
-        refit = config["refit"] if config["refit"] is not None else refit_by_default(config, dataset)
-        if refit and result["eval_split"] == "validation" and result["best_epoch"] is not None:
+        if wants_refit(config, dataset) and result["eval_split"] == "validation" and result["best_epoch"] is not None:
             print(f"recgrad: refitting on train + validation for {result['best_epoch']} epochs (the selected epoch; "
                   "--refit false keeps the selected model)", file=sys.stderr)
             result = refit_run(config, dataset, result, str(out), cluster=cluster, progress=True)

@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 
 from recgrad.train import settings as run_settings
-from recgrad.train.refit import refit_by_default, refit_run
+from recgrad.train.refit import refit_run, wants_refit
 
 DEFAULT_BUDGET = "300"
 STUDY_NAME = "recgrad-tune"
@@ -193,8 +193,7 @@ def run(args):
             study.enqueue_trial(default_trial(base))  # the first trial is the defaults: tuning starts from them
         done = sum(t.state.is_finished() for t in study.trials)
         remaining = None if trials is None else max(trials - done, 0)
-        if refit is None:
-            refit = refit_by_default({**base, "selection": given["selection"]}, dataset)
+        refit = wants_refit({**base, "selection": given["selection"], "refit": refit}, dataset)
         objective = _Objective(given, dataset, out, deadline, optuna)
         reserve = _RefitReserve(objective, deadline, optuna) if refit else None
         if remaining != 0:

@@ -8,7 +8,7 @@ more data; it has nothing left to select on and evaluates nothing until the test
 end. The cost is a second run of `best_epoch` epochs. sklearn's `GridSearchCV(refit=True)` and the
 tuned peers of scripts/peers.py do the same.
 
-Whether a run refits is the `refit` setting; by default (`refit_by_default`) it does when the
+Whether a run refits is the `refit` setting; by default (`wants_refit`) it does when the
 validation set holds out the full 10% of every user's interactions (data of at most 250,000
 training interactions); on larger data it holds about 25,000, a few percent, and a second run
 would cost more than those interactions bring (docs/results.md, "The default run").
@@ -26,7 +26,7 @@ from recgrad.train import settings as run_settings
 from recgrad.train.callbacks import Callback, evaluate_test, write_test_metrics
 from recgrad.train.checkpoint import atomic_write
 
-__all__ = ["StopAfter", "merged_training", "refit", "refit_by_default", "refit_run"]
+__all__ = ["StopAfter", "merged_training", "refit", "wants_refit", "refit_run"]
 
 TEST_FIELDS = ("test", "test_users", "test_items", "test_negatives")  # what the refit must not see
 
@@ -54,11 +54,14 @@ def merged_training(dataset: Dataset) -> Dataset:
     return dataclasses.replace(dataset, train=train, validation=None, train_timestamps=None)
 
 
-def refit_by_default(values: dict, dataset: Dataset) -> bool:
-    """The `refit` setting's default: validation selection on a validation set that holds out the
-    full ratio, that is on data of at most VALIDATION_SIZE / VALIDATION_RATIO training interactions."""
+def wants_refit(values: dict, dataset: Dataset) -> bool:
+    """Whether a run on `dataset` refits: never without validation selection on a validation set;
+    else the `refit` setting when given, and by default when the validation set holds out the full
+    ratio, that is on data of at most VALIDATION_SIZE / VALIDATION_RATIO training interactions."""
     if values.get("selection") != "validation" or dataset.validation is None:
         return False
+    if values.get("refit") is not None:
+        return bool(values["refit"])
     return dataset.train.nnz + dataset.validation.nnz <= build.VALIDATION_SIZE / build.VALIDATION_RATIO
 
 
