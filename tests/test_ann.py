@@ -40,3 +40,52 @@ def test_a_small_catalogue_pads_and_ids_name_the_rows():
     ids, scores = HNSWIndex(vectors, ids=[10, 20, 30]).search(np.array([[1.0, 0.5, 0.0]]), 5, [np.array([20])])
     np.testing.assert_array_equal(ids[0], [10, 30, -1, -1, -1])
     assert np.isneginf(scores[0, 2:]).all()
+
+
+def _recall(index, vectors, queries):
+    exclude = [np.zeros(0, dtype=np.int64)] * len(queries)
+    exact, _ = ExactIndex(vectors).search(queries, 20, exclude)
+    approx, _ = index.search(queries, 20, exclude)
+    return np.mean([len(set(a) & set(e)) / 20 for a, e in zip(approx, exact)])
+
+
+def test_auto_ef_search_reaches_the_target_recall_on_new_queries():
+    vectors, queries = _catalogue()
+    index = HNSWIndex(vectors, threads=1, target_recall=0.97)
+    assert index.calibration_recall >= 0.97 and index.ef_search in (32, 64, 128, 256, 512, 1024, 2048, 4096)
+    assert _recall(index, vectors, queries) >= 0.95  # queries it was not calibrated on
+    fixed = HNSWIndex(vectors, threads=1, ef_search=40)
+    assert fixed.ef_search == 40 and fixed.calibration_recall is None
+
+
+def test_auto_ef_search_is_smaller_on_an_easier_table():
+    """Gaussian rows in 16 dimensions are easier for a graph than in 64: a shorter search list
+    reaches the same recall."""
+    rng = np.random.default_rng(1)
+    easy = HNSWIndex(rng.normal(size=(5000, 16)).astype(np.float32), threads=1, target_recall=0.99)
+    hard = HNSWIndex(rng.normal(size=(5000, 64)).astype(np.float32), threads=1, target_recall=0.99)
+    assert easy.calibration_recall >= 0.99 and hard.calibration_recall >= 0.99
+    assert easy.ef_search < hard.ef_search
+
+
+def test_calibration_uses_the_given_queries():
+    vectors, queries = _catalogue()
+    index = HNSWIndex(vectors, threads=1, calibration_queries=queries, calibration_N=10, target_recall=0.9)
+    exclude = [np.zeros(0, dtype=np.int64)] * len(queries)
+    exact, _ = ExactIndex(vectors).search(queries, 10, exclude)
+    approx, _ = index.search(queries, 10, exclude)
+    recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)])
+    assert index.calibration_recall == pytest.approx(recall)  # measured on these queries, not on rows
+
+
+@pytest.mark.parametrize("arguments, name", [
+    ({"ef_search": "fast"}, "ef_search"), ({"ef_search": 0}, "ef_search"), ({"ef_search": True}, "ef_search"),
+    ({"target_recall": 0}, "target_recall"), ({"target_recall": 1.5}, "target_recall"),
+    ({"calibration_queries": np.zeros((3, 5), dtype=np.float32)}, "calibration_queries"),
+    ({"calibration_queries": np.zeros((0, 16), dtype=np.float32)}, "calibration_queries"),
+    ({"calibration_N": 0}, "calibration_N"),
+])
+def test_bad_arguments_name_themselves(arguments, name):
+    vectors, _ = _catalogue(n=50)
+    with pytest.raises(ValueError, match=name):
+        HNSWIndex(vectors, threads=1, **arguments)

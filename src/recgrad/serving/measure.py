@@ -1,8 +1,10 @@
 """The serving measurements of docs/performance.md, one process each, short.
 
-    python -m recgrad.serving.measure ann --run DIR | --synthetic N [--queries 1000] [--ef-search 128]
-        recall of the HNSW top 20 against the exact top 20, and queries/s of both (one thread);
-        queries are the run's users (their training items excluded) or Gaussian vectors.
+    python -m recgrad.serving.measure ann --run DIR | --synthetic N [--queries 1000] [--also-ef 256,512]
+        recall of the HNSW top 20 against the exact top 20, and queries/s of both (one thread), at
+        the index's default efSearch ("auto": calibrated on other users, or on the table's rows)
+        and at the --also-ef values; queries are the run's users (their training items excluded)
+        or Gaussian vectors.
     python -m recgrad.serving.measure http --url http://127.0.0.1:8000 --users 1,2,3 [--clients 16]
         requests/s and p50/p99 latency of GET /recommend?n=20 and POST /recommend (fold-in of a
         user's 20 first items; --post-items) or GET /health (--health) from `clients` concurrent
@@ -35,34 +37,42 @@ def measure_ann(args):
         data = load_dataset(resolve_config(read_toml(os.path.join(args.run, "config.toml")), {}),
                             id_maps=read_id_maps(args.run))
         vectors = model.item_factors()
-        users = rng.choice(data.n_users, size=min(args.queries, data.n_users), replace=False)
-        queries = model.user_factors(users)
+        users = rng.permutation(data.n_users)
+        users, calibration = users[:args.queries], np.sort(users[args.queries:args.queries + 500])
+        queries, calibration = model.user_factors(users), model.user_factors(calibration)  # other users
         exclude = [data.train[user].indices.astype(np.int64) for user in users]
         name = f"{args.run}: {len(vectors)} items x {vectors.shape[1]}"
     else:
         vectors = rng.normal(size=(args.synthetic, 64)).astype(np.float32)
         queries = rng.normal(size=(args.queries, 64)).astype(np.float32)
+        # the workload's queries (other draws), as serve passes user vectors; or the index's default
+        calibration = None if args.calibrate_on_rows else rng.normal(size=(500, 64)).astype(np.float32)
         exclude = [np.zeros(0, dtype=np.int64)] * args.queries
         name = f"synthetic Gaussian: {args.synthetic} items x 64"
     with threadpool_limits(1):
         started = time.perf_counter()
         exact, _ = ExactIndex(vectors).search(queries, 20, exclude)
         exact_qps = len(queries) / (time.perf_counter() - started)
+        faiss.omp_set_num_threads(args.build_threads)
         started = time.perf_counter()
-        index = HNSWIndex(vectors, ef_search=args.ef_search, threads=args.build_threads)
-        build = time.perf_counter() - started
+        options = {} if args.ef_construction is None else {"ef_construction": args.ef_construction}
+        index = HNSWIndex(vectors, ef_search=args.ef_search, calibration_queries=calibration, **options)
+        build = time.perf_counter() - started  # with "auto": the calibration included
         faiss.omp_set_num_threads(1)  # the queries on one thread, as the exact scan
+        default = index.ef_search
         rows = []
-        for ef in sorted({args.ef_search, *args.also_ef}):
+        for ef in sorted({default, *args.also_ef}):
             index.ef_search = ef
             started = time.perf_counter()
             approx, _ = index.search(queries, 20, exclude)
             qps = len(queries) / (time.perf_counter() - started)
             recall = np.mean([len(set(a) & set(e)) / 20 for a, e in zip(approx, exact)])
-            rows.append({"ef_search": ef, "recall@20 vs exact": round(float(recall), 4), "hnsw qps": round(qps),
+            rows.append({"ef_search": f"{ef} ({args.ef_search})" if ef == default else ef,
+                         "recall@20 vs exact": round(float(recall), 4), "hnsw qps": round(qps),
                          "exact qps": round(exact_qps), "speed-up": round(qps / exact_qps, 2)})
-    print(json.dumps({"catalogue": name, "queries": len(queries),
+    print(json.dumps({"catalogue": name, "queries": len(queries), "ef_construction": index.index.hnsw.efConstruction,
                       f"build seconds ({args.build_threads} threads)": round(build, 1),
+                      "calibration recall@20": index.calibration_recall,
                       "load average": os.getloadavg()[0], "rows": rows}, indent=2))
 
 
@@ -145,7 +155,11 @@ def main(argv=None):
     source.add_argument("--run")
     source.add_argument("--synthetic", type=int)
     ann.add_argument("--queries", type=int, default=1000)
-    ann.add_argument("--ef-search", type=int, default=128)
+    ann.add_argument("--ef-search", type=lambda text: text if text == "auto" else int(text), default="auto",
+                     help='the index\'s efSearch: "auto" (the default: calibrated for recall@20 0.95) or a number')
+    ann.add_argument("--calibrate-on-rows", action="store_true",
+                     help="--synthetic: calibrate on the index's default, its own rows, not on Gaussian queries")
+    ann.add_argument("--ef-construction", type=int, help="the graph's build-time list (default: the index's)")
     ann.add_argument("--also-ef", type=lambda text: [int(v) for v in text.split(",")], default=[])
     ann.add_argument("--build-threads", type=int, default=1, help="threads that build the graph (queries: 1)")
     ann.set_defaults(handler=measure_ann)
