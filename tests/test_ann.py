@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from recgrad.engine import default_engine_set
 from recgrad.serving.index import ExactIndex, HNSWIndex
 
 faiss = pytest.importorskip("faiss", reason="faiss-cpu is not installed (the ann extra)")
@@ -11,6 +12,20 @@ faiss = pytest.importorskip("faiss", reason="faiss-cpu is not installed (the ann
 def _catalogue(n=5000, dim=16, seed=0):
     rng = np.random.default_rng(seed)
     return rng.normal(size=(n, dim)).astype(np.float32), rng.normal(size=(100, dim)).astype(np.float32)
+
+
+def test_the_exact_scan_compiled_equals_the_numpy_reference():
+    """Same ids and scores from the compiled masked scan and the reference, with excluded ids given
+    unsorted, repeated or absent from the table, and padding where too few rows are left."""
+    vectors, queries = _catalogue(n=30)
+    index = ExactIndex(vectors, ids=np.arange(30) * 3)
+    exclude = [np.array([9, 3, 9, 4]), np.zeros(0, dtype=np.int64), np.arange(0, 90, 3)[:25], np.array([87])]
+    compiled = index.search(queries[:4], 8, exclude)
+    with default_engine_set("numpy"):
+        reference = index.search(queries[:4], 8, exclude)
+    np.testing.assert_array_equal(compiled[0], reference[0])
+    np.testing.assert_array_equal(compiled[1], reference[1])
+    assert (compiled[0][2] == -1).sum() == 3 and not np.isin(compiled[0][0], [3, 9]).any()
 
 
 def test_hnsw_top20_recall_against_the_exact_scan():

@@ -12,13 +12,18 @@ fetch. Cosine similarity is the inner product of unit rows: pass l2-normalised v
 """
 
 import numpy as np
+import scipy.sparse
 
 from recgrad._checks import positive_float, positive_int
+from recgrad.engine import use_compiled
 from recgrad.evaluation import top_k
+from recgrad.kernels.topk import top_k_masked
 
 
 class ExactIndex:
-    """Exact scan: a matrix product, -inf on the excluded rows, `recgrad.evaluation.top_k`.
+    """Exact scan: a matrix product, then the top N outside the excluded rows in the compiled
+    masked scan (`recgrad.kernels.topk`, as `recommend`), or with the default engine "numpy"
+    -inf on the excluded rows and `recgrad.evaluation.top_k`.
 
     Equal scores are ordered by the lower row position, as `recommend` orders them.
     """
@@ -29,9 +34,16 @@ class ExactIndex:
     def search(self, queries, N, exclude):
         queries, N = _check_query(queries, N, exclude, self.vectors)
         scores = np.asarray(queries @ self.vectors.T, dtype=self.vectors.dtype)
-        for row, excluded in enumerate(exclude):
-            scores[row, _positions(self.ids, excluded)] = -np.inf
-        positions, best = top_k(scores, min(N, len(self.ids)))
+        excluded = [_positions(self.ids, rows) for rows in exclude]
+        if use_compiled(None, scores.dtype in (np.float32, np.float64), f"the exact scan of {scores.dtype} scores"):
+            mask = scipy.sparse.csr_matrix(
+                (np.ones(sum(map(len, excluded)), dtype=np.int8), np.concatenate([self.ids[:0], *excluded]),
+                 np.concatenate([[0], np.cumsum([len(rows) for rows in excluded])])), shape=scores.shape)
+            positions, best, _ = top_k_masked(scores, min(N, len(self.ids)), mask=mask)
+        else:
+            for row, rows in enumerate(excluded):
+                scores[row, rows] = -np.inf
+            positions, best = top_k(scores, min(N, len(self.ids)))
         return _padded(np.where(np.isneginf(best), -1, self.ids[positions]), best, N)
 
 
