@@ -54,6 +54,9 @@ class HNSWIndex:
         vectors: (n, dim) rows (cosine: pass unit rows). ids: their names (default 0..n-1).
         M: graph degree (faiss's; memory n * M * 2 ints).
         ef_construction: candidate list while building (more: a better graph, a slower build).
+            128, not faiss's 40 or the 64 of earlier versions: on 100,000 Gaussian rows x 64 it
+            lifts recall@20 at efSearch 256 from 0.940 to 0.973 (0.978 at 200), so "auto" stops
+            at 256 instead of 512 and queries run about twice as fast, for a 1.7x longer build.
         ef_search: candidate list while searching (more: higher recall, slower), or "auto"
             (the default): the smallest of 32, 64, 128, ... (up to n) whose mean recall@N on the
             calibration queries, against the exact top N, reaches `target_recall`. A fixed number
@@ -77,7 +80,7 @@ class HNSWIndex:
     Hierarchical Navigable Small World graphs", TPAMI 2020; faiss.IndexHNSWFlat.
     """
 
-    def __init__(self, vectors, ids=None, M=32, ef_construction=64, ef_search="auto", threads=None,
+    def __init__(self, vectors, ids=None, M=32, ef_construction=128, ef_search="auto", threads=None,
                  target_recall=0.95, calibration_queries=None, calibration_N=20):
         try:
             import faiss
