@@ -3,6 +3,7 @@ the service is started on a free port and queried over HTTP with urllib."""
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -260,3 +261,17 @@ def test_faiss_index_agrees_with_the_exact_scan(run_dir):
     approx = cli_lines(recgrad("recommend", "--run", run_dir, "--users", users, "-n", 20, "--index", "faiss"))
     overlap = [len(set(a[1].split()) & set(e[1].split())) / 20 for a, e in zip(approx, exact)]
     assert [a[0] for a in approx] == [e[0] for e in exact] and sum(overlap) / len(overlap) >= 0.95
+
+
+def test_faiss_serve_logs_the_calibrated_ef_search(run_dir):
+    """With --index faiss the service says at start-up which efSearch each index chose, and the
+    recall@20 that it measured against the exact scan (the default: the smallest reaching 0.95)."""
+    pytest.importorskip("faiss", reason="faiss-cpu is not installed (the ann extra)")
+    process, base = start_server(run_dir, "--index", "faiss")
+    status, _ = call(base, "/similar?item=1&n=5")
+    process.terminate()
+    _, log = process.communicate(timeout=20)
+    line = next(line for line in log.splitlines() if line.startswith("recgrad: HNSW "))
+    chosen = re.findall(r"(recommend|similar-item|similar-user): efSearch (\d+) \(recall@20 ([\d.]+) ", line)
+    assert status == 200 and [name for name, _, _ in chosen] == ["recommend", "similar-item", "similar-user"]
+    assert all(int(ef) >= 20 and float(recall) >= 0.95 for _, ef, recall in chosen)

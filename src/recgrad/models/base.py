@@ -23,7 +23,9 @@ import numpy as np
 import scipy.sparse
 
 from recgrad._checks import positive_int
+from recgrad.engine import use_compiled
 from recgrad.evaluation import top_k
+from recgrad.kernels.topk import top_k_masked
 from recgrad.losses import l2_normalize, l2_normalize_backward
 from recgrad.models.embedding import as_ids, check_dtype
 from recgrad.nn.module import Module
@@ -109,7 +111,7 @@ class Recommender(Module):
         return scores
 
     # ------------------------------------------------------------------------------------ recommend
-    def recommend(self, userid, user_items, N=10, filter_already_liked_items=True, items=None):
+    def recommend(self, userid, user_items, N=10, filter_already_liked_items=True, items=None, engine=None):
         """The N best items per user, implicit's (>= 0.5) `recommend` convention.
 
         Args:
@@ -125,6 +127,9 @@ class Recommender(Module):
             N: number of items per user; clipped to the number of candidate items.
             filter_already_liked_items: drop the user's items in `user_items` from the ranking.
             items: optional 1-D array of distinct item ids: rank only these (implicit's `items`).
+            engine: `recgrad.engine` (None: the default): over the whole catalogue the masking and
+                the top N run in one compiled pass (`recgrad.kernels.topk.top_k_masked`, which
+                writes nothing into the scores); "numpy" or an item subset: the NumPy reference.
 
         Returns:
             (ids, scores): int64 ids and the model's scores, best first; equal scores are ordered
@@ -133,8 +138,9 @@ class Recommender(Module):
             user's answer equals its row of the batch answer, up to the rounding of a batched
             matrix product); a score of -inf from the model itself is treated the same way.
 
-        Top-N selection is `recgrad.evaluation.top_k` (the evaluation's own: a linear-time
-        selection of candidates, then a sort of those candidates only).
+        Top-N selection is the evaluation's own: the compiled masked scan, or its reference
+        `recgrad.evaluation.top_k` (a linear-time selection of candidates, then a sort of those
+        candidates only); both give the same ids and scores (tests/test_kernels_topk.py).
         """
         single = np.ndim(userid) == 0
         users = as_ids(np.atleast_1d(userid), self.n_users, "userid")
@@ -153,7 +159,16 @@ class Recommender(Module):
         liked = None
         if filter_already_liked_items or user_items is not None:
             liked = self.liked_rows(users, user_items)
-        scores = np.array(self.score_all(users, None if items is None else candidates), copy=True)
+        scores = self.score_all(users, None if items is None else candidates)
+        covered = items is None and scores.dtype in (np.float32, np.float64)
+        if use_compiled(engine, covered, f"recommend over {'an item subset' if items is not None else scores.dtype}"):
+            mask = liked if filter_already_liked_items else None
+            if mask is not None and np.any(mask.data == 0):  # a stored zero is not a liked item
+                mask = mask.copy()
+                mask.eliminate_zeros()
+            ids, best, _ = top_k_masked(scores, min(N, self.n_items), mask=mask)
+            return (ids[0], best[0]) if single else (ids, best)
+        scores = np.array(scores, copy=True)
         if filter_already_liked_items:
             position = np.full(self.n_items, -1)
             position[candidates] = np.arange(candidates.size)

@@ -20,6 +20,7 @@ on the event loop and concurrent ones are scored together, one matrix product fo
 (`recgrad.serving.batching`).
 """
 
+import json
 import socket
 import sys
 import threading
@@ -59,6 +60,8 @@ def run(args):
     except ServingError as error:
         raise UsageError(str(error)) from None
     served.warm_up()
+    if served.index_summary():
+        print(f"recgrad: HNSW {served.index_summary()}", file=sys.stderr, flush=True)
     print(f"recgrad: serving {args.run} ({type(model).__name__}, {dataset.n_users} users, {dataset.n_items} items, "
           f"{args.index} index) on http://{args.host}:{args.port} (OpenAPI page: /docs)", file=sys.stderr, flush=True)
     uvicorn.run(create_app(served), host=args.host, port=args.port, log_level="warning")
@@ -67,7 +70,7 @@ def run(args):
 
 def create_app(served):
     """The FastAPI application answering for `served` (a `recgrad.serving.run.ServedRun`)."""
-    from fastapi import FastAPI, Query
+    from fastapi import FastAPI, Query, Response
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
     from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
@@ -104,15 +107,25 @@ def create_app(served):
         return {"status": "ok", "model": served.model_name, "users": served.dataset.n_users,
                 "items": served.dataset.n_items}
 
-    @app.get("/recommend", summary="Top-n items for a known user")
+    class Recommendation(BaseModel):
+        """A known user's top n, best first, in raw ids, with the model's scores."""
+
+        user: RawId
+        items: list[RawId]
+        scores: list[float]
+
+    @app.get("/recommend", summary="Top-n items for a known user", response_model=Recommendation)
     async def recommend(user: str = Query(description="raw user id"),
                         n: int = Query(20, description="1 .. the catalogue"),
                         exclude_seen: bool = Query(True, description="drop the user's training items")):
         n = served.check_n(n)
         index = served.user(user)
         ids, scores = await batcher.recommend(index, n, exclude_seen)
-        return {"user": served.raw_users([index])[0], "items": served.raw_items(ids),
+        # the JSON written here, not by FastAPI's encoder: a quarter of the framework's time per
+        # request on the busiest endpoint (0.25 -> 0.2 ms); response_model still documents it
+        body = {"user": served.raw_users([index])[0], "items": served.raw_items(ids),
                 "scores": scores[ids >= 0].tolist()}
+        return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
 
     @app.post("/recommend", summary="Top-n items for a new user (fold-in), their items excluded")
     def recommend_new(request: NewUser):

@@ -97,16 +97,30 @@ class ServedRun:
                                f"to fold into or vector space to compare in")
 
     # --------------------------------------------------------------------------- indexes
-    def _index(self, name, vectors):
+    def _index(self, name, vectors, queries=lambda: None):
+        """The index `name` over vectors(), built on first use; an HNSW one sets its efSearch for
+        recall@20 0.95 on queries() (None: a sample of its own rows, the queries of similar)."""
         if name not in self._indexes:
-            self._indexes[name] = (HNSWIndex(vectors()) if self.index_kind == "faiss" else ExactIndex(vectors()))
+            self._indexes[name] = (HNSWIndex(vectors(), calibration_queries=queries()) if self.index_kind == "faiss"
+                                   else ExactIndex(vectors()))
         return self._indexes[name]
 
     def recommend_index(self):
-        return self._index("recommend", self.model.item_factors)
+        return self._index("recommend", self.model.item_factors, self._calibration_users)
+
+    def _calibration_users(self):
+        """The vectors of a seeded sample of 500 users: the queries recommend will ask."""
+        users = np.random.default_rng(0).choice(self.dataset.n_users, min(500, self.dataset.n_users), replace=False)
+        return self.model.user_factors(np.sort(users))
 
     def similar_index(self, side):
         return self._index(f"similar-{side}", lambda: l2_normalize(getattr(self.model, f"{side}_factors")())[0])
+
+    def index_summary(self):
+        """One line on each HNSW index's chosen efSearch and the recall@20 it measured ("" when exact)."""
+        return "; ".join(f"{name}: efSearch {index.ef_search} (recall@20 {index.calibration_recall:.3f} against "
+                         f"the exact top 20 on {'user' if name == 'recommend' else 'row'} queries)"
+                         for name, index in self._indexes.items() if isinstance(index, HNSWIndex))
 
     def warm_up(self):
         """Build the indexes and compile the kernels now rather than in the first requests."""
