@@ -14,11 +14,14 @@ declare -A COMMANDS=(
     [gowalla-mf-bpr-dns]="recgrad train --config recipes/gowalla-mf-bpr-dns.toml"
     [gowalla-mf-infonce]="recgrad train --config recipes/gowalla-mf-infonce.toml"
     [ml1m-neumf]="recgrad train --config recipes/ml1m-neumf.toml --threads 1"
+    [ml1m-mlp]="recgrad train --config recipes/ml1m-mlp.toml --threads 1"
+    [ml1m-neumf-pretrained]="recgrad train --config recipes/ml1m-neumf-pretrained.toml --threads 1"
     [gowalla-lightgcn]="recgrad train --config recipes/gowalla-lightgcn.toml --epochs 4 --eval-every 1"
     [gowalla-mf-best]="recgrad train --config recipes/gowalla-mf-best.toml"
 )
-ORDER=(gowalla-mf-bpr ml1m-gmf gowalla-mf-bpr-tuned gowalla-mf-bpr-dns gowalla-mf-infonce ml1m-neumf gowalla-lightgcn
-       gowalla-mf-best)
+# ml1m-neumf-pretrained starts from the runs of ml1m-gmf and ml1m-mlp (runs/ml1m-gmf, runs/ml1m-mlp): it comes after them.
+ORDER=(gowalla-mf-bpr ml1m-gmf gowalla-mf-bpr-tuned gowalla-mf-bpr-dns gowalla-mf-infonce ml1m-neumf ml1m-mlp
+       ml1m-neumf-pretrained gowalla-lightgcn gowalla-mf-best)
 
 for name in "${@:-${ORDER[@]}}"; do
     if [[ -z "${COMMANDS[$name]:-}" ]]; then

@@ -1,4 +1,4 @@
-"""recgrad.models: Embedding, MF, TwoTower, GMF, NeuMF.
+"""recgrad.models: Embedding, MF, TwoTower, GMF, MLP, NeuMF (and NeuMF started from a GMF and an MLP).
 
 Gradients against central finite differences (float64, parameters wrapped as gradcheck inputs),
 row-sparse == dense embedding gradients, the checkerboard fixture, recommend's conventions
@@ -17,7 +17,7 @@ import scipy.sparse as sp
 
 from recgrad import gradcheck, init
 from recgrad.activations import sigmoid
-from recgrad.models import GMF, MF, Embedding, NeuMF, TwoTower, load_model
+from recgrad.models import GMF, MF, MLP, Embedding, NeuMF, TwoTower, load_model
 from recgrad.nn import RowSparseGrad
 from recgrad.selfcheck import dense_grad, model_case
 
@@ -33,6 +33,7 @@ def small_models(dtype=np.float32, sparse=True):
         MF(6, 7, dim=3, normalize=True, sparse=sparse, rng=5, dtype=dtype),
         TwoTower(6, 7, dim=3, hidden=(4, 5), normalize=True, sparse=sparse, rng=2, dtype=dtype),
         GMF(6, 7, dim=3, init_std=0.5, sparse=sparse, rng=3, dtype=dtype),
+        MLP(6, 7, mlp_layers=(6, 4, 3), init_std=0.5, sparse=sparse, rng=6, dtype=dtype),
         NeuMF(6, 7, mf_dim=2, mlp_layers=(6, 4, 3), init_std=0.5, sparse=sparse, rng=4, dtype=dtype),
     ]
 
@@ -193,6 +194,66 @@ def test_neumf_gradients(mlp_layers):
     check_model_gradients(model, np.array([1, 4, 1]), np.array([[0, 6], [2, 2], [5, 1]]))
 
 
+@pytest.mark.parametrize("items", [np.array([0, 6, 6]), np.array([[0, 6], [2, 2], [5, 1]])])
+@pytest.mark.parametrize("mlp_layers", [(6, 4, 3), (4,)])
+def test_mlp_gradients(mlp_layers, items):
+    model = MLP(5, 7, mlp_layers=mlp_layers, init_std=0.5, rng=0, dtype=np.float64)
+    check_model_gradients(model, np.array([1, 4, 1]), items)
+
+
+def test_mlp_is_neumfs_mlp_branch():
+    """NeuMF holding the MLP's weights in its MLP branch, with h_GMF = 0, computes the MLP's logits."""
+    mlp = MLP(5, 7, mlp_layers=(6, 4, 3), init_std=0.5, rng=2, dtype=np.float64)
+    neumf = NeuMF(5, 7, mf_dim=2, mlp_layers=(6, 4, 3), init_std=0.5, rng=2, dtype=np.float64)
+    state = mlp.state_dict()
+    neumf.load_state_dict({**neumf.state_dict(), **{k: v for k, v in state.items() if not k.startswith("output")},
+                           "output.weight": np.concatenate([np.zeros((1, 2)), state["output.weight"]], axis=1),
+                           "output.bias": state["output.bias"]})
+    users, items = np.array([0, 4, 4]), np.array([[6, 1], [0, 0], [3, 2]])
+    np.testing.assert_allclose(neumf.forward(users, items), mlp.forward(users, items), rtol=1e-12, atol=0)
+    assert mlp.output.weight.data.shape == (1, 3) and abs(mlp.mlp_user_embedding.weight.data).max() > 0
+
+
+# -------------------------------------------------------------------------------------- pre-training
+def trained_like(model, seed):
+    """The model with every parameter redrawn N(0, 1) (a stand-in for training: nothing left at its init)."""
+    rng = np.random.default_rng(seed)
+    model.load_state_dict({name: rng.standard_normal(value.shape) for name, value in model.state_dict().items()})
+    return model
+
+
+@pytest.mark.parametrize("alpha", [0.5, 0.2, 1.0])
+def test_from_pretrained_logit_is_the_alpha_mix_of_the_two_models(alpha):
+    gmf = trained_like(GMF(9, 11, dim=3, rng=0, dtype=np.float64), seed=1)
+    mlp = trained_like(MLP(9, 11, mlp_layers=(8, 6, 4), rng=0, dtype=np.float64), seed=2)
+    neumf = NeuMF.from_pretrained(gmf, mlp, alpha=alpha)
+    assert (neumf.mf_dim, neumf.mlp_layers, neumf.dtype) == (3, (8, 6, 4), np.float64)
+    rng = np.random.default_rng(3)
+    users, items = rng.integers(0, 9, size=50), rng.integers(0, 11, size=(50, 4))
+    expected = alpha * gmf.score(users, items) + (1 - alpha) * mlp.score(users, items)
+    np.testing.assert_allclose(neumf.score(users, items), expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(neumf.score_all(users), alpha * gmf.score_all(users)
+                               + (1 - alpha) * mlp.score_all(users), rtol=1e-12, atol=1e-12)
+    # copies: training the NeuMF leaves the pre-trained models as they were
+    neumf.gmf_user_embedding.weight.data[...] = 0.0
+    neumf.mlp[0].weight.data[...] = 0.0
+    assert abs(gmf.user_embedding.weight.data).min() > 0 and abs(mlp.mlp[0].weight.data).min() > 0
+
+
+def test_from_pretrained_refuses_models_that_do_not_fit():
+    gmf = GMF(9, 11, dim=3, rng=0)
+    with pytest.raises(ValueError, match=r"GMF has 9 users x 11 items but the MLP has 9 x 12"):
+        NeuMF.from_pretrained(gmf, MLP(9, 12, mlp_layers=(8, 4), rng=0))
+    with pytest.raises(ValueError, match="GMF has 9 users x 11 items but the MLP has 8 x 11"):
+        NeuMF.from_pretrained(gmf, MLP(8, 11, mlp_layers=(8, 4), rng=0))
+    with pytest.raises(TypeError, match="mlp must be an MLP, got GMF"):
+        NeuMF.from_pretrained(gmf, gmf)
+    with pytest.raises(TypeError, match="gmf must be a GMF, got MLP"):
+        NeuMF.from_pretrained(MLP(9, 11, mlp_layers=(8, 4), rng=0), MLP(9, 11, mlp_layers=(8, 4), rng=0))
+    with pytest.raises(ValueError, match="alpha"):
+        NeuMF.from_pretrained(gmf, MLP(9, 11, mlp_layers=(8, 4), rng=0), alpha=1.5)
+
+
 @pytest.mark.parametrize("model", small_models(), ids=lambda m: type(m).__name__)
 def test_score_all_matches_pairwise_scores_and_float32_is_kept(model):
     users = np.array([5, 0, 2])
@@ -249,9 +310,10 @@ def test_checkerboard_exact_mf_factors():
         lambda: MF(10, 10, dim=2, init_std=0.3, rng=0),
         lambda: TwoTower(10, 10, dim=4, hidden=(8,), init_std=0.3, rng=0),
         lambda: GMF(10, 10, dim=4, init_std=0.3, rng=0),
+        lambda: MLP(10, 10, mlp_layers=(8, 4), init_std=0.3, rng=0),
         lambda: NeuMF(10, 10, mf_dim=4, mlp_layers=(8, 4), init_std=0.3, rng=0),
     ],
-    ids=["MF", "TwoTower", "GMF", "NeuMF"],
+    ids=["MF", "TwoTower", "GMF", "MLP", "NeuMF"],
 )
 def test_checkerboard_trained_with_bce(make):
     """Full-batch gradient descent on BCE over the observed pairs (the diagonal is not in the loss)."""
@@ -397,6 +459,8 @@ def test_constructor_argument_errors():
         TwoTower(3, 3, init="orthogonal")
     with pytest.raises(ValueError, match="mlp_layers"):
         NeuMF(3, 3, mlp_layers=(7, 4))
+    with pytest.raises(ValueError, match="mlp_layers"):
+        MLP(3, 3, mlp_layers=())
     with pytest.raises(ValueError, match="n_users"):
         MF(0, 3)
     with pytest.raises(ValueError, match="dim"):

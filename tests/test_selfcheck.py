@@ -10,7 +10,7 @@ def test_every_registered_gradient_passes():
     assert not failed, f"gradient check failed for {failed}"
     names = {r.name for r in results}
     for expected in ("sigmoid", "gelu(tanh)", "softmax_jacobian", "nn.Linear", "BPRLoss",
-                     "InfoNCELoss(cosine, in-batch)", "models.NeuMF", "models.LightGCN(2 layers)",
+                     "InfoNCELoss(cosine, in-batch)", "models.MLP", "models.NeuMF", "models.LightGCN(2 layers)",
                      "CrossEntropyLoss(indices, weight, smoothing)",
                      "CrossEntropyLoss(probabilities, weight)", "NLLLoss(weight, ignore_index)", "MSELoss"):
         assert expected in names

@@ -29,6 +29,7 @@ def test_the_trainer_takes_exactly_the_training_and_evaluation_settings():
 @pytest.mark.parametrize("name, text, value", [
     ("lr", "1e-3", 1e-3), ("epochs", "7", 7), ("topk", "10,20", [10, 20]), ("topk", [5], [5]),
     ("logq_correction", "true", True), ("normalize", "off", False), ("loss", "bce", "bce"),
+    ("pretrained", "runs/gmf, runs/mlp", ["runs/gmf", "runs/mlp"]), ("pretrained", ("a", "b"), ["a", "b"]),
 ])
 def test_flag_text_and_python_values_convert(name, text, value):
     assert check_value(name, text) == value
@@ -46,6 +47,8 @@ def test_flag_text_and_python_values_convert(name, text, value):
     ("topk", "10,0", "topk: expected a list of ints >= 1"),
     ("logq_correction", "maybe", "logq_correction: expected true or false"),
     ("epochs", True, "epochs: expected an int"),
+    ("pretrained", ["a", 3], "pretrained: expected a list of strings"),
+    ("pretrained", [], "pretrained: expected a list of strings"),
     ("loss", "x" * 10_000, "..."),
 ])
 def test_bad_values_are_one_line_naming_the_setting_and_what_is_allowed(name, value, message):
@@ -124,6 +127,10 @@ def test_validation_is_ten_percent_of_a_user_subset_on_large_data_and_none_when_
     ({"loss": "infonce", "dns_candidates": 4, "logq_correction": True}, "logq_correction"),
     ({"metric": "recall"}, "metric"),
     ({"no_such": 1}, "unknown setting 'no_such'"),
+    ({"model": "gmf", "pretrained": ["a", "b"]}, "pretrained: applies only with model 'neumf'"),
+    ({"model": "neumf", "pretrained": ["a", "b", "c"]}, "pretrained: expected 2 run directories"),
+    ({"model": "mlp", "dim": 32}, "dim: applies only with model"),
+    ({"model": "gmf", "mlp_layers": [8, 4]}, "mlp_layers: applies only with model 'neumf' or 'mlp'"),
 ])
 def test_combinations_that_cannot_run_are_refused(values, message):
     with pytest.raises(SettingError, match=message):

@@ -321,7 +321,7 @@ def _check_growable(source, checkpoint, model, id_maps, trainer):
     tables = type(model).ID_TABLES
     if not tables:
         raise UsageError(f"--resume-from: a {type(model).__name__} model cannot grow: only models with user and "
-                         "item embedding tables can (mf, two-tower, gmf, neumf)")
+                         "item embedding tables can (mf, two-tower, gmf, mlp, neumf)")
     changed = run_settings.resume_conflicts(checkpoint["settings"], trainer.config())
     if changed:
         raise UsageError(f"--resume-from: {source / 'checkpoint.npz'} was written with different settings: "

@@ -387,7 +387,7 @@ def model_score_fn(model):
     """Full-ranking scores of a recgrad recommender: user block -> (block, n_items).
 
     Dot-product models (with `user_factors`/`item_factors`) compute their factors once and
-    score a block with one GEMM; the others (GMF, NeuMF) use `model.score_all`.
+    score a block with one GEMM; the others (GMF, MLP, NeuMF) use `model.score_all`.
     """
     if hasattr(model, "user_factors"):
         user_vectors, item_vectors = model.user_factors(), model.item_factors()

@@ -196,6 +196,7 @@ def _cases(rng):
         ("models.TwoTower(gelu, normalize)",
          models.TwoTower(n_users, n_items, dim=3, hidden=(4,), activation="gelu", normalize=True, **dense64)),
         ("models.GMF", models.GMF(n_users, n_items, dim=3, **dense64)),
+        ("models.MLP", models.MLP(n_users, n_items, mlp_layers=(4, 3), **dense64)),
         ("models.NeuMF", models.NeuMF(n_users, n_items, mf_dim=2, mlp_layers=(4, 3), **dense64)),
         ("models.LightGCN(2 layers)", models.LightGCN(n_users, n_items, dim=3, layers=2, dtype=np.float64, rng=0,
                                                       interactions=scipy.sparse.csr_matrix(graph))),

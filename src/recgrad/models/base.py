@@ -8,7 +8,7 @@ A model is a Module with
     score_all(users, items=None) -> (len(users), n_items or len(items))
 
 and the base class builds `recommend`, `save` and `load` on top of them. Scores are whatever
-the model's loss expects: a dot product for MF/TwoTower, a logit for GMF/NeuMF; a larger score
+the model's loss expects: a dot product for MF/TwoTower, a logit for GMF/MLP/NeuMF; a larger score
 always means a better item.
 """
 

@@ -23,9 +23,9 @@ from recgrad.samplers import (
     UniformSampler,
 )
 
-__all__ = ["DATA_OPTIONS", "load_data", "validation_plan", "build_model", "model_setting", "build_sampler",
-           "build_negatives", "build_objective", "build_regularizer", "build_optimizers", "build_schedulers",
-           "sparse_tables", "seeded_generators"]
+__all__ = ["DATA_OPTIONS", "load_data", "validation_plan", "build_model", "pretrained_neumf", "model_setting",
+           "build_sampler", "build_negatives", "build_objective", "build_regularizer", "build_optimizers",
+           "build_schedulers", "sparse_tables", "seeded_generators"]
 
 DATA_OPTIONS = ("user_col", "item_col", "rating_col", "timestamp_col", "sep", "min_rating")
 
@@ -105,14 +105,61 @@ def build_model(values, n_users, n_items, train=None):
                                activation=values["activation"], normalize=values["normalize"], **common)
     if name == "gmf":
         return models.GMF(n_users, n_items, dim=values["dim"], **common)
+    if name == "mlp":
+        return models.MLP(n_users, n_items, mlp_layers=tuple(values["mlp_layers"]), **common)
+    if values["pretrained"] is not None:
+        return pretrained_neumf(values, n_users, n_items)
     return models.NeuMF(n_users, n_items, mf_dim=values["dim"], mlp_layers=tuple(values["mlp_layers"]), **common)
+
+
+PRETRAINED_ALPHA = 0.5  # the GMF branch's share of NeuMF's output layer at the start (the NCF paper's)
+
+
+def pretrained_neumf(values, n_users, n_items):
+    """NeuMF started from the runs of values["pretrained"] (the GMF run's directory, then the MLP
+    run's; each its best.npz, else last.npz), `NeuMF.from_pretrained` with alpha PRETRAINED_ALPHA.
+
+    Each file must hold the right model with this run's shapes (as many users and items as the
+    data, dim for the GMF, the mlp_layers tower for the MLP); a mismatch raises ValueError with one
+    line naming the setting, the file and both shapes."""
+    from recgrad import models
+    from recgrad.rundir import read_run
+
+    expected = {"GMF": (models.GMF, {"users x items": (n_users, n_items), "dim": values["dim"]}),
+                "MLP": (models.MLP, {"users x items": (n_users, n_items), "mlp_layers": tuple(values["mlp_layers"])})}
+    loaded = []
+    for directory, (name, (cls, shapes)) in zip(values["pretrained"], expected.items()):
+        try:
+            files = read_run(directory)
+        except (FileNotFoundError, ValueError) as error:  # no run, damaged model file: one line naming it
+            raise ValueError(f"pretrained: {error}") from None
+        model, label = files.model, files.model_file
+        if not isinstance(model, cls):
+            raise ValueError(f"pretrained: {label} holds a model of class {type(model).__name__}, expected {name} "
+                             "(the runs are the GMF one, then the MLP one)")
+        found = {"users x items": (model.n_users, model.n_items), "dim": getattr(model, "dim", None),
+                 "mlp_layers": getattr(model, "mlp_layers", None)}
+        for what, want in shapes.items():
+            if found[what] != want:
+                raise ValueError(f"pretrained: {label} has {what} {_shape_text(what, found[what])}, this run needs "
+                                 f"{_shape_text(what, want)}")
+        loaded.append(model)
+    return models.NeuMF.from_pretrained(*loaded, alpha=PRETRAINED_ALPHA, sparse=sparse_tables(values["optimizer"]))
+
+
+def _shape_text(what, value):
+    """6040 x 3706 (users x items), [256, 128, 64, 32] (mlp_layers), 32 (dim)."""
+    if what == "users x items":
+        return f"{value[0]} x {value[1]}"
+    return str(list(value)) if isinstance(value, tuple) else str(value)
 
 
 def model_setting(model):
     """The `model` setting that builds a model of this class ("mf", ...), or None for other classes."""
     from recgrad import models
 
-    classes = {models.MF: "mf", models.TwoTower: "two-tower", models.GMF: "gmf", models.NeuMF: "neumf",
+    classes = {models.MF: "mf", models.TwoTower: "two-tower", models.GMF: "gmf", models.MLP: "mlp",
+               models.NeuMF: "neumf",
                models.LightGCN: "lightgcn"}
     return classes.get(type(model))
 

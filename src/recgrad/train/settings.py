@@ -30,7 +30,8 @@ class SettingError(ValueError):
 class Setting:
     """One run setting.
 
-    kind: "int", "float", "bool", "str", "int_list" or "float_or_int" (how a flag's text converts).
+    kind: "int", "float", "bool", "str", "int_list", "str_list" or "float_or_int" (how a flag's text
+        converts; a list flag takes comma-separated values).
     default: the value when nobody sets it; None means "derived" (see DERIVED_DEFAULTS) or "unset".
     choices: the allowed values (str settings), or None.
     minimum / maximum: bounds (numbers and each element of an int_list); *_open makes them strict.
@@ -63,7 +64,7 @@ class Setting:
         if self.choices is not None:
             return "one of " + ", ".join(str(choice) for choice in self.choices)
         noun = {"int": "an int", "int_list": "a list of ints", "float": "a number", "bool": "true or false",
-                "str": "a string", "float_or_int": "a number"}[self.kind]
+                "str": "a string", "str_list": "a list of strings", "float_or_int": "a number"}[self.kind]
         bounds = []
         if self.minimum is not None:
             bounds.append(f"{'>' if self.minimum_open else '>='} {self.minimum:g}")
@@ -75,7 +76,7 @@ class Setting:
 GROUPS = ("data", "model", "training", "evaluation", "run")
 LOSSES = ("bpr", "bce", "infonce", "ccl")
 OPTIMIZERS = ("adam", "adamw", "sgd", "sparse_adam", "hogwild")
-MODELS = ("mf", "two-tower", "gmf", "neumf", "lightgcn")
+MODELS = ("mf", "two-tower", "gmf", "mlp", "neumf", "lightgcn")
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "gelu", "gelu_tanh", "swish", "silu")
 
 SETTINGS = (
@@ -107,7 +108,8 @@ SETTINGS = (
             choices=("validation", "test")),
     # ----------------------------------------------------------------------------------- model
     Setting("model", "str", "mf", "the recommender", "model", choices=MODELS),
-    Setting("dim", "int", 64, "embedding size (NeuMF: the GMF part's size)", "model", minimum=1,
+    Setting("dim", "int", 64, "embedding size (neumf: the GMF part's size; mlp has none: see mlp_layers)", "model",
+            minimum=1, applies={"model": tuple(model for model in MODELS if model != "mlp")},
             search=("choice", (32, 64, 128))),
     Setting("hidden", "int_list", [64], "two-tower: hidden widths, e.g. 128,64", "model", minimum=1,
             applies={"model": ("two-tower",)}),
@@ -116,7 +118,12 @@ SETTINGS = (
     Setting("normalize", "bool", None,
             "mf, two-tower: score by the cosine (default: true for ccl and for a cosine InfoNCE)",
             "model", applies={"model": ("mf", "two-tower")}),
-    Setting("mlp_layers", "int_list", [64, 32, 16, 8], "neumf: the MLP's widths", "model", minimum=1,
+    Setting("mlp_layers", "int_list", [64, 32, 16, 8],
+            "neumf, mlp: the MLP's widths (the first, even, is the user and item embeddings side by side; the last "
+            "the MLP's predictive factors)", "model", minimum=1, applies={"model": ("neumf", "mlp")}),
+    Setting("pretrained", "str_list", None,
+            "neumf: start from two trained runs, NCF's pre-training: the GMF run's directory and the MLP run's "
+            "(their best.npz; dim and mlp_layers must match theirs), fused with alpha 0.5", "model",
             applies={"model": ("neumf",)}),
     Setting("layers", "int", 3, "lightgcn: propagation layers K (the score uses the mean of layers 0..K)", "model",
             minimum=0, applies={"model": ("lightgcn",)}),
@@ -299,6 +306,12 @@ def check_value(name: str, value: Any) -> Any:
         if not numbers or not all(_in_bounds(setting, number) for number in numbers):
             raise SettingError(_bad(setting, value))
         return numbers
+    if setting.kind == "str_list":
+        parts = value.split(",") if isinstance(value, str) else value
+        if not isinstance(parts, (list, tuple)) or not parts \
+                or not all(isinstance(part, str) and part.strip() for part in parts):
+            raise SettingError(_bad(setting, value))
+        return [part.strip() for part in parts]
     if not isinstance(value, str):
         raise SettingError(_bad(setting, value))
     if setting.choices is not None and value not in setting.choices:
@@ -404,6 +417,9 @@ def _fill_derived(resolved, unconditional):
             resolved[name] = rule(resolved)
 
 
+# The `pretrained` setting's runs: the GMF run, then the MLP run (recgrad.train.build.pretrained_neumf).
+PRETRAINED_RUNS = 2
+
 # What distributed training (the `workers` setting, recgrad.distributed) runs: {setting: allowed values}.
 DISTRIBUTED = {"model": ("mf",), "optimizer": ("hogwild",), "sampler": ("uniform",),
                "epoch_sampling": ("interactions",), "engine": ("auto", "compiled")}
@@ -437,6 +453,10 @@ def _check_combinations(values):
     if values.get("model") == "lightgcn" and values.get("optimizer") in ("sparse_adam", "hogwild"):
         raise SettingError(f"optimizer: {values['optimizer']!r} updates looked-up rows only, but lightgcn's "
                            "propagation gives every row a gradient; use adam, adamw or sgd")
+    pretrained = values.get("pretrained")
+    if pretrained is not None and len(pretrained) != PRETRAINED_RUNS:
+        raise SettingError(f"pretrained: expected {PRETRAINED_RUNS} run directories, the GMF run's then the MLP "
+                           f"run's, got {pretrained!r}")
     metric = values.get("metric")
     if metric is not None:
         name, _, k = metric.partition("@")

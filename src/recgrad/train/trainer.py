@@ -61,7 +61,7 @@ class Trainer:
     """Train a recgrad recommender on a `recgrad.data.Dataset`.
 
     Args:
-        model: a recommender (MF, TwoTower, GMF, NeuMF, LightGCN): forward(users, items (B, 1+K)) -> scores,
+        model: a recommender (MF, TwoTower, GMF, MLP, NeuMF, LightGCN): forward(users, items (B, 1+K)) -> scores,
             backward(grad_scores). InfoNCE needs a dot-product model (MF, TwoTower, LightGCN).
         callbacks: extra callbacks (`recgrad.train.callbacks`), run after the Trainer's own
             evaluation and model selection and before its files are written.
