@@ -154,6 +154,17 @@ class _MLPBranch:
             layers += [linear, ReLU()]
         self.mlp = Sequential(*layers)
 
+    def config(self):
+        """The constructor arguments of the MLP part and the tables (NeuMF adds mf_dim)."""
+        return {
+            "n_users": self.n_users,
+            "n_items": self.n_items,
+            "mlp_layers": list(self.mlp_layers),
+            "init_std": self.init_std,
+            "sparse": self.sparse,
+            "dtype": self.dtype.name,
+        }
+
     def _mlp_forward(self, pair_users, pair_items):
         """x = MLP([p_u ; q_i]) for flat id arrays: (P,) -> (P, mlp_layers[-1])."""
         p = self.mlp_user_embedding(pair_users)
@@ -206,16 +217,6 @@ class MLP(_MLPBranch, Recommender):
         self._build_mlp_branch(mlp_layers, sparse, generator)
         self.sparse = self.mlp_user_embedding.sparse
         self.output = _output_layer(self.mlp_layers[-1], generator, self.dtype)
-
-    def config(self):
-        return {
-            "n_users": self.n_users,
-            "n_items": self.n_items,
-            "mlp_layers": list(self.mlp_layers),
-            "init_std": self.init_std,
-            "sparse": self.sparse,
-            "dtype": self.dtype.name,
-        }
 
     def forward(self, users, items):
         """Logits h^T MLP([p_u ; q_i]) + b: users (B,), items (B,) or (B, K) -> (B,) or (B, K)."""
@@ -308,15 +309,7 @@ class NeuMF(_MLPBranch, Recommender):
         return model
 
     def config(self):
-        return {
-            "n_users": self.n_users,
-            "n_items": self.n_items,
-            "mf_dim": self.mf_dim,
-            "mlp_layers": list(self.mlp_layers),
-            "init_std": self.init_std,
-            "sparse": self.sparse,
-            "dtype": self.dtype.name,
-        }
+        return {"mf_dim": self.mf_dim, **super().config()}
 
     def forward(self, users, items):
         """Logits h^T [p^G * q^G ; MLP([p^M ; q^M])] + b: users (B,), items (B,) or (B, K) -> (B,) or (B, K)."""
