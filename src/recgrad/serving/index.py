@@ -22,8 +22,8 @@ from recgrad.kernels.topk import top_k_masked
 
 class ExactIndex:
     """Exact scan: a matrix product, then the top N outside the excluded rows in the compiled
-    masked scan (`recgrad.kernels.topk`, as `recommend`), or with the default engine "numpy"
-    -inf on the excluded rows and `recgrad.evaluation.top_k`.
+    masked scan (`recgrad.kernels.topk`, as `recommend`), or, when the process's default engine
+    (`recgrad.engine`) is "numpy", -inf on the excluded rows and `recgrad.evaluation.top_k`.
 
     Equal scores are ordered by the lower row position, as `recommend` orders them.
     """
