@@ -60,8 +60,9 @@ def run(args):
     except ServingError as error:
         raise UsageError(str(error)) from None
     served.warm_up()
-    if served.index_summary():
-        print(f"recgrad: HNSW {served.index_summary()}", file=sys.stderr, flush=True)
+    summary = served.index_summary()
+    if summary:
+        print(f"recgrad: HNSW {summary}", file=sys.stderr, flush=True)
     print(f"recgrad: serving {args.run} ({type(model).__name__}, {dataset.n_users} users, {dataset.n_items} items, "
           f"{args.index} index) on http://{args.host}:{args.port} (OpenAPI page: /docs)", file=sys.stderr, flush=True)
     uvicorn.run(create_app(served), host=args.host, port=args.port, log_level="warning")

@@ -128,7 +128,7 @@ class HNSWIndex:
         while True:
             self.ef_search = min(ef, len(self.ids))
             found, _ = self.search(queries, N, none)
-            recall = float(np.mean([np.intersect1d(a, e).size / N for a, e in zip(found, truth)]))
+            recall = mean_recall(found, truth)
             if recall >= target or self.ef_search == len(self.ids):
                 return self.ef_search, recall
             ef *= 2
@@ -159,6 +159,11 @@ class HNSWIndex:
                 ids[row, : hits.size], scores[row, : hits.size] = hits, values
             pending = np.array(retry, dtype=np.int64)
         return ids, scores
+
+
+def mean_recall(found, truth):
+    """Mean over queries of |found ∩ truth| / N: an index's top N (n, N) against the exact top N."""
+    return float(np.mean([np.intersect1d(a, e).size / truth.shape[1] for a, e in zip(found, truth)]))
 
 
 def _check_table(vectors, ids):

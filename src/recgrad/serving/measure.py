@@ -25,7 +25,7 @@ def measure_ann(args):
     import faiss
     from threadpoolctl import threadpool_limits
 
-    from recgrad.serving.index import ExactIndex, HNSWIndex
+    from recgrad.serving.index import ExactIndex, HNSWIndex, mean_recall
 
     rng = np.random.default_rng(0)
     if args.run:
@@ -66,9 +66,9 @@ def measure_ann(args):
             started = time.perf_counter()
             approx, _ = index.search(queries, 20, exclude)
             qps = len(queries) / (time.perf_counter() - started)
-            recall = np.mean([len(set(a) & set(e)) / 20 for a, e in zip(approx, exact)])
+            recall = mean_recall(approx, exact)
             rows.append({"ef_search": f"{ef} ({args.ef_search})" if ef == default else ef,
-                         "recall@20 vs exact": round(float(recall), 4), "hnsw qps": round(qps),
+                         "recall@20 vs exact": round(recall, 4), "hnsw qps": round(qps),
                          "exact qps": round(exact_qps), "speed-up": round(qps / exact_qps, 2)})
     print(json.dumps({"catalogue": name, "queries": len(queries), "ef_construction": index.index.hnsw.efConstruction,
                       f"build seconds ({args.build_threads} threads)": round(build, 1),
