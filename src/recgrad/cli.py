@@ -407,6 +407,11 @@ def _result_summary(result, out):
     if result["eval_split"] == "test":
         lines.append("the test set chose the epoch (selection = test: the papers' protocol), so these test "
                      "numbers are optimistic")
+    search = result.get("prior_search")
+    if search:
+        lines.append(f"popularity prior: beta {search['popularity_prior']:.4g} chosen on the {result['eval_split']} "
+                     f"split ({result['best_metric']} {search[result['best_metric']]:.4f}; beta 0: "
+                     f"{search['grid']['0']:.4f}); the rankings add beta log(1 + n_i)")
     if result.get("refit_epochs") is not None and result["test_metrics"]:
         lines += ["", format_metrics_table({f"test, epoch {result['best_epoch']} (selected)":
                                             result["selected_test_metrics"] or {},

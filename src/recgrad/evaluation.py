@@ -386,11 +386,12 @@ def _seen_items(dataset, split):
 def model_score_fn(model):
     """Full-ranking scores of a recgrad recommender: user block -> (block, n_items).
 
-    Dot-product models (with `user_factors`/`item_factors`) compute their factors once and
-    score a block with one GEMM; the others (GMF, MLP, NeuMF) use `model.score_all`.
+    Dot-product models (with `ranking_user_factors`/`ranking_item_factors`: the factors, and the
+    item prior's column when the model has one) compute their factors once and score a block with
+    one GEMM; the others (GMF, MLP, NeuMF) use `model.score_all`.
     """
-    if hasattr(model, "user_factors"):
-        user_vectors, item_vectors = model.user_factors(), model.item_factors()
+    if hasattr(model, "ranking_user_factors"):
+        user_vectors, item_vectors = model.ranking_user_factors(), model.ranking_item_factors()
         return lambda block: user_vectors[block] @ item_vectors.T
     return model.score_all
 

@@ -266,8 +266,8 @@ class DSGDLoop:
         ray = import_ray()
         users = np.flatnonzero(np.diff(relevant.indptr) > 0)
         k = max(ks)
-        user_vectors = ray.put(np.ascontiguousarray(model.user_factors()[users]))
-        items = model.item_factors()
+        user_vectors = ray.put(np.ascontiguousarray(model.ranking_user_factors(users)))
+        items = model.ranking_item_factors()
         seen = seen.tocsr()[users]
         parts = [actor.top_k.remote(user_vectors, np.ascontiguousarray(items[ids]), ids, seen[:, ids], k)
                  for actor, ids in zip(self.actors, self.partition.items)]

@@ -64,7 +64,8 @@ class Recommender(Module):
         raise NotImplementedError(f"{type(self).__name__} must define score_all")
 
     def buffers(self):
-        """Integer arrays the model needs besides its parameters (LightGCN's graph), saved with it: {name: array}."""
+        """Arrays the model needs besides its parameters (LightGCN's graph, an item prior), saved with it:
+        {name: array} of integers or finite floats."""
         return {}
 
     def load_buffers(self, buffers):
@@ -289,9 +290,65 @@ class FactorModel(Recommender):
     def item_factors(self, items=None):
         raise NotImplementedError(f"{type(self).__name__} must define item_factors")
 
+    # ---------------------------------------------------------------------- the item prior
+    item_prior = None  # (n_items,) fixed term added to each item's score when ranking, or None
+
+    def set_item_prior(self, prior):
+        """Rank by s(u, i) + prior[i]: a fixed per-item term (None removes it), such as the
+        popularity prior beta log(1 + n_i) of `recgrad.train.popularity_prior`.
+
+        It enters every ranking (`score`, `score_all`, `recommend`, the evaluation, the serving
+        indexes) and no training step: `forward`, the objective's scores, never sees it. The
+        ranking stays one dot product, of `ranking_user_factors` and `ranking_item_factors`, the
+        factors with one more column: 1 on the user side, prior[i] on the item side. Saved with the
+        model (`buffers`).
+        """
+        if prior is None:
+            self.item_prior = None
+            return
+        prior = np.asarray(prior)
+        if prior.shape != (self.n_items,) or prior.dtype.kind not in "iuf" or not np.all(np.isfinite(prior)):
+            raise ValueError(f"item prior: expected {self.n_items} finite numbers (one per item), "
+                             f"got an array of shape {prior.shape} and dtype {prior.dtype}")
+        self.item_prior = prior.astype(self.dtype)
+
+    def ranking_user_factors(self, users=None):
+        """user_factors(users), with a column of ones when the model has an item prior."""
+        factors = self.user_factors(users)
+        if self.item_prior is None:
+            return factors
+        return np.hstack([factors, np.ones((factors.shape[0], 1), factors.dtype)])
+
+    def ranking_item_factors(self, items=None):
+        """item_factors(items), with the item prior as one more column when the model has one."""
+        factors = self.item_factors(items)
+        if self.item_prior is None:
+            return factors
+        prior = self.item_prior if items is None else self.item_prior[as_1d_ids(items, self.n_items, "items")]
+        return np.hstack([factors, prior[:, None].astype(factors.dtype)])
+
+    def buffers(self):
+        return {} if self.item_prior is None else {"item_prior": self.item_prior}
+
+    def load_buffers(self, buffers):
+        Recommender.load_buffers(self, self.load_item_prior(buffers))
+
+    def load_item_prior(self, buffers):
+        """Take the item prior out of `buffers` (`set_item_prior`, None without one); the others are returned."""
+        self.set_item_prior(buffers.get("item_prior"))
+        return {name: value for name, value in buffers.items() if name != "item_prior"}
+
+    def score(self, users, items):
+        """forward's scores, plus the item prior of `items` when the model has one; no cache kept."""
+        scores = super().score(users, items)
+        if self.item_prior is None:
+            return scores
+        return scores + self.item_prior[as_1d_ids(np.ravel(items), self.n_items, "items")].reshape(np.shape(items))
+
     def score_all(self, users, items=None):
-        """user_factors(users) @ item_factors(items).T, shape (len(users), n_items or len(items))."""
-        return self.user_factors(as_1d_ids(users, self.n_users, "users")) @ self.item_factors(items).T
+        """The ranking scores of every item (or of `items`): ranking_user_factors(users) @
+        ranking_item_factors(items).T, shape (len(users), n_items or len(items))."""
+        return self.ranking_user_factors(as_1d_ids(users, self.n_users, "users")) @ self.ranking_item_factors(items).T
 
     # ---------------------------------------------------------------------------- serving
     def recommend_new(self, user_items, N=10, filter_already_liked_items=True, fold=None, index=None):
@@ -302,16 +359,19 @@ class FactorModel(Recommender):
             N: number of items; filter_already_liked_items: drop `user_items` from the ranking.
             fold: the `recgrad.serving.foldin.FoldIn` objective (the training run's loss and L2;
                 `FoldIn.from_run_config`); None: `FoldIn()`, BPR without L2.
-            index: the `recgrad.serving.index` index over `item_factors()` to search (e.g. an
-                HNSWIndex); None: the exact scan.
+            index: the `recgrad.serving.index` index over `ranking_item_factors()` to search (e.g.
+                an HNSWIndex); None: the exact scan.
 
         Returns:
             (ids, scores) as `recommend` for one user: the user's vector is folded in against the
             frozen item vectors (unit for a normalised model, so the scores are cosines).
         """
         history = np.unique(as_1d_ids(user_items, self.n_items, "user_items"))
-        index = ExactIndex(self.item_factors()) if index is None else index
-        vector = self.fold_in(history, fold, index.vectors)
+        index = ExactIndex(self.ranking_item_factors()) if index is None else index
+        if self.item_prior is None:
+            vector = self.fold_in(history, fold, index.vectors)
+        else:  # fold in against the factors, rank with the prior's column
+            vector = np.append(self.fold_in(history, fold, index.vectors[:, :-1]), index.vectors.dtype.type(1.0))
         excluded = history if filter_already_liked_items else history[:0]
         ids, scores = index.search(vector[None, :], N, [excluded])
         return ids[0], scores[0]
@@ -404,7 +464,7 @@ def load_model(file):
     memory than its own size: the archive must be a zip of .npy entries (read with
     allow_pickle=False) whose declared array sizes fit in the entry; it must name a known class
     whose constructor takes exactly the stored config's keywords; the parameters must be finite
-    floats (buffers, `buffer.<name>`, integers that the model's `load_buffers` checks); and the
+    floats (buffers, `buffer.<name>`, finite numbers that the model's `load_buffers` checks); and the
     config must describe exactly as many parameter values as the file stores (counted on three tiny
     trial models with 1 or 2 users and items, so a config claiming 1e12 users is refused without
     allocating anything of that size). Any failure raises
@@ -445,8 +505,8 @@ def load_model(file):
         model = cls(**config, rng=0)  # the seeded initial draw is overwritten just below
         model.load_state_dict(state)
         for key, value in buffers.items():
-            if value.dtype.kind not in "iu":
-                raise ValueError(f"buffer {_short(key)} has dtype {value.dtype}, expected integers")
+            if value.dtype.kind not in "iuf" or (value.dtype.kind == "f" and not np.all(np.isfinite(value))):
+                raise ValueError(f"buffer {_short(key)} has dtype {value.dtype} or values that are not finite numbers")
         model.load_buffers(buffers)
     except (KeyError, TypeError, ValueError) as error:
         raise ModelFileError(f"{label}: {name} config and parameters do not fit: {_short(error)}") from None

@@ -161,18 +161,21 @@ class LightGCN(FactorModel):
         self._propagated = None
 
     def buffers(self):
-        """The graph's CSR structure, saved with the model (`Recommender.save`)."""
+        """The graph's CSR structure (and the item prior, if any), saved with the model (`Recommender.save`)."""
         if self.interactions is None:
-            return {}
-        return {"interactions.indptr": self.interactions.indptr.astype(np.int64),
+            return super().buffers()
+        return {**super().buffers(), "interactions.indptr": self.interactions.indptr.astype(np.int64),
                 "interactions.indices": self.interactions.indices.astype(np.int64)}
 
     def load_buffers(self, buffers):
         """Rebuild the graph from `buffers()`'s arrays; ValueError when they do not form one."""
+        buffers = self.load_item_prior(buffers)
         if set(buffers) != {"interactions.indptr", "interactions.indices"}:
             raise ValueError(f"LightGCN expects the buffers interactions.indptr and interactions.indices, "
                              f"got {sorted(buffers)}")
         indptr, indices = buffers["interactions.indptr"], buffers["interactions.indices"]
+        if indptr.dtype.kind not in "iu" or indices.dtype.kind not in "iu":
+            raise ValueError(f"the interactions buffers hold {indptr.dtype} and {indices.dtype}, expected integers")
         if indptr.ndim != 1 or indices.ndim != 1 or indptr.size != self.n_users + 1 or indptr[0] != 0 \
                 or indptr[-1] != indices.size or np.any(np.diff(indptr) < 0) \
                 or (indices.size and (indices.min() < 0 or indices.max() >= self.n_items)):

@@ -3,7 +3,8 @@
 
 It holds the model `recgrad recommend --run DIR` loads, the run's data (its id maps and the seen
 items), the fold-in objective of the run's config, and the indexes, built once: over
-`item_factors()` for recommend and fold-in, over the unit item (and user) vectors for similar.
+`ranking_item_factors()` (the factors, and the item prior's column when the model has one) for
+recommend and fold-in, over the unit item (and user) vectors for similar.
 Raw ids are the ids of the data files; a raw id given as text is an int when it looks like one
 (`Dataset.user_index`'s rule). Every bad input raises `ServingError` with one sentence naming it.
 """
@@ -106,12 +107,12 @@ class ServedRun:
         return self._indexes[name]
 
     def recommend_index(self):
-        return self._index("recommend", self.model.item_factors, self._calibration_users)
+        return self._index("recommend", self.model.ranking_item_factors, self._calibration_users)
 
     def _calibration_users(self):
         """The vectors of a seeded sample of 500 users: the queries recommend will ask."""
         users = np.random.default_rng(0).choice(self.dataset.n_users, min(500, self.dataset.n_users), replace=False)
-        return self.model.user_factors(np.sort(users))
+        return self.model.ranking_user_factors(np.sort(users))
 
     def similar_index(self, side):
         return self._index(f"similar-{side}", lambda: l2_normalize(getattr(self.model, f"{side}_factors")())[0])
@@ -141,7 +142,7 @@ class ServedRun:
         seen = self.seen[users]
         exclude = [seen.indices[seen.indptr[r]:seen.indptr[r + 1]] if exclude_seen else seen.indices[:0]
                    for r in range(users.size)]
-        return self.recommend_index().search(self.model.user_factors(users), n, exclude)
+        return self.recommend_index().search(self.model.ranking_user_factors(users), n, exclude)
 
     def recommend_new(self, raw_items, n):
         """Fold-in: (raw ids, scores, unknown raw ids) for a new user's raw item ids."""

@@ -185,7 +185,12 @@ class TestReport(Callback):
         finally:
             trainer.model.load_state_dict(last)
         if self.out_dir is not None:
-            write_test_metrics(self.out_dir, {"epoch": trainer.best_epoch}, trainer.test_metrics, trainer.test_protocol)
+            about = {"epoch": trainer.best_epoch}
+            if trainer.popularity_prior:
+                about["popularity_prior"] = trainer.popularity_prior
+            if trainer.prior_search:
+                about["popularity_prior_search"] = trainer.prior_search["grid"]
+            write_test_metrics(self.out_dir, about, trainer.test_metrics, trainer.test_protocol)
 
 
 def evaluate_test(model, dataset, topk, evaluate=evaluate_recommender):

@@ -82,12 +82,15 @@ def refit(values: dict, dataset: Dataset, epochs: int, cluster=None, progress=Fa
 def refit_run(values: dict, dataset: Dataset, result: dict, out_dir, cluster=None, progress=False) -> dict:
     """Refit a finished run (`Trainer.fit`'s `result`, selected on validation) into `out_dir`.
 
-    RUN/best.npz becomes the refit model (what `recgrad evaluate` and `recgrad recommend` use) and
+    The refit ranks with the popularity prior's beta the run chose (`recgrad.train.popularity_prior`),
+    on the counts of train + validation. RUN/best.npz becomes the refit model (what `recgrad evaluate`
+    and `recgrad recommend` use) and
     RUN/test_metrics.json its test metrics, beside those of the selected model; the other files
     (metrics.jsonl, last.npz, the checkpoint) stay the selection run's. Returns `result` with
     "refit_epochs", "selected_test_metrics" and "test_metrics" (the refit model's).
     """
-    trainer = refit(values, dataset, result["best_epoch"], cluster=cluster, progress=progress)
+    chosen = {"popularity_prior": result["popularity_prior"]} if values.get("popularity_prior") else {}
+    trainer = refit({**values, **chosen}, dataset, result["best_epoch"], cluster=cluster, progress=progress)
     merged = dataclasses.replace(trainer.dataset, **{name: getattr(dataset, name) for name in TEST_FIELDS})
     metrics = protocol = None
     if merged.test is not None or merged.test_negatives is not None:
@@ -96,7 +99,9 @@ def refit_run(values: dict, dataset: Dataset, result: dict, out_dir, cluster=Non
     if out_dir is not None:
         atomic_write(os.path.join(out_dir, "best.npz"), lambda handle: trainer.model.save(handle))
         if metrics is not None:
-            write_test_metrics(out_dir, {"epoch": result["best_epoch"], "refit": True,
-                                         "selected_model": result["test_metrics"]}, metrics, protocol)
+            about = {"epoch": result["best_epoch"], "refit": True, "selected_model": result["test_metrics"]}
+            if trainer.popularity_prior:
+                about["popularity_prior"] = trainer.popularity_prior
+            write_test_metrics(out_dir, about, metrics, protocol)
     return {**result, "refit_epochs": trainer.epoch, "selected_test_metrics": result["test_metrics"],
             "test_metrics": metrics, "test_protocol": protocol}

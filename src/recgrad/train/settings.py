@@ -30,8 +30,8 @@ class SettingError(ValueError):
 class Setting:
     """One run setting.
 
-    kind: "int", "float", "bool", "str", "int_list", "str_list" or "float_or_int" (how a flag's text
-        converts; a list flag takes comma-separated values).
+    kind: "int", "float", "bool", "str", "int_list", "str_list" or "float_or_auto" (a number, or the
+        word auto) (how a flag's text converts; a list flag takes comma-separated values).
     default: the value when nobody sets it; None means "derived" (see DERIVED_DEFAULTS) or "unset".
     choices: the allowed values (str settings), or None.
     minimum / maximum: bounds (numbers and each element of an int_list); *_open makes them strict.
@@ -64,7 +64,7 @@ class Setting:
         if self.choices is not None:
             return "one of " + ", ".join(str(choice) for choice in self.choices)
         noun = {"int": "an int", "int_list": "a list of ints", "float": "a number", "bool": "true or false",
-                "str": "a string", "str_list": "a list of strings", "float_or_int": "a number"}[self.kind]
+                "str": "a string", "str_list": "a list of strings", "float_or_auto": "auto or a number"}[self.kind]
         bounds = []
         if self.minimum is not None:
             bounds.append(f"{'>' if self.minimum_open else '>='} {self.minimum:g}")
@@ -212,6 +212,11 @@ SETTINGS = (
             "evaluation", minimum=1),
     Setting("metric", "str", None, "the model-selection metric, e.g. recall@20 or ndcg@10 (default: recall@20; "
             "ndcg@10 for the sampled protocol)", "evaluation"),
+    Setting("popularity_prior", "float_or_auto", 0.0,
+            "rank by the model's score + this beta times log(1 + the item's training interactions), a fixed term "
+            "that training never sees (recgrad.train.popularity_prior: for models that score by the cosine); auto: "
+            "chosen on the validation set for the selected epoch (0 is among the choices)", "evaluation",
+            minimum=0.0, applies={"model": ("mf", "two-tower", "lightgcn")}),
     Setting("refit", "bool", None,
             "after the validation set chose the epoch, train a fresh model on train + validation for that many "
             "epochs and keep it (recgrad.train.refit; default: true on data of at most 250,000 training "
@@ -288,7 +293,9 @@ def check_value(name: str, value: Any) -> Any:
         return None
     if setting.kind == "bool":
         return _bool(value, setting)
-    if setting.kind in ("int", "float"):
+    if setting.kind == "float_or_auto" and value == "auto":
+        return value
+    if setting.kind in ("int", "float", "float_or_auto"):
         number = _number(value, setting, setting.kind == "int")
         if not _in_bounds(setting, number):
             raise SettingError(_bad(setting, value))

@@ -53,6 +53,7 @@ from recgrad.train.callbacks import (
 )
 from recgrad.train.checkpoint import CheckpointError, load_checkpoint
 from recgrad.train.compiled_mf import CompiledMFLoop, covers
+from recgrad.train.popularity_prior import PopularityPrior
 
 __all__ = ["Trainer"]
 
@@ -76,7 +77,7 @@ class Trainer:
             `recgrad.train.settings` (loss, optimizer, lr, lr_schedule, lr_min, batch_size, epochs,
             negatives, negatives_mode, dns_candidates, sampler, popularity_alpha, temperature,
             similarity, logq_correction, l2, weight_decay, epoch_sampling, engine, seed,
-            eval_every, patience, topk, metric). Two of them also take an object: optimizer=
+            eval_every, patience, topk, metric, popularity_prior). Two of them also take an object: optimizer=
             an `recgrad.optim.Optimizer` over model.parameters() (used as given), sampler= a
             `recgrad.samplers` sampler built for the training data.
 
@@ -126,8 +127,15 @@ class Trainer:
         evaluate = evaluate_recommender if cluster is None else cluster.evaluate
         self.evaluation = Evaluation(values["eval_every"], values["topk"], values["metric"], values["selection"],
                                      evaluate=evaluate)
-        self.callbacks = [self.evaluation, ModelSelection(values["patience"]), TestReport(self.out_dir, evaluate),
-                          *callbacks]
+        prior = values.get("popularity_prior") or 0.0
+        if prior != 0.0 and not isinstance(model, FactorModel):
+            raise ValueError(f"popularity_prior: ranks a dot-product model (MF, TwoTower, LightGCN), "
+                             f"got {type(model).__name__}")
+        self.popularity_prior, self.prior_search = 0.0, None
+        selection = [self.evaluation, ModelSelection(values["patience"])]
+        if prior != 0.0:  # before TestReport, which evaluates the selected model with the prior in place
+            selection.append(PopularityPrior(prior, self.out_dir, evaluate))
+        self.callbacks = [*selection, TestReport(self.out_dir, evaluate), *callbacks]
         if self.out_dir is not None:
             self.callbacks.append(ModelFiles(self.out_dir))
         if progress:
@@ -315,6 +323,8 @@ class Trainer:
             "test_metrics": self.test_metrics,
             "test_protocol": self.test_protocol,
             "topk": None if self.topk is None else list(self.topk),
+            "popularity_prior": self.popularity_prior,
+            "prior_search": self.prior_search,
         }
 
     # ------------------------------------------------------------------------------ the state
