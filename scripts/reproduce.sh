@@ -16,7 +16,7 @@ declare -A COMMANDS=(
     [ml1m-neumf]="recgrad train --config recipes/ml1m-neumf.toml --threads 1"
     [ml1m-mlp]="recgrad train --config recipes/ml1m-mlp.toml --threads 1"
     [ml1m-neumf-pretrained]="recgrad train --config recipes/ml1m-neumf-pretrained.toml --threads 1"
-    [gowalla-lightgcn]="recgrad train --config recipes/gowalla-lightgcn.toml --epochs 4 --eval-every 1"
+    [gowalla-lightgcn]="recgrad train --config recipes/gowalla-lightgcn.toml --threads 1"
     [gowalla-mf-best]="recgrad train --config recipes/gowalla-mf-best.toml"
 )
 # ml1m-neumf-pretrained starts from the runs of ml1m-gmf and ml1m-mlp (runs/ml1m-gmf, runs/ml1m-mlp): it comes after them.
